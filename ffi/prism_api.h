@@ -1,0 +1,130 @@
+/* prism_api.h - the C helpers' API as plain declarations: cffi's cdef reads this file verbatim, so no preprocessor here. */
+
+/*
+ * Conventions: every function that can fail returns a count >= 0 or -errno
+ * and never prints. A call moves a whole batch; Python never loops over
+ * packets. Opaque handles are created and deleted explicitly (Python's
+ * ExitStack does it in reverse order of creation).
+ */
+
+/* A batch of descriptors as a struct of arrays, allocated once and reused.
+ * addr is the UMEM address of the packet's first byte, len its length.
+ */
+struct prism_batch {
+	uint32_t cap;
+	uint32_t n;
+	uint64_t *addr;
+	uint32_t *len;
+};
+
+/* XDP_STATISTICS of one socket; fields the kernel does not report are 0. */
+struct prism_xsk_stats {
+	uint64_t rx_dropped;
+	uint64_t rx_invalid_descs;
+	uint64_t tx_invalid_descs;
+	uint64_t rx_ring_full;
+	uint64_t rx_fill_ring_empty_descs;
+	uint64_t tx_ring_empty_descs;
+};
+
+/* What the helpers did on one socket (kept in user space, no syscall). */
+struct prism_xsk_counters {
+	uint64_t rx_packets;
+	uint64_t rx_bytes;
+	uint64_t rx_batches;
+	uint64_t rx_wakeups;
+	uint64_t tx_packets;
+	uint64_t tx_bytes;
+	uint64_t tx_ring_full;
+	uint64_t tx_kicks;
+	uint64_t tx_kick_errors;
+	uint64_t comp_reaped;
+	uint64_t fill_added;
+};
+
+/* Where every frame of a UMEM is. The kernel side cannot be told apart
+ * further from user space: frames on a fill ring and not yet seen on an RX
+ * ring are in "kernel_rx"; frames on a TX ring and not yet reaped from a
+ * completion ring are in "kernel_tx". The sum is always frames.
+ */
+struct prism_frame_account {
+	uint64_t frames;
+	uint64_t pool;
+	uint64_t kernel_rx;
+	uint64_t kernel_tx;
+	uint64_t user;
+};
+
+typedef struct prism_umem prism_umem;
+typedef struct prism_xsk prism_xsk;
+typedef struct prism_prog prism_prog;
+
+/* batches */
+struct prism_batch *prism_batch_new(uint32_t cap);
+void prism_batch_delete(struct prism_batch *b);
+
+/* UMEM: frames, headroom, one free-frame pool. With register_kernel 0 the
+ * memory and pool exist without a kernel UMEM (unit tests, tools).
+ */
+int prism_umem_create(prism_umem **out, uint32_t frame_count, uint32_t frame_size,
+		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
+		      int register_kernel);
+int prism_umem_delete(prism_umem *u);
+uint8_t *prism_umem_area(prism_umem *u);
+uint32_t prism_umem_frame_size(prism_umem *u);
+uint32_t prism_umem_headroom(prism_umem *u);
+uint32_t prism_umem_pool_count(prism_umem *u);
+void prism_umem_account(prism_umem *u, struct prism_frame_account *out);
+
+/* Frames between the pool and a batch, without the kernel. */
+int prism_alloc_batch(prism_umem *u, struct prism_batch *b, uint32_t n, uint32_t len);
+int prism_free_batch(prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n);
+int prism_copy_frames_batch(prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n,
+			    const uint8_t *data, uint32_t len);
+
+/* Sockets. bind_flags are XDP_COPY / XDP_ZEROCOPY / XDP_USE_NEED_WAKEUP.
+ * Sockets on the same (device, queue) share one fill/completion ring pair;
+ * sockets on other devices join the same UMEM with a pair of their own.
+ */
+int prism_xsk_create(prism_xsk **out, prism_umem *u, const char *ifname, uint32_t queue,
+		     uint32_t rx_size, uint32_t tx_size, uint32_t bind_flags);
+void prism_xsk_delete(prism_xsk *x);
+int prism_xsk_fd(prism_xsk *x);
+int prism_xsk_zerocopy(prism_xsk *x);
+int prism_xsk_set_busy_poll(prism_xsk *x, int usecs, int budget);
+int prism_xsk_statistics(prism_xsk *x, struct prism_xsk_stats *out);
+void prism_xsk_counters(prism_xsk *x, struct prism_xsk_counters *out);
+int prism_xsk_map_insert(prism_xsk *x, int map_fd, uint32_t slot);
+
+/* The hot path, a batch per call. */
+int prism_fill_batch(prism_xsk *x, uint32_t max);
+int prism_rx_batch(prism_xsk *x, struct prism_batch *b);
+int prism_tx_batch(prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n);
+int prism_complete_batch(prism_xsk *x, uint32_t max);
+int prism_xsk_kick(prism_xsk *x);
+int prism_xsk_rx_pending(prism_xsk *x);
+int prism_xsk_tx_pending(prism_xsk *x);
+
+/* XDP programs through libxdp, and their maps through libbpf. */
+int prism_prog_open(prism_prog **out, const char *path);
+void prism_prog_close(prism_prog *p);
+const char *prism_prog_name(prism_prog *p);
+int prism_prog_attach(prism_prog *p, int ifindex, int mode);
+int prism_prog_detach(prism_prog *p, int ifindex, int mode);
+int prism_prog_map_fd(prism_prog *p, const char *map_name);
+int prism_xdp_query(int ifindex, uint32_t *prog_id, int *mode, char *name, uint32_t name_len);
+int prism_xdp_detach_id(int ifindex, uint32_t prog_id, int mode);
+
+int prism_map_update(int fd, const void *key, const void *value, uint64_t flags);
+int prism_map_lookup(int fd, const void *key, void *value);
+int prism_map_delete(int fd, const void *key);
+int prism_map_next_key(int fd, const void *key, void *next_key);
+int prism_percpu_sum(int fd, uint32_t key, uint32_t words, uint64_t *out);
+int prism_num_cpus(void);
+
+/* Traffic for benchmarks: BPF_PROG_RUN with live frames. */
+int prism_prog_run_live(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t repeat,
+			uint32_t batch_size);
+
+uint64_t prism_now_ns(void);
+void prism_install_log(int min_level);

@@ -1,0 +1,239 @@
+/* prism_bpf.c - XDP programs (load, attach, detach, find stale ones) through libxdp, BPF maps through libbpf, and library logging. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <xdp/libxdp.h>
+
+#include "prism.h"
+
+struct prism_prog {
+	struct xdp_program *prog;
+};
+
+/* libxdp reports errors through pointers; turn them into -errno. */
+static int ptr_err(const void *p)
+{
+	long err = libxdp_get_error(p);
+
+	if (err)
+		return err < 0 ? (int)err : -(int)err;
+	return p ? 0 : -ENOENT;
+}
+
+int prism_prog_open(struct prism_prog **out, const char *path)
+{
+	struct prism_prog *p = calloc(1, sizeof(*p));
+	int err;
+
+	if (!p)
+		return -ENOMEM;
+	p->prog = xdp_program__open_file(path, "xdp", NULL);
+	err = ptr_err(p->prog);
+	if (err) {
+		free(p);
+		return err;
+	}
+	*out = p;
+	return 0;
+}
+
+void prism_prog_close(struct prism_prog *p)
+{
+	if (!p)
+		return;
+	xdp_program__close(p->prog);
+	free(p);
+}
+
+const char *prism_prog_name(struct prism_prog *p)
+{
+	return xdp_program__name(p->prog);
+}
+
+/* mode: enum xdp_attach_mode (1 native, 2 skb, 3 hw). libxdp first tries
+ * its multi-program dispatcher and, where that is refused (it is here),
+ * attaches the program alone; both outcomes are fine for us.
+ */
+int prism_prog_attach(struct prism_prog *p, int ifindex, int mode)
+{
+	return xdp_program__attach(p->prog, ifindex, mode, 0);
+}
+
+int prism_prog_detach(struct prism_prog *p, int ifindex, int mode)
+{
+	return xdp_program__detach(p->prog, ifindex, mode, 0);
+}
+
+int prism_prog_map_fd(struct prism_prog *p, const char *map_name)
+{
+	struct bpf_object *obj = xdp_program__bpf_obj(p->prog);
+	int fd;
+
+	if (!obj)
+		return -EINVAL;
+	fd = bpf_object__find_map_fd_by_name(obj, map_name);
+	return fd < 0 ? -ENOENT : fd;
+}
+
+/* What is attached to a device, without libxdp's view of dispatchers:
+ * returns 1 and the program's id, attach mode (XDP_ATTACHED_*) and name,
+ * or 0 when nothing is attached.
+ */
+int prism_xdp_query(int ifindex, uint32_t *prog_id, int *mode, char *name, uint32_t name_len)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, opts);
+	struct bpf_prog_info info;
+	__u32 info_len = sizeof(info);
+	int fd, err;
+
+	err = bpf_xdp_query(ifindex, 0, &opts);
+	if (err)
+		return err;
+	*mode = opts.attach_mode;
+	*prog_id = opts.prog_id;
+	if (name_len)
+		name[0] = '\0';
+	if (!opts.prog_id)
+		return 0;
+	fd = bpf_prog_get_fd_by_id(opts.prog_id);
+	if (fd < 0)
+		return 1; /* gone meanwhile, or no rights to look: id is enough */
+	memset(&info, 0, sizeof(info));
+	if (!bpf_obj_get_info_by_fd(fd, &info, &info_len) && name_len) {
+		strncpy(name, info.name, name_len - 1);
+		name[name_len - 1] = '\0';
+	}
+	close(fd);
+	return 1;
+}
+
+/* Detach exactly the program with this id (so a program that replaced ours
+ * meanwhile is left alone). mode is XDP_ATTACHED_* as from prism_xdp_query.
+ */
+int prism_xdp_detach_id(int ifindex, uint32_t prog_id, int mode)
+{
+	LIBBPF_OPTS(bpf_xdp_attach_opts, opts);
+	__u32 flags = XDP_FLAGS_REPLACE;
+	int fd, err;
+
+	if (mode == XDP_ATTACHED_SKB)
+		flags |= XDP_FLAGS_SKB_MODE;
+	else if (mode == XDP_ATTACHED_DRV)
+		flags |= XDP_FLAGS_DRV_MODE;
+	else if (mode == XDP_ATTACHED_HW)
+		flags |= XDP_FLAGS_HW_MODE;
+	fd = bpf_prog_get_fd_by_id(prog_id);
+	if (fd < 0)
+		return -errno;
+	opts.old_prog_fd = fd;
+	err = bpf_xdp_detach(ifindex, flags, &opts);
+	close(fd);
+	return err;
+}
+
+int prism_map_update(int fd, const void *key, const void *value, uint64_t flags)
+{
+	return bpf_map_update_elem(fd, key, value, flags) ? -errno : 0;
+}
+
+int prism_map_lookup(int fd, const void *key, void *value)
+{
+	return bpf_map_lookup_elem(fd, key, value) ? -errno : 0;
+}
+
+int prism_map_delete(int fd, const void *key)
+{
+	return bpf_map_delete_elem(fd, key) ? -errno : 0;
+}
+
+int prism_map_next_key(int fd, const void *key, void *next_key)
+{
+	return bpf_map_get_next_key(fd, key, next_key) ? -errno : 0;
+}
+
+int prism_num_cpus(void)
+{
+	return libbpf_num_possible_cpus();
+}
+
+/* Sum a per-CPU value of `words` u64 counters over all possible CPUs. */
+int prism_percpu_sum(int fd, uint32_t key, uint32_t words, uint64_t *out)
+{
+	int ncpu = libbpf_num_possible_cpus(), cpu, err = 0;
+	uint64_t *vals;
+	uint32_t w;
+
+	if (ncpu < 0)
+		return ncpu;
+	vals = calloc((size_t)ncpu * words, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	if (bpf_map_lookup_elem(fd, &key, vals)) {
+		err = -errno;
+		goto out;
+	}
+	memset(out, 0, words * sizeof(*out));
+	for (cpu = 0; cpu < ncpu; cpu++)
+		for (w = 0; w < words; w++)
+			out[w] += vals[cpu * words + w];
+out:
+	free(vals);
+	return err;
+}
+
+/* Run an XDP program on `repeat` copies of a frame as live packets: what it
+ * redirects is really transmitted (BPF_F_TEST_XDP_LIVE_FRAMES, kernel 5.18).
+ * The fastest generator on this platform; see tools/.
+ */
+int prism_prog_run_live(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t repeat,
+			uint32_t batch_size)
+{
+	struct xdp_md ctx_in = { .data_end = len };
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len,
+		    .ctx_in = &ctx_in, .ctx_size_in = sizeof(ctx_in), .repeat = repeat,
+		    .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = batch_size);
+
+	return bpf_prog_test_run_opts(prog_fd, &opts) ? -errno : 0;
+}
+
+/* Library messages go to Python's logging, not to stderr. prism_log is an
+ * extern "Python" function defined by the cffi module.
+ */
+void prism_log(int level, const char *msg);
+static int log_min_level;
+
+static int print_to_python(int level, const char *fmt, va_list ap)
+{
+	char buf[512];
+
+	if (level > log_min_level)
+		return 0;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	prism_log(level, buf);
+	return 0;
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	return print_to_python(level, fmt, ap);
+}
+
+static int libxdp_print(enum libxdp_print_level level, const char *fmt, va_list ap)
+{
+	return print_to_python(level, fmt, ap);
+}
+
+/* min_level: 0 warnings, 1 info, 2 debug (both libraries use that order). */
+void prism_install_log(int min_level)
+{
+	log_min_level = min_level;
+	libbpf_set_print(libbpf_print);
+	libxdp_set_print(libxdp_print);
+}

@@ -1,0 +1,573 @@
+/* prism_xsk.c - UMEM, AF_XDP sockets and the batch operations of the hot path (rx, fill, tx, completion). */
+#include <errno.h>
+#include <net/if.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <xdp/xsk.h>
+
+#include "prism.h"
+
+#ifndef SO_PREFER_BUSY_POLL
+#define SO_PREFER_BUSY_POLL 69
+#endif
+#ifndef SO_BUSY_POLL_BUDGET
+#define SO_BUSY_POLL_BUDGET 70
+#endif
+
+/*
+ * Frame ownership (after xsk_fwd in bpf-examples). One UMEM holds every
+ * frame; a frame is always in exactly one place:
+ *
+ *   pool --fill_batch--> fill ring --kernel--> RX ring --rx_batch--> batch
+ *   batch --tx_batch--> TX ring --kernel--> completion ring
+ *   completion ring --complete_batch--> pool;  batch --free_batch--> pool
+ *
+ * The pool is a stack of frame base addresses. Sockets on one (device,
+ * queue) share one fill/completion ring pair (struct prism_rings), so
+ * frames that one of them receives may be refilled through any of them.
+ * Every ring is single-producer single-consumer: one thread drives a UMEM.
+ * The counters below let prism_umem_account() prove that no frame leaks.
+ */
+
+struct prism_rings {
+	struct xsk_ring_prod fq;
+	struct xsk_ring_cons cq;
+	int ifindex;
+	uint32_t queue;
+	int refs; /* sockets using this pair; 0 = not bound yet */
+	struct prism_rings *next;
+};
+
+struct prism_umem {
+	uint8_t *area;
+	uint64_t size;
+	struct xsk_umem *umem; /* NULL when not registered with the kernel */
+	uint32_t frame_count;
+	uint32_t frame_size;
+	uint32_t headroom;
+	uint32_t fill_size;
+	uint32_t comp_size;
+	struct prism_rings *rings; /* one pair per (device, queue) */
+	uint64_t *pool;
+	uint32_t pool_n;
+	uint64_t kernel_rx; /* on a fill or RX ring */
+	uint64_t kernel_tx; /* on a TX or completion ring */
+	uint64_t user; /* in batches */
+};
+
+struct prism_xsk {
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	struct xsk_socket *xsk;
+	struct prism_umem *umem;
+	struct prism_rings *rings;
+	int fd;
+	struct prism_xsk_counters cnt;
+};
+
+static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)
+{
+	return addr - addr % u->frame_size;
+}
+
+static inline void pool_put(struct prism_umem *u, uint64_t addr)
+{
+	u->pool[u->pool_n++] = frame_base(u, addr);
+}
+
+uint64_t prism_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+struct prism_batch *prism_batch_new(uint32_t cap)
+{
+	struct prism_batch *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b->cap = cap;
+	b->addr = calloc(cap, sizeof(*b->addr));
+	b->len = calloc(cap, sizeof(*b->len));
+	if (!b->addr || !b->len) {
+		prism_batch_delete(b);
+		return NULL;
+	}
+	return b;
+}
+
+void prism_batch_delete(struct prism_batch *b)
+{
+	if (!b)
+		return;
+	free(b->addr);
+	free(b->len);
+	free(b);
+}
+
+int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t frame_size,
+		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
+		      int register_kernel)
+{
+	struct xsk_umem_config cfg = {
+		.fill_size = fill_size,
+		.comp_size = comp_size,
+		.frame_size = frame_size,
+		.frame_headroom = headroom,
+		.flags = 0,
+	};
+	struct prism_umem *u;
+	uint32_t i;
+	int err;
+
+	/* Aligned mode: frames are a power of two, so base = addr & ~(size-1). */
+	if (!frame_count || frame_size < 2048 || (frame_size & (frame_size - 1)) ||
+	    headroom >= frame_size / 2)
+		return -EINVAL;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->frame_count = frame_count;
+	u->frame_size = frame_size;
+	u->headroom = headroom;
+	u->fill_size = fill_size;
+	u->comp_size = comp_size;
+	u->size = (uint64_t)frame_count * frame_size;
+	u->area = mmap(NULL, u->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (u->area == MAP_FAILED) {
+		err = -errno;
+		free(u);
+		return err;
+	}
+	u->pool = calloc(frame_count, sizeof(*u->pool));
+	if (!u->pool) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	/* Lowest addresses on top of the stack: easier to read in a dump. */
+	for (i = 0; i < frame_count; i++)
+		u->pool[i] = (uint64_t)(frame_count - 1 - i) * frame_size;
+	u->pool_n = frame_count;
+
+	if (register_kernel) {
+		/* The first ring pair is handed over now; libxdp binds it to the
+		 * (device, queue) of the first socket created on this UMEM.
+		 */
+		u->rings = calloc(1, sizeof(*u->rings));
+		if (!u->rings) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		err = xsk_umem__create(&u->umem, u->area, u->size, &u->rings->fq, &u->rings->cq,
+				       &cfg);
+		if (err)
+			goto fail;
+	}
+	*out = u;
+	return 0;
+fail:
+	free(u->rings);
+	free(u->pool);
+	munmap(u->area, u->size);
+	free(u);
+	return err;
+}
+
+int prism_umem_delete(struct prism_umem *u)
+{
+	struct prism_rings *r, *next;
+	int err;
+
+	if (!u)
+		return 0;
+	if (u->umem) {
+		err = xsk_umem__delete(u->umem);
+		if (err)
+			return err; /* -EBUSY: sockets still use it */
+	}
+	for (r = u->rings; r; r = next) {
+		next = r->next;
+		free(r);
+	}
+	free(u->pool);
+	munmap(u->area, u->size);
+	free(u);
+	return 0;
+}
+
+uint8_t *prism_umem_area(struct prism_umem *u)
+{
+	return u->area;
+}
+
+uint32_t prism_umem_frame_size(struct prism_umem *u)
+{
+	return u->frame_size;
+}
+
+uint32_t prism_umem_headroom(struct prism_umem *u)
+{
+	return u->headroom;
+}
+
+uint32_t prism_umem_pool_count(struct prism_umem *u)
+{
+	return u->pool_n;
+}
+
+void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
+{
+	out->frames = u->frame_count;
+	out->pool = u->pool_n;
+	out->kernel_rx = u->kernel_rx;
+	out->kernel_tx = u->kernel_tx;
+	out->user = u->user;
+}
+
+int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, uint32_t len)
+{
+	uint32_t i;
+
+	if (len > u->frame_size - u->headroom)
+		return -EMSGSIZE;
+	if (n > b->cap - b->n)
+		n = b->cap - b->n;
+	if (n > u->pool_n)
+		n = u->pool_n;
+	for (i = 0; i < n; i++) {
+		b->addr[b->n + i] = u->pool[--u->pool_n] + u->headroom;
+		b->len[b->n + i] = len;
+	}
+	b->n += n;
+	u->user += n;
+	return n;
+}
+
+int prism_free_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n)
+{
+	uint32_t i;
+
+	if (start > b->n || n > b->n - start)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		pool_put(u, b->addr[start + i]);
+	u->user -= n;
+	return n;
+}
+
+int prism_copy_frames_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start,
+			    uint32_t n, const uint8_t *data, uint32_t len)
+{
+	uint32_t i;
+
+	if (start > b->n || n > b->n - start)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		uint64_t addr = b->addr[start + i];
+
+		if (addr - frame_base(u, addr) + len > u->frame_size)
+			return -EMSGSIZE;
+		memcpy(u->area + addr, data, len);
+		b->len[start + i] = len;
+	}
+	return n;
+}
+
+static struct prism_rings *rings_get(struct prism_umem *u, int ifindex, uint32_t queue,
+				     int *created)
+{
+	struct prism_rings *r;
+
+	*created = 0;
+	for (r = u->rings; r; r = r->next)
+		if (r->refs && r->ifindex == ifindex && r->queue == queue)
+			return r;
+	/* The pair handed to xsk_umem__create waits for the first socket. */
+	for (r = u->rings; r; r = r->next)
+		if (!r->refs)
+			goto bind;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->next = u->rings;
+	u->rings = r;
+	*created = 1;
+bind:
+	r->ifindex = ifindex;
+	r->queue = queue;
+	return r;
+}
+
+static void rings_put(struct prism_umem *u, struct prism_rings *r)
+{
+	struct prism_rings **pp;
+
+	if (--r->refs > 0)
+		return;
+	/* Frames the kernel still held on this pair's rings are gone with
+	 * the socket: the kernel does not give them back on close.
+	 */
+	for (pp = &u->rings; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			free(r);
+			return;
+		}
+	}
+}
+
+int prism_xsk_create(struct prism_xsk **out, struct prism_umem *u, const char *ifname,
+		     uint32_t queue, uint32_t rx_size, uint32_t tx_size, uint32_t bind_flags)
+{
+	struct xsk_socket_config cfg = {
+		.rx_size = rx_size,
+		.tx_size = tx_size,
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		.xdp_flags = 0,
+		.bind_flags = bind_flags,
+	};
+	struct prism_rings *r;
+	struct prism_xsk *x;
+	int ifindex, created, err;
+
+	if (!u->umem)
+		return -EINVAL;
+	ifindex = if_nametoindex(ifname);
+	if (!ifindex)
+		return -ENODEV;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	r = rings_get(u, ifindex, queue, &created);
+	if (!r) {
+		free(x);
+		return -ENOMEM;
+	}
+	err = xsk_socket__create_shared(&x->xsk, ifname, queue, u->umem, &x->rx, &x->tx, &r->fq,
+					&r->cq, &cfg);
+	if (err) {
+		if (created) {
+			r->refs = 1;
+			rings_put(u, r);
+		}
+		free(x);
+		return err;
+	}
+	r->refs++;
+	x->rings = r;
+	x->umem = u;
+	x->fd = xsk_socket__fd(x->xsk);
+	*out = x;
+	return 0;
+}
+
+void prism_xsk_delete(struct prism_xsk *x)
+{
+	if (!x)
+		return;
+	xsk_socket__delete(x->xsk);
+	rings_put(x->umem, x->rings);
+	free(x);
+}
+
+int prism_xsk_fd(struct prism_xsk *x)
+{
+	return x->fd;
+}
+
+int prism_xsk_zerocopy(struct prism_xsk *x)
+{
+	struct xdp_options opts;
+	socklen_t len = sizeof(opts);
+
+	if (getsockopt(x->fd, SOL_XDP, XDP_OPTIONS, &opts, &len))
+		return -errno;
+	return !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
+}
+
+int prism_xsk_set_busy_poll(struct prism_xsk *x, int usecs, int budget)
+{
+	int one = 1;
+
+	if (setsockopt(x->fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one)) ||
+	    setsockopt(x->fd, SOL_SOCKET, SO_BUSY_POLL, &usecs, sizeof(usecs)) ||
+	    setsockopt(x->fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget)))
+		return -errno;
+	return 0;
+}
+
+int prism_xsk_statistics(struct prism_xsk *x, struct prism_xsk_stats *out)
+{
+	struct xdp_statistics st;
+	socklen_t len = sizeof(st);
+
+	memset(&st, 0, sizeof(st));
+	if (getsockopt(x->fd, SOL_XDP, XDP_STATISTICS, &st, &len))
+		return -errno;
+	/* Kernels before 5.9 return only the first three fields. */
+	out->rx_dropped = st.rx_dropped;
+	out->rx_invalid_descs = st.rx_invalid_descs;
+	out->tx_invalid_descs = st.tx_invalid_descs;
+	out->rx_ring_full = st.rx_ring_full;
+	out->rx_fill_ring_empty_descs = st.rx_fill_ring_empty_descs;
+	out->tx_ring_empty_descs = st.tx_ring_empty_descs;
+	return len / sizeof(__u64);
+}
+
+void prism_xsk_counters(struct prism_xsk *x, struct prism_xsk_counters *out)
+{
+	*out = x->cnt;
+}
+
+int prism_xsk_map_insert(struct prism_xsk *x, int map_fd, uint32_t slot)
+{
+	if (bpf_map_update_elem(map_fd, &slot, &x->fd, 0))
+		return -errno;
+	return 0;
+}
+
+int prism_fill_batch(struct prism_xsk *x, uint32_t max)
+{
+	struct prism_umem *u = x->umem;
+	uint32_t n, idx, i;
+
+	n = xsk_prod_nb_free(&x->rings->fq, max);
+	if (n > max)
+		n = max;
+	if (n > u->pool_n)
+		n = u->pool_n;
+	if (!n || xsk_ring_prod__reserve(&x->rings->fq, n, &idx) != n)
+		return 0;
+	for (i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&x->rings->fq, idx + i) = u->pool[--u->pool_n];
+	xsk_ring_prod__submit(&x->rings->fq, n);
+	u->kernel_rx += n;
+	x->cnt.fill_added += n;
+	return n;
+}
+
+int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
+{
+	struct prism_umem *u = x->umem;
+	uint32_t n, idx, i;
+	uint64_t bytes = 0;
+
+	n = xsk_ring_cons__peek(&x->rx, b->cap - b->n, &idx);
+	if (!n) {
+		/* With need_wakeup the kernel may wait for us to ask (busy
+		 * polling, or an empty fill ring it has given up on).
+		 */
+		if (xsk_ring_prod__needs_wakeup(&x->rings->fq)) {
+			x->cnt.rx_wakeups++;
+			recvfrom(x->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+		}
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
+
+		b->addr[b->n + i] = d->addr;
+		b->len[b->n + i] = d->len;
+		bytes += d->len;
+	}
+	xsk_ring_cons__release(&x->rx, n);
+	b->n += n;
+	u->kernel_rx -= n;
+	u->user += n;
+	x->cnt.rx_packets += n;
+	x->cnt.rx_bytes += bytes;
+	x->cnt.rx_batches++;
+	return n;
+}
+
+int prism_xsk_kick(struct prism_xsk *x)
+{
+	int tries;
+
+	/* In copy mode one sendto() transmits at most 32 frames and answers
+	 * EAGAIN while more wait; a few rounds drain a 64-frame burst.
+	 */
+	for (tries = 0; tries < 8; tries++) {
+		x->cnt.tx_kicks++;
+		if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
+			return 0;
+		if (errno != EAGAIN)
+			break;
+	}
+	if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS)
+		return 0; /* the kernel is busy; the next kick goes on */
+	x->cnt.tx_kick_errors++;
+	return -errno;
+}
+
+int prism_tx_batch(struct prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n)
+{
+	struct prism_umem *u = x->umem;
+	uint32_t idx, i, room;
+	uint64_t bytes = 0;
+
+	if (start > b->n || n > b->n - start)
+		return -EINVAL;
+	room = xsk_prod_nb_free(&x->tx, n);
+	if (room < n) {
+		x->cnt.tx_ring_full++;
+		n = room;
+	}
+	if (n && xsk_ring_prod__reserve(&x->tx, n, &idx) == n) {
+		for (i = 0; i < n; i++) {
+			struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, idx + i);
+
+			d->addr = b->addr[start + i];
+			d->len = b->len[start + i];
+			d->options = 0;
+			bytes += d->len;
+		}
+		xsk_ring_prod__submit(&x->tx, n);
+		u->user -= n;
+		u->kernel_tx += n;
+		x->cnt.tx_packets += n;
+		x->cnt.tx_bytes += bytes;
+	} else {
+		n = 0;
+	}
+	/* Kick only when the kernel asks for it (always, in copy mode). */
+	if (xsk_ring_prod__needs_wakeup(&x->tx) && xsk_prod_nb_free(&x->tx, x->tx.size) < x->tx.size)
+		prism_xsk_kick(x);
+	return n;
+}
+
+int prism_complete_batch(struct prism_xsk *x, uint32_t max)
+{
+	struct prism_umem *u = x->umem;
+	uint32_t n, idx, i;
+
+	n = xsk_ring_cons__peek(&x->rings->cq, max, &idx);
+	for (i = 0; i < n; i++)
+		pool_put(u, *xsk_ring_cons__comp_addr(&x->rings->cq, idx + i));
+	xsk_ring_cons__release(&x->rings->cq, n);
+	u->kernel_tx -= n;
+	x->cnt.comp_reaped += n;
+	/* Frames still on the TX ring need another kick to move on. */
+	if (xsk_prod_nb_free(&x->tx, x->tx.size) < x->tx.size && xsk_ring_prod__needs_wakeup(&x->tx))
+		prism_xsk_kick(x);
+	return n;
+}
+
+int prism_xsk_rx_pending(struct prism_xsk *x)
+{
+	return xsk_cons_nb_avail(&x->rx, x->rx.size);
+}
+
+int prism_xsk_tx_pending(struct prism_xsk *x)
+{
+	return x->tx.size - xsk_prod_nb_free(&x->tx, x->tx.size);
+}

@@ -1,0 +1,69 @@
+/* prism_common.h - map names, record layouts and limits shared by the BPF programs, the C helpers and Python. */
+#ifndef PRISM_COMMON_H
+#define PRISM_COMMON_H
+
+/*
+ * Python mirrors every constant here in prism_xdp/layout.py; a unit test
+ * compares the two through the compiled cffi module, so a change here that
+ * is not made there fails the tests instead of corrupting a map.
+ */
+
+/* Priority classes per queue. Class 0 is LOW, the default for every packet
+ * no rule matches; a higher class is more urgent and is drained first. Two
+ * classes (LOW, HIGH) are PRISM's; the maps leave room for more.
+ */
+#define PRISM_NCLASS 4
+#define PRISM_CLASS_LOW 0
+#define PRISM_CLASS_HIGH 1
+
+/* XSKMAP slot of (rx queue q, class c) is q * PRISM_NCLASS + c. */
+#define PRISM_MAX_QUEUES 64
+#define PRISM_XSKMAP_SIZE (PRISM_MAX_QUEUES * PRISM_NCLASS)
+
+/* Rule tables. Ports and DSCP are arrays indexed by value (constant-time
+ * lookup, no limit of 10 ports as in the kernel patch); VNIs are 24 bits
+ * wide, so they live in a hash.
+ */
+#define PRISM_NPORTS 65536
+#define PRISM_NDSCP 64
+#define PRISM_MAX_VNI_RULES 4096
+
+#define PRISM_VXLAN_PORT_DEFAULT 4789
+#define PRISM_ETH_HLEN 14
+#define PRISM_VXLAN_HLEN 8
+/* Outer Ethernet + IPv4 (no options) + UDP + VXLAN: what decap strips and
+ * encap writes into the headroom.
+ */
+#define PRISM_ENCAP_LEN 50
+
+/* Steering modes, switchable at runtime through the config map. */
+#define PRISM_STEER_CLASSIFY 0 /* PRISM: each class to its own socket */
+#define PRISM_STEER_VANILLA 1 /* stock: every VXLAN packet to class 0 */
+
+/* Why a VXLAN packet was judged malformed (counted, then dropped). */
+#define PRISM_MAL_VXLAN_TRUNC 0 /* UDP to the VXLAN port, VXLAN header cut */
+#define PRISM_MAL_VXLAN_FLAGS 1 /* VXLAN I flag not set */
+#define PRISM_MAL_INNER_ETH 2 /* inner Ethernet header (or its VLAN tags) cut */
+#define PRISM_MAL_INNER_IP 3 /* inner IPv4 header cut, IHL < 5 or length wrong */
+#define PRISM_MAL_INNER_L4 4 /* inner TCP/UDP header cut */
+#define PRISM_MAL_MAX 5
+
+/* Value of the single entry of the "steer_config" array map. */
+struct prism_steer_config {
+	__u16 vxlan_port; /* host byte order */
+	__u8 mode; /* PRISM_STEER_* */
+	__u8 nclass; /* classes that have sockets; higher classes fold down */
+};
+
+/* Value of the single entry of the per-CPU "steer_counters" map. */
+struct prism_steer_counters {
+	__u64 steered[PRISM_NCLASS]; /* redirected to the class's socket */
+	__u64 steered_bytes[PRISM_NCLASS];
+	__u64 no_socket[PRISM_NCLASS]; /* class's slot empty: fell back to LOW */
+	__u64 passed; /* not VXLAN (ARP, host traffic, IPv6): to the kernel */
+	__u64 malformed[PRISM_MAL_MAX]; /* dropped, by reason */
+};
+
+#define PRISM_COUNTER_WORDS (sizeof(struct prism_steer_counters) / sizeof(__u64))
+
+#endif /* PRISM_COMMON_H */
