@@ -109,6 +109,7 @@ int prism_xsk_tx_pending(prism_xsk *x);
 int prism_prog_open(prism_prog **out, const char *path);
 void prism_prog_close(prism_prog *p);
 const char *prism_prog_name(prism_prog *p);
+uint32_t prism_prog_id(prism_prog *p);
 int prism_prog_attach(prism_prog *p, int ifindex, int mode);
 int prism_prog_detach(prism_prog *p, int ifindex, int mode);
 int prism_prog_map_fd(prism_prog *p, const char *map_name);
@@ -119,6 +120,7 @@ int prism_map_update(int fd, const void *key, const void *value, uint64_t flags)
 int prism_map_lookup(int fd, const void *key, void *value);
 int prism_map_delete(int fd, const void *key);
 int prism_map_next_key(int fd, const void *key, void *next_key);
+int prism_array_u8_dump(int fd, uint32_t n, uint8_t *values);
 int prism_percpu_sum(int fd, uint32_t key, uint32_t words, uint64_t *out);
 int prism_num_cpus(void);
 

@@ -13,7 +13,12 @@
 
 #include "prism.h"
 
+/*
+ * libbpf loads the object (so its maps exist and can be configured before
+ * any packet arrives); libxdp then attaches the loaded program by fd.
+ */
 struct prism_prog {
+	struct bpf_object *obj;
 	struct xdp_program *prog;
 };
 
@@ -30,18 +35,37 @@ static int ptr_err(const void *p)
 int prism_prog_open(struct prism_prog **out, const char *path)
 {
 	struct prism_prog *p = calloc(1, sizeof(*p));
+	struct bpf_program *bprog;
 	int err;
 
 	if (!p)
 		return -ENOMEM;
-	p->prog = xdp_program__open_file(path, "xdp", NULL);
+	p->obj = bpf_object__open_file(path, NULL);
+	err = libbpf_get_error(p->obj);
+	if (err) {
+		p->obj = NULL;
+		goto fail;
+	}
+	err = bpf_object__load(p->obj);
+	if (err)
+		goto fail;
+	bprog = bpf_object__next_program(p->obj, NULL);
+	if (!bprog) {
+		err = -ENOENT;
+		goto fail;
+	}
+	p->prog = xdp_program__from_fd(bpf_program__fd(bprog));
 	err = ptr_err(p->prog);
 	if (err) {
-		free(p);
-		return err;
+		p->prog = NULL;
+		goto fail;
 	}
 	*out = p;
 	return 0;
+fail:
+	bpf_object__close(p->obj);
+	free(p);
+	return err < 0 ? err : -err;
 }
 
 void prism_prog_close(struct prism_prog *p)
@@ -49,12 +73,18 @@ void prism_prog_close(struct prism_prog *p)
 	if (!p)
 		return;
 	xdp_program__close(p->prog);
+	bpf_object__close(p->obj);
 	free(p);
 }
 
 const char *prism_prog_name(struct prism_prog *p)
 {
 	return xdp_program__name(p->prog);
+}
+
+uint32_t prism_prog_id(struct prism_prog *p)
+{
+	return xdp_program__id(p->prog);
 }
 
 /* mode: enum xdp_attach_mode (1 native, 2 skb, 3 hw). libxdp first tries
@@ -73,12 +103,8 @@ int prism_prog_detach(struct prism_prog *p, int ifindex, int mode)
 
 int prism_prog_map_fd(struct prism_prog *p, const char *map_name)
 {
-	struct bpf_object *obj = xdp_program__bpf_obj(p->prog);
-	int fd;
+	int fd = bpf_object__find_map_fd_by_name(p->obj, map_name);
 
-	if (!obj)
-		return -EINVAL;
-	fd = bpf_object__find_map_fd_by_name(obj, map_name);
 	return fd < 0 ? -ENOENT : fd;
 }
 
@@ -156,6 +182,43 @@ int prism_map_delete(int fd, const void *key)
 int prism_map_next_key(int fd, const void *key, void *next_key)
 {
 	return bpf_map_get_next_key(fd, key, next_key) ? -errno : 0;
+}
+
+/* All n values of an array map of u8, in one syscall where the kernel
+ * supports batch lookups, else one lookup per key.
+ */
+int prism_array_u8_dump(int fd, uint32_t n, uint8_t *values)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	__u32 out_batch, count = n, i;
+	__u32 *keys = calloc(n, sizeof(*keys));
+	uint8_t *vals = calloc(n, 1); /* batch lookups pack values at value_size */
+	int err = 0;
+
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (!bpf_map_lookup_batch(fd, NULL, &out_batch, keys, vals, &count, &opts) ||
+	    (errno == ENOENT && count == n)) {
+		for (i = 0; i < count && i < n; i++)
+			if (keys[i] < n)
+				values[keys[i]] = vals[i];
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		uint8_t v = 0;
+
+		if (bpf_map_lookup_elem(fd, &i, &v)) {
+			err = -errno;
+			goto out;
+		}
+		values[i] = v;
+	}
+out:
+	free(keys);
+	free(vals);
+	return err;
 }
 
 int prism_num_cpus(void)
