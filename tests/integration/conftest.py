@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -121,16 +121,24 @@ def drain(xsk: XskSocket, want: int, timeout: float = 2.0, batch: Batch | None =
     return got
 
 
-def recv_frames(sock: socket.socket, want: int, timeout: float = 2.0) -> list[bytes]:
-    """Frames from an AF_PACKET socket until want arrived or timeout."""
+def recv_frames(
+    sock: socket.socket, want: int, timeout: float = 2.0, keep: Callable[[bytes], bool] = bool
+) -> list[bytes]:
+    """Frames from an AF_PACKET socket that pass `keep`, until want arrived or timeout.
+
+    `keep` filters out what the namespace's own stack sends meanwhile
+    (IPv6 DAD, router solicitations).
+    """
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
     while len(got) < want and time.monotonic() < deadline:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
-            got.append(sock.recv(65535))
+            frame = sock.recv(65535)
         except TimeoutError:
             break
+        if keep(frame):
+            got.append(frame)
     return got
 
 
