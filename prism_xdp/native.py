@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from prism_xdp.errors import NotSupported, PrismError
@@ -16,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "(or pip install --no-build-isolation -e .) in the checkout"
     ) from exc
 
-__all__ = ["ffi", "lib", "check_rc", "string"]
+__all__ = ["ffi", "lib", "check_rc", "quiet_library", "string"]
 
 log = logging.getLogger("prism_xdp.lib")
 
@@ -26,10 +28,28 @@ _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 _UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EAFNOSUPPORT}
 
 
+_quiet = 0
+
+
 @ffi.def_extern()  # type: ignore[misc]
 def prism_log(level: int, msg: Any) -> None:
     """Library messages (libbpf, libxdp) into Python logging."""
-    log.log(_LEVELS.get(level, logging.DEBUG), "%s", ffi.string(msg).decode(errors="replace").rstrip())
+    pylevel = logging.DEBUG if _quiet else _LEVELS.get(level, logging.DEBUG)
+    log.log(pylevel, "%s", ffi.string(msg).decode(errors="replace").rstrip())
+
+
+@contextlib.contextmanager
+def quiet_library() -> Iterator[None]:
+    """Library warnings that are expected (libxdp probing for its dispatcher and
+    falling back to a single program) become debug messages; failures still
+    surface as the call's -errno.
+    """
+    global _quiet
+    _quiet += 1
+    try:
+        yield
+    finally:
+        _quiet -= 1
 
 
 lib.prism_install_log(1 if log.isEnabledFor(logging.DEBUG) else 0)

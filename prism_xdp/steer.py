@@ -180,7 +180,7 @@ class Steering:
                  "read counters", "steer_counters")
         out = SteerCounters()
         for i, (name, idx) in enumerate(L.COUNTER_FIELDS):
-            if name == "passed":
+            if idx is None:  # the one scalar: passed
                 out.passed = int(words[i])
             elif name == "malformed":
                 out.malformed[L.MALFORMED_REASONS[idx]] = int(words[i])

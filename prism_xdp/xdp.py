@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import enum
 import errno
+import logging
 import socket
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from prism_xdp.errors import PrismError
-from prism_xdp.native import check_rc, ffi, lib, string
+from prism_xdp.native import check_rc, ffi, lib, quiet_library, string
+
+log = logging.getLogger("prism_xdp")
 
 # Every program of ours is named xdp_prism_<role>; the kernel keeps 15
 # characters of a name, and this prefix survives that.
@@ -165,14 +168,13 @@ class XdpProgram:
     def attach(self, ifname: str, mode: AttachMode = AttachMode.NATIVE) -> None:
         stale = detach_stale(ifname)
         if stale is not None:
-            import logging
-
-            logging.getLogger("prism_xdp").warning(
+            log.warning(
                 "replaced a stale %s (id %d) on %s", stale.name, stale.prog_id, ifname
             )
         hint = "native XDP needs driver support; try mode skb" if mode is AttachMode.NATIVE else ""
-        check_rc(lib.prism_prog_attach(self.ptr, ifindex_of(ifname), int(mode)),
-                 f"attach {self.name}", ifname, hint)
+        with quiet_library():
+            rc = lib.prism_prog_attach(self.ptr, ifindex_of(ifname), int(mode))
+        check_rc(rc, f"attach {self.name}", ifname, hint)
         self.attachments.append((ifname, mode))
 
     def detach(self, ifname: str) -> None:

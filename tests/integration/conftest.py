@@ -6,16 +6,15 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
 from prism_xdp import xdp
-from prism_xdp.batch import Batch
-from prism_xdp.netns import Testbed, link_mac, socket_in, unique_name
-from prism_xdp.packets import Outer
+from prism_xdp.netns import Testbed
+from prism_xdp.testhost import Uplink, drain
 from prism_xdp.umem import Umem
-from prism_xdp.xsk import XskSocket
+
+__all__ = ["PREFIX", "Uplink", "drain", "recv_frames"]
 
 PREFIX = "pxt"  # every namespace and link a test makes starts with this
 
@@ -49,76 +48,12 @@ def testbed() -> Iterator[Testbed]:
         yield tb
 
 
-@dataclass
-class Uplink:
-    """The host's 'NIC' (host_if, root namespace) and the remote host behind it."""
-
-    testbed: Testbed
-    host_if: str
-    remote_if: str
-    remote_ns: str
-    host_ip: str = "10.201.0.1"
-    remote_ip: str = "10.201.0.2"
-    host_mac: str = ""
-    remote_mac: str = ""
-    _tx: socket.socket | None = field(default=None, repr=False)
-
-    @property
-    def outer(self) -> Outer:
-        return Outer(self.remote_mac, self.host_mac, self.remote_ip, self.host_ip)
-
-    def send(self, *frames: bytes) -> None:
-        """Transmit raw frames from the remote side onto the uplink."""
-        if self._tx is None:
-            self._tx = socket_in(self.remote_ns, socket.AF_PACKET, socket.SOCK_RAW)
-            self._tx.bind((self.remote_if, 0))
-        for frame in frames:
-            self._tx.send(frame)
-
-    def close(self) -> None:
-        if self._tx is not None:
-            self._tx.close()
-
-
 @pytest.fixture
 def uplink(testbed: Testbed) -> Iterator[Uplink]:
-    ns = testbed.add_netns(unique_name(PREFIX, "r"))
-    host_if, remote_if = unique_name(PREFIX, "u"), unique_name(PREFIX, "p")
-    testbed.add_veth(host_if, remote_if, None, ns)
-    up = Uplink(testbed, host_if, remote_if, ns)
-    testbed.add_addr(host_if, up.host_ip, 24)
-    testbed.add_addr(remote_if, up.remote_ip, 24, ns)
-    up.host_mac = link_mac(host_if)
-    up.remote_mac = link_mac(remote_if, ns)
+    up = Uplink.create(testbed, PREFIX)
     yield up
-    up.close()
-    left = xdp.attached(host_if)
-    assert left is None, f"XDP program left attached on {host_if}: {left}"
-
-
-def drain(xsk: XskSocket, want: int, timeout: float = 2.0, batch: Batch | None = None) -> list[bytes]:
-    """Receive until `want` packets came (or timeout); return their bytes, frames freed.
-
-    Waits a little past `want` so that extra packets that should not come
-    are seen too.
-    """
-    batch = batch or Batch(64)
-    got: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    settle = None
-    while time.monotonic() < deadline:
-        batch.clear()
-        if xsk.rx(batch):
-            got += [xsk.umem.read(a, n) for a, n in batch.descriptors()]
-            batch.drop_all(xsk.umem)
-            xsk.fill(64)
-        elif len(got) >= want:
-            settle = settle or time.monotonic() + 0.05
-            if time.monotonic() > settle:
-                break
-        else:
-            time.sleep(0.001)
-    return got
+    left = xdp.attached(up.host_if)
+    assert left is None, f"XDP program left attached on {up.host_if}: {left}"
 
 
 def recv_frames(

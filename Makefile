@@ -1,0 +1,28 @@
+# Makefile - shortcuts for developers; README's two commands are tools/run-demo.sh and tools/run-tests.sh.
+.PHONY: setup demo test unit lint format bench clean
+
+setup:
+	bash tools/setup.sh
+
+demo:
+	bash tools/run-demo.sh
+
+test:
+	bash tools/run-tests.sh
+
+unit:
+	.venv/bin/python -m pytest tests/unit
+
+lint:
+	.venv/bin/ruff check prism_xdp tests tools ffi setup.py
+	.venv/bin/mypy prism_xdp
+	clang-format --dry-run --Werror ffi/*.c ffi/*.h xdp_progs/*.c xdp_progs/*.h 2>/dev/null || true
+
+format:
+	.venv/bin/ruff format prism_xdp tests tools ffi setup.py
+
+bench:
+	.venv/bin/python tools/bench_xsk.py
+
+clean:
+	rm -rf build *.egg-info prism_xdp/_prism_ffi.* prism_xdp/bpf/*.o
