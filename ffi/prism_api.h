@@ -110,6 +110,7 @@ int prism_prog_open(prism_prog **out, const char *path);
 void prism_prog_close(prism_prog *p);
 const char *prism_prog_name(prism_prog *p);
 uint32_t prism_prog_id(prism_prog *p);
+int prism_prog_fd(prism_prog *p);
 int prism_prog_attach(prism_prog *p, int ifindex, int mode);
 int prism_prog_detach(prism_prog *p, int ifindex, int mode);
 int prism_prog_map_fd(prism_prog *p, const char *map_name);

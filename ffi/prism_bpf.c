@@ -87,6 +87,11 @@ uint32_t prism_prog_id(struct prism_prog *p)
 	return xdp_program__id(p->prog);
 }
 
+int prism_prog_fd(struct prism_prog *p)
+{
+	return xdp_program__fd(p->prog);
+}
+
 /* mode: enum xdp_attach_mode (1 native, 2 skb, 3 hw). libxdp first tries
  * its multi-program dispatcher and, where that is refused (it is here),
  * attaches the program alone; both outcomes are fine for us.

@@ -165,6 +165,10 @@ class XdpProgram:
     def prog_id(self) -> int:
         return int(lib.prism_prog_id(self.ptr))
 
+    @property
+    def fd(self) -> int:
+        return int(lib.prism_prog_fd(self.ptr))
+
     def attach(self, ifname: str, mode: AttachMode = AttachMode.NATIVE) -> None:
         stale = detach_stale(ifname)
         if stale is not None:

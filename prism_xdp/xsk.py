@@ -6,6 +6,7 @@ import enum
 import errno
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +99,18 @@ class XskSocket:
         hint = ""
         if p.bind is BindMode.ZEROCOPY:
             hint = "zero-copy needs driver support (veth has none); use bind mode copy or auto"
-        check_rc(
-            lib.prism_xsk_create(out, umem.ptr, ifname.encode(), queue, p.rx_size, p.tx_size,
-                                 p.bind_flags()),
-            "AF_XDP socket", name, hint,
-        )
+        # A socket closed just before may still hold the queue: the kernel
+        # frees its binding asynchronously. EBUSY that lasts is a real owner.
+        deadline = time.monotonic() + 1.0
+        while True:
+            rc = lib.prism_xsk_create(out, umem.ptr, ifname.encode(), queue, p.rx_size,
+                                      p.tx_size, p.bind_flags())
+            if rc != -errno.EBUSY or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if rc == -errno.EBUSY:
+            hint = "another AF_XDP socket (another process?) is bound to this queue"
+        check_rc(rc, "AF_XDP socket", name, hint)
         self._ptr: Any = out[0]
         umem.sockets.append(self)
         if p.busy_poll_usecs:

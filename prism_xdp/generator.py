@@ -1,0 +1,58 @@
+"""generator.py - a bounded fast traffic source: the prism_gen XDP program run with BPF_PROG_RUN live frames, transmitting into a veth from inside its namespace."""
+
+from __future__ import annotations
+
+import threading
+
+from prism_xdp.native import check_rc, ffi, lib
+from prism_xdp.netns import inside, link_index
+from prism_xdp.xdp import XdpProgram
+
+
+class LiveFrameGenerator:
+    """Sends `count` copies of a frame out of ifname (in namespace ns), as fast as one CPU can.
+
+    The kernel runs the program `count` times on the calling thread; cffi
+    drops the GIL meanwhile, so a consumer thread keeps running. Bounded by
+    count: it always stops by itself.
+    """
+
+    def __init__(self, ifname: str, ns: str | None) -> None:
+        self.prog = XdpProgram("prism_gen")
+        tx_port = self.prog.map_fd("tx_port")
+        # A devmap resolves the ifindex in the namespace of whoever writes it.
+        if ns:
+            with inside(ns):
+                self._set_port(tx_port, link_index(ifname, ns))
+        else:
+            self._set_port(tx_port, link_index(ifname))
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    @staticmethod
+    def _set_port(fd: int, ifindex: int) -> None:
+        check_rc(lib.prism_map_update(fd, ffi.new("uint32_t *", 0), ffi.new("uint32_t *", ifindex),
+                                      0), "map update", "tx_port")
+
+    def send(self, frame: bytes, count: int, batch: int = 64) -> None:
+        check_rc(lib.prism_prog_run_live(self.prog.fd, frame, len(frame), count, batch),
+                 "BPF_PROG_RUN live frames", hint="needs kernel >= 5.18")
+
+    def start(self, frame: bytes, count: int) -> None:
+        def work() -> None:
+            try:
+                self.send(frame, count)
+            except BaseException as exc:  # reported by join()
+                self.error = exc
+
+        self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.prog.close()
