@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -60,25 +60,25 @@ def socket_in(ns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
         return socket.socket(family, kind, proto)
 
 
-def run_in(ns: str | None, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run a program inside ns (None: here), without shelling out to `ip netns exec`."""
+def _enter_fn(ns: str | None) -> Callable[[], None]:
+    """A preexec_fn that moves the child into ns (None: stays here)."""
+
     def enter() -> None:
         if ns is not None:
-            fd = os.open(os.path.join(NETNS_RUN_DIR, ns), os.O_RDONLY)
-            _setns(fd)
+            _setns(os.open(os.path.join(NETNS_RUN_DIR, ns), os.O_RDONLY))
 
+    return enter
+
+
+def run_in(ns: str | None, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a program inside ns (None: here), without shelling out to `ip netns exec`."""
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
-    return subprocess.run(list(argv), preexec_fn=enter, **kwargs)
+    return subprocess.run(list(argv), preexec_fn=_enter_fn(ns), **kwargs)
 
 
 def popen_in(ns: str | None, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
-    def enter() -> None:
-        if ns is not None:
-            fd = os.open(os.path.join(NETNS_RUN_DIR, ns), os.O_RDONLY)
-            _setns(fd)
-
-    return subprocess.Popen(list(argv), preexec_fn=enter, **kwargs)
+    return subprocess.Popen(list(argv), preexec_fn=_enter_fn(ns), **kwargs)
 
 
 def _ipr(ns: str | None) -> Any:
