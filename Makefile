@@ -1,5 +1,5 @@
 # Makefile - shortcuts for developers; README's two commands are tools/run-demo.sh and tools/run-tests.sh.
-.PHONY: setup demo test unit lint format bench clean
+.PHONY: setup demo test unit lint format bench bench-xsk bench-classifier clean
 
 setup:
 	bash tools/setup.sh
@@ -21,8 +21,13 @@ lint:
 format:
 	.venv/bin/ruff format prism_xdp tests tools ffi setup.py
 
-bench:
+bench: bench-xsk bench-classifier
+
+bench-xsk:
 	.venv/bin/python tools/bench_xsk.py
 
 clean:
 	rm -rf build *.egg-info prism_xdp/_prism_ffi.* prism_xdp/bpf/*.o
+
+bench-classifier:
+	.venv/bin/python tools/bench_classifier.py

@@ -128,6 +128,8 @@ int prism_num_cpus(void);
 /* Traffic for benchmarks: BPF_PROG_RUN with live frames. */
 int prism_prog_run_live(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t repeat,
 			uint32_t batch_size);
+int prism_prog_run_test(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t repeat,
+			uint32_t *duration_ns, uint32_t *retval);
 
 uint64_t prism_now_ns(void);
 void prism_install_log(int min_level);

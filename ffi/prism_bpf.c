@@ -271,6 +271,24 @@ int prism_prog_run_live(int prog_fd, const uint8_t *frame, uint32_t len, uint32_
 	return bpf_prog_test_run_opts(prog_fd, &opts) ? -errno : 0;
 }
 
+/* One program run over a test frame, repeated in the kernel: the average
+ * duration per run isolates the program's own cost (no redirect is done in
+ * this mode, so the frame's fate does not weigh in).
+ */
+int prism_prog_run_test(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t repeat,
+			uint32_t *duration_ns, uint32_t *retval)
+{
+	uint8_t out[4096];
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len,
+		    .data_out = out, .data_size_out = sizeof(out), .repeat = repeat);
+
+	if (bpf_prog_test_run_opts(prog_fd, &opts))
+		return -errno;
+	*duration_ns = opts.duration;
+	*retval = opts.retval;
+	return 0;
+}
+
 /* Library messages go to Python's logging, not to stderr. prism_log is an
  * extern "Python" function defined by the cffi module.
  */
