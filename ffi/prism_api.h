@@ -42,10 +42,12 @@ struct prism_xsk_counters {
 	uint64_t fill_added;
 };
 
-/* Where every frame of a UMEM is. The kernel side cannot be told apart
- * further from user space: frames on a fill ring and not yet seen on an RX
- * ring are in "kernel_rx"; frames on a TX ring and not yet reaped from a
- * completion ring are in "kernel_tx". The sum is always frames.
+/* Where every frame of a UMEM is: pool + kernel_rx + kernel_tx + user is
+ * always frames. kernel_rx = frames given to a fill ring and not yet taken
+ * off an RX ring; of those, fill_ring and rx_ring are on the rings right
+ * now and the rest is held by the kernel in between (copy mode keeps a few
+ * in its buffer pool). kernel_tx likewise: tx_ring + comp_ring + frames in
+ * the kernel's transmit path.
  */
 struct prism_frame_account {
 	uint64_t frames;
@@ -53,6 +55,10 @@ struct prism_frame_account {
 	uint64_t kernel_rx;
 	uint64_t kernel_tx;
 	uint64_t user;
+	uint64_t fill_ring;
+	uint64_t rx_ring;
+	uint64_t tx_ring;
+	uint64_t comp_ring;
 };
 
 typedef struct prism_umem prism_umem;

@@ -33,27 +33,38 @@
  * frames that one of them receives may be refilled through any of them.
  * Every ring is single-producer single-consumer: one thread drives a UMEM.
  * The counters below let prism_umem_account() prove that no frame leaks.
+ *
+ * Each (device, queue) registers the same memory area as a UMEM of its own.
+ * The kernel lets a socket share another device's UMEM only when it brings
+ * its own fill/completion rings, and libxdp always names the UMEM's first
+ * socket as the one to share with; so a second socket on a second device
+ * (a container's HIGH and LOW sockets) fails with EINVAL. A registration per
+ * (device, queue) makes every such group an ordinary same-queue share, and
+ * since all registrations cover one area, a descriptor received on one
+ * device is valid on any other: still no copy.
  */
 
 struct prism_rings {
 	struct xsk_ring_prod fq;
 	struct xsk_ring_cons cq;
+	struct xsk_umem *kumem; /* this pair's registration of the area */
 	int ifindex;
 	uint32_t queue;
-	int refs; /* sockets using this pair; 0 = not bound yet */
+	int refs; /* sockets using this pair */
 	struct prism_rings *next;
 };
 
 struct prism_umem {
 	uint8_t *area;
 	uint64_t size;
-	struct xsk_umem *umem; /* NULL when not registered with the kernel */
+	int registered; /* 0: memory and pool only (unit tests, tools) */
 	uint32_t frame_count;
 	uint32_t frame_size;
 	uint32_t headroom;
 	uint32_t fill_size;
 	uint32_t comp_size;
 	struct prism_rings *rings; /* one pair per (device, queue) */
+	struct prism_xsk *sockets; /* every socket, for ring occupancy */
 	uint64_t *pool;
 	uint32_t pool_n;
 	uint64_t kernel_rx; /* on a fill or RX ring */
@@ -67,6 +78,7 @@ struct prism_xsk {
 	struct xsk_socket *xsk;
 	struct prism_umem *umem;
 	struct prism_rings *rings;
+	struct prism_xsk *next; /* in umem->sockets */
 	int fd;
 	struct prism_xsk_counters cnt;
 };
@@ -118,13 +130,6 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
 		      int register_kernel)
 {
-	struct xsk_umem_config cfg = {
-		.fill_size = fill_size,
-		.comp_size = comp_size,
-		.frame_size = frame_size,
-		.frame_headroom = headroom,
-		.flags = 0,
-	};
 	struct prism_umem *u;
 	uint32_t i;
 	int err;
@@ -158,24 +163,10 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 		u->pool[i] = (uint64_t)(frame_count - 1 - i) * frame_size;
 	u->pool_n = frame_count;
 
-	if (register_kernel) {
-		/* The first ring pair is handed over now; libxdp binds it to the
-		 * (device, queue) of the first socket created on this UMEM.
-		 */
-		u->rings = calloc(1, sizeof(*u->rings));
-		if (!u->rings) {
-			err = -ENOMEM;
-			goto fail;
-		}
-		err = xsk_umem__create(&u->umem, u->area, u->size, &u->rings->fq, &u->rings->cq,
-				       &cfg);
-		if (err)
-			goto fail;
-	}
+	u->registered = !!register_kernel;
 	*out = u;
 	return 0;
 fail:
-	free(u->rings);
 	free(u->pool);
 	munmap(u->area, u->size);
 	free(u);
@@ -184,20 +175,10 @@ fail:
 
 int prism_umem_delete(struct prism_umem *u)
 {
-	struct prism_rings *r, *next;
-	int err;
-
 	if (!u)
 		return 0;
-	if (u->umem) {
-		err = xsk_umem__delete(u->umem);
-		if (err)
-			return err; /* -EBUSY: sockets still use it */
-	}
-	for (r = u->rings; r; r = next) {
-		next = r->next;
-		free(r);
-	}
+	if (u->rings)
+		return -EBUSY; /* sockets still use it */
 	free(u->pool);
 	munmap(u->area, u->size);
 	free(u);
@@ -231,6 +212,15 @@ void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
 	out->kernel_rx = u->kernel_rx;
 	out->kernel_tx = u->kernel_tx;
 	out->user = u->user;
+	out->fill_ring = out->rx_ring = out->tx_ring = out->comp_ring = 0;
+	for (struct prism_rings *r = u->rings; r; r = r->next) {
+		out->fill_ring += r->fq.size - xsk_prod_nb_free(&r->fq, r->fq.size);
+		out->comp_ring += xsk_cons_nb_avail(&r->cq, r->cq.size);
+	}
+	for (struct prism_xsk *x = u->sockets; x; x = x->next) {
+		out->rx_ring += xsk_cons_nb_avail(&x->rx, x->rx.size);
+		out->tx_ring += x->tx.size - xsk_prod_nb_free(&x->tx, x->tx.size);
+	}
 }
 
 int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, uint32_t len)
@@ -282,40 +272,51 @@ int prism_copy_frames_batch(struct prism_umem *u, struct prism_batch *b, uint32_
 	return n;
 }
 
-static struct prism_rings *rings_get(struct prism_umem *u, int ifindex, uint32_t queue,
-				     int *created)
+/* The ring pair of (ifindex, queue), registering the area for it if new. */
+static int rings_get(struct prism_umem *u, int ifindex, uint32_t queue, struct prism_rings **out)
 {
+	struct xsk_umem_config cfg = {
+		.fill_size = u->fill_size,
+		.comp_size = u->comp_size,
+		.frame_size = u->frame_size,
+		.frame_headroom = u->headroom,
+		.flags = 0,
+	};
 	struct prism_rings *r;
+	int err;
 
-	*created = 0;
-	for (r = u->rings; r; r = r->next)
-		if (r->refs && r->ifindex == ifindex && r->queue == queue)
-			return r;
-	/* The pair handed to xsk_umem__create waits for the first socket. */
-	for (r = u->rings; r; r = r->next)
-		if (!r->refs)
-			goto bind;
+	for (r = u->rings; r; r = r->next) {
+		if (r->ifindex == ifindex && r->queue == queue) {
+			*out = r;
+			return 0;
+		}
+	}
 	r = calloc(1, sizeof(*r));
 	if (!r)
-		return NULL;
-	r->next = u->rings;
-	u->rings = r;
-	*created = 1;
-bind:
+		return -ENOMEM;
+	err = xsk_umem__create(&r->kumem, u->area, u->size, &r->fq, &r->cq, &cfg);
+	if (err) {
+		free(r);
+		return err;
+	}
 	r->ifindex = ifindex;
 	r->queue = queue;
-	return r;
+	r->next = u->rings;
+	u->rings = r;
+	*out = r;
+	return 0;
 }
 
 static void rings_put(struct prism_umem *u, struct prism_rings *r)
 {
 	struct prism_rings **pp;
 
-	if (--r->refs > 0)
+	if (r->refs > 0)
 		return;
 	/* Frames the kernel still held on this pair's rings are gone with
 	 * the socket: the kernel does not give them back on close.
 	 */
+	xsk_umem__delete(r->kumem);
 	for (pp = &u->rings; *pp; pp = &(*pp)->next) {
 		if (*pp == r) {
 			*pp = r->next;
@@ -337,9 +338,9 @@ int prism_xsk_create(struct prism_xsk **out, struct prism_umem *u, const char *i
 	};
 	struct prism_rings *r;
 	struct prism_xsk *x;
-	int ifindex, created, err;
+	int ifindex, err;
 
-	if (!u->umem)
+	if (!u->registered)
 		return -EINVAL;
 	ifindex = if_nametoindex(ifname);
 	if (!ifindex)
@@ -347,18 +348,15 @@ int prism_xsk_create(struct prism_xsk **out, struct prism_umem *u, const char *i
 	x = calloc(1, sizeof(*x));
 	if (!x)
 		return -ENOMEM;
-	r = rings_get(u, ifindex, queue, &created);
-	if (!r) {
+	err = rings_get(u, ifindex, queue, &r);
+	if (err) {
 		free(x);
-		return -ENOMEM;
+		return err;
 	}
-	err = xsk_socket__create_shared(&x->xsk, ifname, queue, u->umem, &x->rx, &x->tx, &r->fq,
+	err = xsk_socket__create_shared(&x->xsk, ifname, queue, r->kumem, &x->rx, &x->tx, &r->fq,
 					&r->cq, &cfg);
 	if (err) {
-		if (created) {
-			r->refs = 1;
-			rings_put(u, r);
-		}
+		rings_put(u, r);
 		free(x);
 		return err;
 	}
@@ -366,6 +364,8 @@ int prism_xsk_create(struct prism_xsk **out, struct prism_umem *u, const char *i
 	x->rings = r;
 	x->umem = u;
 	x->fd = xsk_socket__fd(x->xsk);
+	x->next = u->sockets;
+	u->sockets = x;
 	*out = x;
 	return 0;
 }
@@ -374,8 +374,17 @@ void prism_xsk_delete(struct prism_xsk *x)
 {
 	if (!x)
 		return;
+	struct prism_xsk **pp;
+
 	xsk_socket__delete(x->xsk);
+	x->rings->refs--;
 	rings_put(x->umem, x->rings);
+	for (pp = &x->umem->sockets; *pp; pp = &(*pp)->next) {
+		if (*pp == x) {
+			*pp = x->next;
+			break;
+		}
+	}
 	free(x);
 }
 

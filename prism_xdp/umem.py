@@ -35,13 +35,36 @@ class UmemParams:
 
 @dataclass(frozen=True)
 class FrameAccount:
-    """Where every frame is; pool + kernel_rx + kernel_tx + user == frames."""
+    """Where every frame is; pool + kernel_rx + kernel_tx + user == frames.
+
+    kernel_rx splits into fill_ring + rx_ring + what the kernel holds between
+    them (copy mode keeps a few frames in its buffer pool); kernel_tx into
+    tx_ring + comp_ring + frames in the kernel's transmit path.
+    """
 
     frames: int
     pool: int
     kernel_rx: int
     kernel_tx: int
     user: int
+    fill_ring: int = 0
+    rx_ring: int = 0
+    tx_ring: int = 0
+    comp_ring: int = 0
+
+    @property
+    def kernel_rx_held(self) -> int:
+        return self.kernel_rx - self.fill_ring - self.rx_ring
+
+    @property
+    def kernel_tx_held(self) -> int:
+        return self.kernel_tx - self.tx_ring - self.comp_ring
+
+    def as_dict(self) -> dict[str, int]:
+        return {"frames": self.frames, "pool": self.pool, "fill_ring": self.fill_ring,
+                "rx_ring": self.rx_ring, "kernel_rx_held": self.kernel_rx_held, "batches": self.user,
+                "tx_ring": self.tx_ring, "comp_ring": self.comp_ring,
+                "kernel_tx_held": self.kernel_tx_held}
 
     @property
     def balanced(self) -> bool:
@@ -84,7 +107,8 @@ class Umem:
     def account(self) -> FrameAccount:
         out = ffi.new("struct prism_frame_account *")
         lib.prism_umem_account(self.ptr, out)
-        return FrameAccount(out.frames, out.pool, out.kernel_rx, out.kernel_tx, out.user)
+        return FrameAccount(out.frames, out.pool, out.kernel_rx, out.kernel_tx, out.user,
+                            out.fill_ring, out.rx_ring, out.tx_ring, out.comp_ring)
 
     def read(self, addr: int, length: int) -> bytes:
         """Copy of a packet's bytes (tests and tools, not the hot path)."""
