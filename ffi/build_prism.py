@@ -10,7 +10,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 COMMON_H = os.path.join(ROOT, "xdp_progs", "prism_common.h")
-SOURCES = ["prism_xsk.c", "prism_bpf.c"]
+SOURCES = ["prism_xsk.c", "prism_bpf.c", "prism_overlay.c"]
 
 # Kernel UAPI constants that Python uses, taken from the headers by the
 # compiler rather than copied by hand.
@@ -42,7 +42,7 @@ def _cdef() -> str:
         api = f.read()
     defines = "\n".join(f"#define {n} ..." for n in _common_constants() + UAPI_CONSTANTS)
     structs = """
-struct prism_steer_config { uint16_t vxlan_port; uint8_t mode; uint8_t nclass; };
+struct prism_steer_config { uint16_t vxlan_port; uint8_t mode; uint8_t nclass; uint32_t vni; };
 struct prism_steer_counters {
     unsigned long long steered[...]; unsigned long long steered_bytes[...];
     unsigned long long no_socket[...];

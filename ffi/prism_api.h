@@ -8,13 +8,17 @@
  */
 
 /* A batch of descriptors as a struct of arrays, allocated once and reused.
- * addr is the UMEM address of the packet's first byte, len its length.
+ * addr is the UMEM address of the packet's first byte, len its length;
+ * ts the time (CLOCK_MONOTONIC ns) the packet was taken off its RX ring;
+ * port the output port a stage chose for it (0 = the uplink).
  */
 struct prism_batch {
 	uint32_t cap;
 	uint32_t n;
 	uint64_t *addr;
 	uint32_t *len;
+	uint64_t *ts;
+	uint16_t *port;
 };
 
 /* XDP_STATISTICS of one socket; fields the kernel does not report are 0. */
@@ -112,7 +116,10 @@ int prism_xsk_rx_pending(prism_xsk *x);
 int prism_xsk_tx_pending(prism_xsk *x);
 
 /* XDP programs through libxdp, and their maps through libbpf. */
-int prism_prog_open(prism_prog **out, const char *path);
+/* reuse: maps of the object that take an existing map's fd instead of
+ * being created (names and fds, n_reuse of each). */
+int prism_prog_open(prism_prog **out, const char *path, const char *const *reuse_names,
+		    const int *reuse_fds, uint32_t n_reuse);
 void prism_prog_close(prism_prog *p);
 const char *prism_prog_name(prism_prog *p);
 uint32_t prism_prog_id(prism_prog *p);
@@ -139,3 +146,84 @@ int prism_prog_run_test(int prog_fd, const uint8_t *frame, uint32_t len, uint32_
 
 uint64_t prism_now_ns(void);
 void prism_install_log(int min_level);
+
+/* ---- The overlay: forwarding table and the decap / encap / deliver stages.
+ * Port 0 is the uplink; ports 1.. are containers' host-side veths. Remote
+ * VTEPs are reached through port 0 with the outer headers encap writes.
+ */
+#define PRISM_MAX_PORTS 256
+#define PRISM_MAX_VTEPS 256
+#define PRISM_UPLINK_PORT 0
+
+struct prism_overlay_config {
+	uint16_t vxlan_port; /* host order */
+	uint8_t local_mac[6]; /* uplink's MAC: outer source */
+	uint32_t local_ip; /* network order: outer source */
+	uint32_t uplink_mtu; /* an encapsulated packet's IP length must fit */
+	uint8_t ttl;
+	uint32_t learn; /* learn remote inner MACs from decapsulated frames */
+};
+
+/* Per stage and per reason; every packet a stage takes is counted once
+ * as passed on or as dropped for one reason.
+ */
+struct prism_overlay_counters {
+	uint64_t decap_in;
+	uint64_t decap_out;
+	uint64_t encap_in;
+	uint64_t encap_out; /* encapsulated toward a VTEP */
+	uint64_t local_out; /* container to container, no tunnel */
+	uint64_t flood_copies; /* extra frames made for broadcast / unknown */
+	uint64_t learned;
+	uint64_t deliver_in;
+	uint64_t deliver_out;
+	uint64_t drop_malformed_outer;
+	uint64_t drop_malformed_inner;
+	uint64_t drop_unknown_vni;
+	uint64_t drop_unknown_vtep;
+	uint64_t drop_unknown_dst;
+	uint64_t drop_mtu;
+	uint64_t drop_no_headroom;
+	uint64_t drop_no_frame; /* pool empty when a flood copy was needed */
+	uint64_t drop_batch_full;
+	uint64_t drop_tx_full;
+	uint64_t drop_no_port;
+};
+
+struct prism_port_counters {
+	uint64_t tx_packets;
+	uint64_t tx_bytes;
+	uint64_t tx_full;
+};
+
+typedef struct prism_overlay prism_overlay;
+
+int prism_overlay_new(prism_overlay **out, prism_umem *u, const struct prism_overlay_config *cfg);
+void prism_overlay_delete(prism_overlay *o);
+/* A port's sockets, one per class (NULL where a class has none: the
+ * port's class 0 socket is used). Returns the port number.
+ */
+int prism_overlay_set_uplink(prism_overlay *o, prism_xsk **by_class, uint32_t nclass);
+int prism_overlay_add_container(prism_overlay *o, prism_xsk **by_class, uint32_t nclass,
+				uint32_t vni, const uint8_t *mac);
+int prism_overlay_add_vtep(prism_overlay *o, uint32_t vni, uint32_t ip, const uint8_t *mac);
+int prism_overlay_set_vtep_mac(prism_overlay *o, uint32_t vtep, const uint8_t *mac);
+void prism_overlay_counters(prism_overlay *o, struct prism_overlay_counters *out);
+int prism_overlay_port_counters(prism_overlay *o, uint32_t port, struct prism_port_counters *out);
+/* Where (vni, mac) goes: 0 = unknown, 1 = local port (*idx), 2 = VTEP (*idx). */
+int prism_overlay_lookup(prism_overlay *o, uint32_t vni, const uint8_t *mac, uint32_t *idx);
+
+/* Stages: each takes every packet of in (in->n becomes 0), appends what it
+ * passes on to out with out->port set, and frees what it drops.
+ */
+int prism_decap_batch(prism_overlay *o, struct prism_batch *in, struct prism_batch *out);
+int prism_encap_batch(prism_overlay *o, uint32_t src_port, struct prism_batch *in,
+		      struct prism_batch *out);
+/* Transmit every packet of b on its port's socket of class cls; returns
+ * packets sent; a packet that finds its TX ring full is dropped.
+ */
+int prism_deliver_batch(prism_overlay *o, uint32_t cls, struct prism_batch *b);
+/* Reap every port's completion ring and top its fill ring up to
+ * fill_level frames (the uplink to uplink_fill); returns frames reaped.
+ */
+int prism_overlay_service(prism_overlay *o, uint32_t uplink_fill, uint32_t fill_level);

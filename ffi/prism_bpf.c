@@ -32,10 +32,13 @@ static int ptr_err(const void *p)
 	return p ? 0 : -ENOENT;
 }
 
-int prism_prog_open(struct prism_prog **out, const char *path)
+int prism_prog_open(struct prism_prog **out, const char *path, const char *const *reuse_names,
+		    const int *reuse_fds, uint32_t n_reuse)
 {
 	struct prism_prog *p = calloc(1, sizeof(*p));
 	struct bpf_program *bprog;
+	struct bpf_map *map;
+	uint32_t i;
 	int err;
 
 	if (!p)
@@ -45,6 +48,17 @@ int prism_prog_open(struct prism_prog **out, const char *path)
 	if (err) {
 		p->obj = NULL;
 		goto fail;
+	}
+	/* Maps another program already has (rules shared by both directions). */
+	for (i = 0; i < n_reuse; i++) {
+		map = bpf_object__find_map_by_name(p->obj, reuse_names[i]);
+		if (!map) {
+			err = -ENOENT;
+			goto fail;
+		}
+		err = bpf_map__reuse_fd(map, reuse_fds[i]);
+		if (err)
+			goto fail;
 	}
 	err = bpf_object__load(p->obj);
 	if (err)

@@ -12,6 +12,7 @@
 #include <xdp/xsk.h>
 
 #include "prism.h"
+#include "prism_internal.h"
 
 #ifndef SO_PREFER_BUSY_POLL
 #define SO_PREFER_BUSY_POLL 69
@@ -19,79 +20,6 @@
 #ifndef SO_BUSY_POLL_BUDGET
 #define SO_BUSY_POLL_BUDGET 70
 #endif
-
-/*
- * Frame ownership (after xsk_fwd in bpf-examples). One UMEM holds every
- * frame; a frame is always in exactly one place:
- *
- *   pool --fill_batch--> fill ring --kernel--> RX ring --rx_batch--> batch
- *   batch --tx_batch--> TX ring --kernel--> completion ring
- *   completion ring --complete_batch--> pool;  batch --free_batch--> pool
- *
- * The pool is a stack of frame base addresses. Sockets on one (device,
- * queue) share one fill/completion ring pair (struct prism_rings), so
- * frames that one of them receives may be refilled through any of them.
- * Every ring is single-producer single-consumer: one thread drives a UMEM.
- * The counters below let prism_umem_account() prove that no frame leaks.
- *
- * Each (device, queue) registers the same memory area as a UMEM of its own.
- * The kernel lets a socket share another device's UMEM only when it brings
- * its own fill/completion rings, and libxdp always names the UMEM's first
- * socket as the one to share with; so a second socket on a second device
- * (a container's HIGH and LOW sockets) fails with EINVAL. A registration per
- * (device, queue) makes every such group an ordinary same-queue share, and
- * since all registrations cover one area, a descriptor received on one
- * device is valid on any other: still no copy.
- */
-
-struct prism_rings {
-	struct xsk_ring_prod fq;
-	struct xsk_ring_cons cq;
-	struct xsk_umem *kumem; /* this pair's registration of the area */
-	int ifindex;
-	uint32_t queue;
-	int refs; /* sockets using this pair */
-	struct prism_rings *next;
-};
-
-struct prism_umem {
-	uint8_t *area;
-	uint64_t size;
-	int registered; /* 0: memory and pool only (unit tests, tools) */
-	uint32_t frame_count;
-	uint32_t frame_size;
-	uint32_t headroom;
-	uint32_t fill_size;
-	uint32_t comp_size;
-	struct prism_rings *rings; /* one pair per (device, queue) */
-	struct prism_xsk *sockets; /* every socket, for ring occupancy */
-	uint64_t *pool;
-	uint32_t pool_n;
-	uint64_t kernel_rx; /* on a fill or RX ring */
-	uint64_t kernel_tx; /* on a TX or completion ring */
-	uint64_t user; /* in batches */
-};
-
-struct prism_xsk {
-	struct xsk_ring_cons rx;
-	struct xsk_ring_prod tx;
-	struct xsk_socket *xsk;
-	struct prism_umem *umem;
-	struct prism_rings *rings;
-	struct prism_xsk *next; /* in umem->sockets */
-	int fd;
-	struct prism_xsk_counters cnt;
-};
-
-static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)
-{
-	return addr - addr % u->frame_size;
-}
-
-static inline void pool_put(struct prism_umem *u, uint64_t addr)
-{
-	u->pool[u->pool_n++] = frame_base(u, addr);
-}
 
 uint64_t prism_now_ns(void)
 {
@@ -110,7 +38,9 @@ struct prism_batch *prism_batch_new(uint32_t cap)
 	b->cap = cap;
 	b->addr = calloc(cap, sizeof(*b->addr));
 	b->len = calloc(cap, sizeof(*b->len));
-	if (!b->addr || !b->len) {
+	b->ts = calloc(cap, sizeof(*b->ts));
+	b->port = calloc(cap, sizeof(*b->port));
+	if (!b->addr || !b->len || !b->ts || !b->port) {
 		prism_batch_delete(b);
 		return NULL;
 	}
@@ -123,6 +53,8 @@ void prism_batch_delete(struct prism_batch *b)
 		return;
 	free(b->addr);
 	free(b->len);
+	free(b->ts);
+	free(b->port);
 	free(b);
 }
 
@@ -236,6 +168,8 @@ int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, u
 	for (i = 0; i < n; i++) {
 		b->addr[b->n + i] = u->pool[--u->pool_n] + u->headroom;
 		b->len[b->n + i] = len;
+		b->ts[b->n + i] = 0;
+		b->port[b->n + i] = 0;
 	}
 	b->n += n;
 	u->user += n;
@@ -468,7 +402,7 @@ int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
 {
 	struct prism_umem *u = x->umem;
 	uint32_t n, idx, i;
-	uint64_t bytes = 0;
+	uint64_t bytes = 0, now;
 
 	n = xsk_ring_cons__peek(&x->rx, b->cap - b->n, &idx);
 	if (!n) {
@@ -481,11 +415,15 @@ int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
 		}
 		return 0;
 	}
+	/* One clock read per batch: every packet of it left the ring now. */
+	now = prism_now_ns();
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
 
 		b->addr[b->n + i] = d->addr;
 		b->len[b->n + i] = d->len;
+		b->ts[b->n + i] = now;
+		b->port[b->n + i] = 0;
 		bytes += d->len;
 	}
 	xsk_ring_cons__release(&x->rx, n);

@@ -54,10 +54,19 @@ class Steering:
         nclass: int = 2,
         vanilla: bool = False,
         program: str = "prism_steer",
+        rules_from: Steering | None = None,
+        vni: int = 0,
     ) -> None:
+        """rules_from: share that Steering's rule maps (a container side program
+        classifies with the uplink's rules); vni: the container's VNI there."""
         if not 1 <= nclass <= L.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{L.PRISM_NCLASS}, not {nclass}")
-        self.prog = XdpProgram(program)
+        reuse = None
+        if rules_from is not None:
+            reuse = {"port_rules": rules_from._ports_fd, "dscp_rules": rules_from._dscp_fd,
+                     "vni_rules": rules_from._vni_fd}
+        self.prog = XdpProgram(program, reuse=reuse)
+        self._vni = vni
         self.nclass = nclass
         self._config_fd = self.prog.map_fd("steer_config")
         self._ports_fd = self.prog.map_fd("port_rules")
@@ -75,6 +84,7 @@ class Steering:
         conf.vxlan_port = self._vxlan_port
         conf.mode = L.PRISM_STEER_VANILLA if self._vanilla else L.PRISM_STEER_CLASSIFY
         conf.nclass = self.nclass
+        conf.vni = self._vni
         check_rc(lib.prism_map_update(self._config_fd, ffi.new("uint32_t *", 0), conf, 0),
                  "map update", "steer_config")
 

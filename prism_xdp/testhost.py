@@ -27,10 +27,10 @@ class Uplink:
     _tx: socket.socket | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, testbed: Testbed, prefix: str) -> Uplink:
+    def create(cls, testbed: Testbed, prefix: str, queues: int = 1) -> Uplink:
         ns = testbed.add_netns(unique_name(prefix, "r"))
         host_if, remote_if = unique_name(prefix, "u"), unique_name(prefix, "p")
-        testbed.add_veth(host_if, remote_if, None, ns)
+        testbed.add_veth(host_if, remote_if, None, ns, queues=queues)
         up = cls(testbed, host_if, remote_if, ns)
         testbed.add_addr(host_if, up.host_ip, 24)
         testbed.add_addr(remote_if, up.remote_ip, 24, ns)

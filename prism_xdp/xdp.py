@@ -143,11 +143,17 @@ class XdpProgram:
     attached to. Both tolerate a device that is already gone.
     """
 
-    def __init__(self, name: str, path: str | None = None) -> None:
+    def __init__(self, name: str, path: str | None = None, reuse: dict[str, int] | None = None) -> None:
+        """reuse: map name -> fd of an existing map that this object shares instead of creating."""
         self.name = name
         self.path = path or bpf_object_path(name)
         out = ffi.new("prism_prog **")
-        check_rc(lib.prism_prog_open(out, self.path.encode()), "open BPF object", self.path)
+        reuse = reuse or {}
+        names = [ffi.new("char[]", n.encode()) for n in reuse]
+        name_arr = ffi.new("char *[]", names) if names else ffi.NULL
+        fd_arr = ffi.new("int[]", list(reuse.values())) if reuse else ffi.NULL
+        check_rc(lib.prism_prog_open(out, self.path.encode(), name_arr, fd_arr, len(reuse)),
+                 "open BPF object", self.path)
         self._ptr: Any = out[0]
         self.attachments: list[tuple[str, AttachMode]] = []
 

@@ -53,6 +53,7 @@ struct prism_steer_config {
 	__u16 vxlan_port; /* host byte order */
 	__u8 mode; /* PRISM_STEER_* */
 	__u8 nclass; /* classes that have sockets; higher classes fold down */
+	__u32 vni; /* prism_egress: the container's VNI, for VNI rules */
 };
 
 /* Value of the single entry of the per-CPU "steer_counters" map. */

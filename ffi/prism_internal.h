@@ -1,0 +1,82 @@
+/* prism_internal.h - the C helpers' private structures (UMEM, ring pairs, sockets), shared by prism_xsk.c and prism_overlay.c; never read by cffi. */
+#ifndef PRISM_INTERNAL_H
+#define PRISM_INTERNAL_H
+
+#include <xdp/xsk.h>
+
+/*
+ * Frame ownership (after xsk_fwd in bpf-examples). One UMEM holds every
+ * frame; a frame is always in exactly one place:
+ *
+ *   pool --fill_batch--> fill ring --kernel--> RX ring --rx_batch--> batch
+ *   batch --tx_batch--> TX ring --kernel--> completion ring
+ *   completion ring --complete_batch--> pool;  batch --free_batch--> pool
+ *
+ * The pool is a stack of frame base addresses. Sockets on one (device,
+ * queue) share one fill/completion ring pair (struct prism_rings), so
+ * frames that one of them receives may be refilled through any of them.
+ * Every ring is single-producer single-consumer: one thread drives a UMEM.
+ * The counters below let prism_umem_account() prove that no frame leaks.
+ *
+ * Each (device, queue) registers the same memory area as a UMEM of its own.
+ * The kernel lets a socket share another device's UMEM only when it brings
+ * its own fill/completion rings, and libxdp always names the UMEM's first
+ * socket as the one to share with; so a second socket on a second device
+ * (a container's HIGH and LOW sockets) fails with EINVAL. A registration per
+ * (device, queue) makes every such group an ordinary same-queue share, and
+ * since all registrations cover one area, a descriptor received on one
+ * device is valid on any other: still no copy.
+ */
+
+struct prism_rings {
+	struct xsk_ring_prod fq;
+	struct xsk_ring_cons cq;
+	struct xsk_umem *kumem; /* this pair's registration of the area */
+	int ifindex;
+	uint32_t queue;
+	int refs; /* sockets using this pair */
+	struct prism_rings *next;
+};
+
+struct prism_umem {
+	uint8_t *area;
+	uint64_t size;
+	int registered; /* 0: memory and pool only (unit tests, tools) */
+	uint32_t frame_count;
+	uint32_t frame_size;
+	uint32_t headroom;
+	uint32_t fill_size;
+	uint32_t comp_size;
+	struct prism_rings *rings; /* one pair per (device, queue) */
+	struct prism_xsk *sockets; /* every socket, for ring occupancy */
+	uint64_t *pool;
+	uint32_t pool_n;
+	uint64_t kernel_rx; /* on a fill or RX ring */
+	uint64_t kernel_tx; /* on a TX or completion ring */
+	uint64_t user; /* in batches */
+};
+
+struct prism_xsk {
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	struct xsk_socket *xsk;
+	struct prism_umem *umem;
+	struct prism_rings *rings;
+	struct prism_xsk *next; /* in umem->sockets */
+	int fd;
+	struct prism_xsk_counters cnt;
+};
+
+static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)
+{
+	return addr & ~(uint64_t)(u->frame_size - 1); /* frame_size is a power of two */
+}
+
+static inline void pool_put(struct prism_umem *u, uint64_t addr)
+{
+	u->pool[u->pool_n++] = frame_base(u, addr);
+}
+
+int prism_xsk_kick(struct prism_xsk *x);
+
+#endif /* PRISM_INTERNAL_H */

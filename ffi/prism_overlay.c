@@ -1,0 +1,731 @@
+/* prism_overlay.c - the overlay's per-packet work: forwarding table, VXLAN decap and encap in place, flooding, and delivery to each port's socket. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <xdp/xsk.h>
+
+#include "prism.h"
+#include "prism_internal.h"
+
+/*
+ * Every function here takes a whole batch. Nothing is copied except the
+ * extra frames of a flood (one per additional target): decap moves the
+ * descriptor past the outer headers, encap writes them into the headroom
+ * that AF_XDP leaves in front of every received packet (XDP_PACKET_HEADROOM
+ * plus the UMEM's own).
+ *
+ * Forwarding follows the kernel's VXLAN device and bridge: containers are
+ * static entries (VNI, MAC) -> port; remote MACs are learned from the inner
+ * source of decapsulated frames, (VNI, MAC) -> the VTEP that sent them;
+ * broadcast, multicast and unknown unicast are flooded — to the local
+ * ports of the VNI when they came from the uplink (split horizon), and to
+ * the other local ports and every VTEP of the VNI when a container sent them.
+ */
+
+#define FDB_SIZE 8192 /* power of two; open addressing */
+#define FDB_EMPTY 0
+#define FDB_LOCAL 1
+#define FDB_REMOTE 2
+#define OUTER_IP_UDP_VXLAN 36 /* what the uplink's MTU must also hold */
+#define SPORT_MIN 32768 /* the kernel's default ip_local_port_range */
+#define SPORT_MAX 60999
+
+struct port {
+	struct prism_xsk *xsk[PRISM_NCLASS];
+	uint32_t vni;
+	uint8_t mac[ETH_ALEN];
+	struct prism_port_counters cnt;
+};
+
+struct vtep {
+	uint32_t vni;
+	uint32_t ip; /* network order */
+	uint8_t mac[ETH_ALEN];
+};
+
+struct fdb_entry {
+	uint32_t vni;
+	uint8_t mac[ETH_ALEN];
+	uint8_t kind;
+	uint16_t idx;
+};
+
+struct prism_overlay {
+	struct prism_umem *u;
+	struct prism_overlay_config cfg;
+	struct port ports[PRISM_MAX_PORTS];
+	uint32_t nports; /* port 0, the uplink, counts once set */
+	struct vtep vteps[PRISM_MAX_VTEPS];
+	uint32_t nvteps;
+	uint32_t vnis[PRISM_MAX_PORTS]; /* VNIs with a local port */
+	uint32_t nvnis;
+	uint16_t ip_id;
+	struct prism_overlay_counters cnt;
+	uint32_t *order; /* deliver's counting sort */
+	uint32_t order_cap;
+	struct fdb_entry fdb[FDB_SIZE];
+};
+
+/* ---- forwarding table ------------------------------------------------ */
+
+static inline uint32_t fdb_hash(uint32_t vni, const uint8_t *mac)
+{
+	uint64_t k = (uint64_t)mac[0] << 40 | (uint64_t)mac[1] << 32 | (uint64_t)mac[2] << 24 |
+		     (uint64_t)mac[3] << 16 | (uint64_t)mac[4] << 8 | mac[5];
+
+	k ^= (uint64_t)vni * 0x9E3779B97F4A7C15ull;
+	k *= 0xff51afd7ed558ccdull;
+	return (uint32_t)(k >> 40) & (FDB_SIZE - 1);
+}
+
+static struct fdb_entry *fdb_slot(struct prism_overlay *o, uint32_t vni, const uint8_t *mac,
+				  int for_insert)
+{
+	uint32_t h = fdb_hash(vni, mac), i;
+
+	for (i = 0; i < FDB_SIZE; i++) {
+		struct fdb_entry *e = &o->fdb[(h + i) & (FDB_SIZE - 1)];
+
+		if (e->kind == FDB_EMPTY)
+			return for_insert ? e : NULL;
+		if (e->vni == vni && !memcmp(e->mac, mac, ETH_ALEN))
+			return e;
+	}
+	return NULL; /* full */
+}
+
+static void fdb_set(struct prism_overlay *o, uint32_t vni, const uint8_t *mac, uint8_t kind,
+		    uint16_t idx)
+{
+	struct fdb_entry *e = fdb_slot(o, vni, mac, 1);
+
+	/* A container's own entry is static: a remote frame claiming its MAC
+	 * does not move it (no hijacking through learning).
+	 */
+	if (!e || (e->kind == FDB_LOCAL && kind == FDB_REMOTE))
+		return;
+	if (e->kind == kind && e->idx == idx)
+		return;
+	if (kind == FDB_REMOTE)
+		o->cnt.learned++;
+	e->vni = vni;
+	memcpy(e->mac, mac, ETH_ALEN);
+	e->kind = kind;
+	e->idx = idx;
+}
+
+int prism_overlay_lookup(struct prism_overlay *o, uint32_t vni, const uint8_t *mac, uint32_t *idx)
+{
+	struct fdb_entry *e = fdb_slot(o, vni, mac, 0);
+
+	if (!e)
+		return 0;
+	*idx = e->idx;
+	return e->kind;
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+int prism_overlay_new(struct prism_overlay **out, struct prism_umem *u,
+		      const struct prism_overlay_config *cfg)
+{
+	struct prism_overlay *o;
+
+	if (!cfg->vxlan_port || cfg->uplink_mtu < 68 || !cfg->ttl)
+		return -EINVAL;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	o->u = u;
+	o->cfg = *cfg;
+	*out = o;
+	return 0;
+}
+
+void prism_overlay_delete(struct prism_overlay *o)
+{
+	if (!o)
+		return;
+	free(o->order);
+	free(o);
+}
+
+static int set_sockets(struct port *p, struct prism_xsk **by_class, uint32_t nclass)
+{
+	uint32_t c;
+
+	if (!nclass || nclass > PRISM_NCLASS || !by_class[0])
+		return -EINVAL;
+	memset(p->xsk, 0, sizeof(p->xsk));
+	for (c = 0; c < nclass; c++)
+		p->xsk[c] = by_class[c];
+	for (c = 0; c < PRISM_NCLASS; c++)
+		if (!p->xsk[c])
+			p->xsk[c] = p->xsk[0];
+	return 0;
+}
+
+int prism_overlay_set_uplink(struct prism_overlay *o, struct prism_xsk **by_class, uint32_t nclass)
+{
+	int err = set_sockets(&o->ports[PRISM_UPLINK_PORT], by_class, nclass);
+
+	if (err)
+		return err;
+	if (!o->nports)
+		o->nports = 1;
+	return PRISM_UPLINK_PORT;
+}
+
+int prism_overlay_add_container(struct prism_overlay *o, struct prism_xsk **by_class,
+				uint32_t nclass, uint32_t vni, const uint8_t *mac)
+{
+	uint32_t idx, i;
+	struct port *p;
+	int err;
+
+	if (!o->nports)
+		return -EINVAL; /* the uplink comes first: it is port 0 */
+	if (o->nports >= PRISM_MAX_PORTS)
+		return -ENOSPC;
+	if (vni >= 1u << 24 || (mac[0] & 1))
+		return -EINVAL;
+	if (prism_overlay_lookup(o, vni, mac, &idx) == FDB_LOCAL)
+		return -EEXIST;
+	p = &o->ports[o->nports];
+	err = set_sockets(p, by_class, nclass);
+	if (err)
+		return err;
+	p->vni = vni;
+	memcpy(p->mac, mac, ETH_ALEN);
+	fdb_set(o, vni, mac, FDB_LOCAL, o->nports);
+	for (i = 0; i < o->nvnis && o->vnis[i] != vni; i++)
+		;
+	if (i == o->nvnis)
+		o->vnis[o->nvnis++] = vni;
+	return o->nports++;
+}
+
+int prism_overlay_add_vtep(struct prism_overlay *o, uint32_t vni, uint32_t ip, const uint8_t *mac)
+{
+	uint32_t i;
+
+	if (vni >= 1u << 24)
+		return -EINVAL;
+	for (i = 0; i < o->nvteps; i++)
+		if (o->vteps[i].vni == vni && o->vteps[i].ip == ip)
+			return -EEXIST;
+	if (o->nvteps >= PRISM_MAX_VTEPS)
+		return -ENOSPC;
+	o->vteps[o->nvteps].vni = vni;
+	o->vteps[o->nvteps].ip = ip;
+	memcpy(o->vteps[o->nvteps].mac, mac, ETH_ALEN);
+	return o->nvteps++;
+}
+
+int prism_overlay_set_vtep_mac(struct prism_overlay *o, uint32_t vtep, const uint8_t *mac)
+{
+	if (vtep >= o->nvteps)
+		return -ENOENT;
+	memcpy(o->vteps[vtep].mac, mac, ETH_ALEN);
+	return 0;
+}
+
+void prism_overlay_counters(struct prism_overlay *o, struct prism_overlay_counters *out)
+{
+	*out = o->cnt;
+}
+
+int prism_overlay_port_counters(struct prism_overlay *o, uint32_t port,
+				struct prism_port_counters *out)
+{
+	if (port >= o->nports)
+		return -ENOENT;
+	*out = o->ports[port].cnt;
+	return 0;
+}
+
+/* ---- helpers of the stages -------------------------------------------- */
+
+static inline uint8_t *pkt(struct prism_overlay *o, uint64_t addr)
+{
+	return o->u->area + addr;
+}
+
+static inline void drop(struct prism_overlay *o, uint64_t addr, uint64_t *reason)
+{
+	pool_put(o->u, addr);
+	o->u->user--;
+	(*reason)++;
+}
+
+static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
+		       uint32_t len, uint64_t ts, uint32_t port)
+{
+	if (out->n == out->cap) {
+		drop(o, addr, &o->cnt.drop_batch_full);
+		return -1;
+	}
+	out->addr[out->n] = addr;
+	out->len[out->n] = len;
+	out->ts[out->n] = ts;
+	out->port[out->n] = port;
+	out->n++;
+	return 0;
+}
+
+/* A fresh frame holding a copy of len bytes at addr, with the same
+ * headroom a received packet has; 0 when the pool is empty.
+ */
+static uint64_t copy_frame(struct prism_overlay *o, uint64_t addr, uint32_t len)
+{
+	struct prism_umem *u = o->u;
+	uint64_t copy;
+
+	if (!u->pool_n) {
+		o->cnt.drop_no_frame++;
+		return 0;
+	}
+	copy = u->pool[--u->pool_n] + u->headroom + XDP_PACKET_HEADROOM;
+	u->user++;
+	memcpy(u->area + copy, u->area + addr, len);
+	o->cnt.flood_copies++;
+	return copy; /* never 0: it starts past the headroom */
+}
+
+static inline int vni_local(const struct prism_overlay *o, uint32_t vni)
+{
+	uint32_t i;
+
+	for (i = 0; i < o->nvnis; i++)
+		if (o->vnis[i] == vni)
+			return 1;
+	return 0;
+}
+
+static inline int vtep_of(const struct prism_overlay *o, uint32_t vni, uint32_t ip)
+{
+	uint32_t i;
+
+	for (i = 0; i < o->nvteps; i++)
+		if (o->vteps[i].ip == ip && o->vteps[i].vni == vni)
+			return i;
+	return -1;
+}
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* Outer Ethernet (two VLAN tags at most) / IPv4 / UDP to the VXLAN port /
+ * VXLAN with the I flag: the length of those headers, or 0 if the packet is
+ * not a well-formed VXLAN packet.
+ */
+static uint32_t parse_outer(const struct prism_overlay *o, const uint8_t *p, uint32_t len,
+			    uint32_t *vni, uint32_t *src_ip)
+{
+	uint32_t off = ETH_HLEN, ihl, i;
+	uint16_t proto;
+
+	if (len < ETH_HLEN)
+		return 0;
+	proto = rd16(p + 12);
+	for (i = 0; i < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD); i++) {
+		if (len < off + 4)
+			return 0;
+		proto = rd16(p + off + 2);
+		off += 4;
+	}
+	if (proto != ETH_P_IP || len < off + 20 || (p[off] >> 4) != 4)
+		return 0;
+	ihl = (p[off] & 0xf) * 4u;
+	if (ihl < 20 || p[off + 9] != IPPROTO_UDP || (rd16(p + off + 6) & 0x3fff))
+		return 0;
+	memcpy(src_ip, p + off + 12, 4);
+	off += ihl;
+	if (len < off + 16 || rd16(p + off + 2) != o->cfg.vxlan_port)
+		return 0;
+	off += 8;
+	if (!(p[off] & 0x08))
+		return 0;
+	*vni = (uint32_t)p[off + 4] << 16 | (uint32_t)p[off + 5] << 8 | p[off + 6];
+	return off + 8;
+}
+
+/* ---- decap: uplink -> containers -------------------------------------- */
+
+int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct prism_batch *out)
+{
+	uint32_t i, n = in->n, before = out->n;
+
+	for (i = 0; i < n; i++) {
+		uint64_t addr = in->addr[i], ts = in->ts[i];
+		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p;
+		const uint8_t *inner;
+		int kind, first;
+
+		o->cnt.decap_in++;
+		hdr = parse_outer(o, pkt(o, addr), len, &vni, &src_ip);
+		if (!hdr) {
+			drop(o, addr, &o->cnt.drop_malformed_outer);
+			continue;
+		}
+		if (len < hdr + ETH_HLEN) {
+			drop(o, addr, &o->cnt.drop_malformed_inner);
+			continue;
+		}
+		if (!vni_local(o, vni)) {
+			drop(o, addr, &o->cnt.drop_unknown_vni);
+			continue;
+		}
+		kind = vtep_of(o, vni, src_ip);
+		if (kind < 0) {
+			drop(o, addr, &o->cnt.drop_unknown_vtep);
+			continue;
+		}
+		addr += hdr;
+		len -= hdr;
+		inner = pkt(o, addr);
+		if (o->cfg.learn && !(inner[6] & 1))
+			fdb_set(o, vni, inner + 6, FDB_REMOTE, (uint16_t)kind);
+
+		if (!(inner[0] & 1)) {
+			kind = prism_overlay_lookup(o, vni, inner, &idx);
+			if (kind == FDB_LOCAL) {
+				if (!emit(o, out, addr, len, ts, idx))
+					o->cnt.decap_out++;
+				continue;
+			}
+			if (kind == FDB_REMOTE) { /* lives where it came from */
+				drop(o, addr, &o->cnt.drop_unknown_dst);
+				continue;
+			}
+			/* Unknown: flood locally, as a bridge would. */
+		}
+		first = 1;
+		for (p = 1; p < o->nports; p++) {
+			uint64_t copy;
+
+			if (o->ports[p].vni != vni)
+				continue;
+			if (first) {
+				first = 0;
+				continue; /* the original goes last, after the copies */
+			}
+			copy = copy_frame(o, addr, len);
+			if (copy && !emit(o, out, copy, len, ts, p))
+				o->cnt.decap_out++;
+		}
+		if (first) {
+			drop(o, addr, &o->cnt.drop_unknown_dst);
+			continue;
+		}
+		for (p = 1; p < o->nports && o->ports[p].vni != vni; p++)
+			;
+		if (!emit(o, out, addr, len, ts, p))
+			o->cnt.decap_out++;
+	}
+	in->n = 0;
+	return out->n - before;
+}
+
+/* ---- encap: containers -> uplink (or another container) -------------- */
+
+static inline uint16_t csum_fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* The kernel picks the outer UDP source port from a hash of the inner flow
+ * (udp_flow_src_port), so that ECMP and RSS spread flows; same idea here:
+ * addresses and ports of an inner IPv4 packet, else the MAC addresses.
+ */
+static uint16_t flow_sport(const uint8_t *f, uint32_t len)
+{
+	uint32_t h = 0x811c9dc5, i, n = 12, start = 0;
+
+	if (len >= ETH_HLEN + 20 && rd16(f + 12) == ETH_P_IP) {
+		uint32_t ihl = (f[ETH_HLEN] & 0xf) * 4u;
+		uint8_t proto = f[ETH_HLEN + 9];
+
+		start = ETH_HLEN + 12; /* saddr, daddr */
+		n = 8;
+		for (i = 0; i < n; i++)
+			h = (h ^ f[start + i]) * 0x01000193;
+		h = (h ^ proto) * 0x01000193;
+		if ((proto == IPPROTO_TCP || proto == IPPROTO_UDP) && len >= ETH_HLEN + ihl + 4 &&
+		    !(rd16(f + ETH_HLEN + 6) & 0x1fff))
+			for (i = 0; i < 4; i++)
+				h = (h ^ f[ETH_HLEN + ihl + i]) * 0x01000193;
+	} else {
+		for (i = 0; i < n; i++)
+			h = (h ^ f[start + i]) * 0x01000193;
+	}
+	h ^= h >> 16;
+	return (uint16_t)(SPORT_MIN + (uint32_t)(((uint64_t)h * (SPORT_MAX - SPORT_MIN + 1)) >> 32));
+}
+
+/* Write Ethernet/IPv4/UDP/VXLAN in front of the frame at *addr; on success
+ * *addr and *len describe the whole packet. Returns 0 or a drop counter.
+ */
+static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *len,
+			   const struct vtep *v)
+{
+	uint32_t ip_len = *len + OUTER_IP_UDP_VXLAN, sum = 0, i;
+	uint16_t sport;
+	uint8_t *h;
+
+	if (ip_len > o->cfg.uplink_mtu)
+		return &o->cnt.drop_mtu;
+	if (*addr - frame_base(o->u, *addr) < PRISM_ENCAP_LEN)
+		return &o->cnt.drop_no_headroom;
+	sport = flow_sport(pkt(o, *addr), *len);
+	*addr -= PRISM_ENCAP_LEN;
+	*len += PRISM_ENCAP_LEN;
+	h = pkt(o, *addr);
+
+	memcpy(h, v->mac, ETH_ALEN);
+	memcpy(h + 6, o->cfg.local_mac, ETH_ALEN);
+	h[12] = ETH_P_IP >> 8;
+	h[13] = ETH_P_IP & 0xff;
+
+	h += ETH_HLEN; /* IPv4, no options */
+	h[0] = 0x45;
+	h[1] = 0;
+	h[2] = ip_len >> 8;
+	h[3] = ip_len & 0xff;
+	o->ip_id++;
+	h[4] = o->ip_id >> 8;
+	h[5] = o->ip_id & 0xff;
+	h[6] = 0;
+	h[7] = 0;
+	h[8] = o->cfg.ttl;
+	h[9] = IPPROTO_UDP;
+	h[10] = h[11] = 0;
+	memcpy(h + 12, &o->cfg.local_ip, 4);
+	memcpy(h + 16, &v->ip, 4);
+	for (i = 0; i < 20; i += 2)
+		sum += rd16(h + i);
+	sum = csum_fold(sum);
+	h[10] = sum >> 8;
+	h[11] = sum & 0xff;
+
+	h += 20; /* UDP, checksum 0 as RFC 7348 allows over IPv4 */
+	h[0] = sport >> 8;
+	h[1] = sport & 0xff;
+	h[2] = o->cfg.vxlan_port >> 8;
+	h[3] = o->cfg.vxlan_port & 0xff;
+	h[4] = (ip_len - 20) >> 8;
+	h[5] = (ip_len - 20) & 0xff;
+	h[6] = h[7] = 0;
+
+	h += 8; /* VXLAN: I flag, VNI */
+	h[0] = 0x08;
+	h[1] = h[2] = h[3] = 0;
+	h[4] = v->vni >> 16;
+	h[5] = (v->vni >> 8) & 0xff;
+	h[6] = v->vni & 0xff;
+	h[7] = 0;
+	return NULL;
+}
+
+static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
+			 uint32_t len, uint64_t ts, const struct vtep *v)
+{
+	uint64_t *reason = encap_one(o, &addr, &len, v);
+
+	if (reason) {
+		drop(o, addr, reason);
+		return;
+	}
+	if (!emit(o, out, addr, len, ts, PRISM_UPLINK_PORT))
+		o->cnt.encap_out++;
+}
+
+int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_batch *in,
+		      struct prism_batch *out)
+{
+	uint32_t i, n = in->n, before = out->n, vni, idx, p, v;
+
+	if (src_port == PRISM_UPLINK_PORT || src_port >= o->nports) {
+		for (i = 0; i < n; i++)
+			drop(o, in->addr[i], &o->cnt.drop_no_port);
+		in->n = 0;
+		return -EINVAL;
+	}
+	vni = o->ports[src_port].vni;
+	for (i = 0; i < n; i++) {
+		uint64_t addr = in->addr[i], ts = in->ts[i], copy;
+		uint32_t len = in->len[i], targets = 0;
+		const uint8_t *f = pkt(o, addr);
+		int kind;
+
+		o->cnt.encap_in++;
+		if (len < ETH_HLEN) {
+			drop(o, addr, &o->cnt.drop_malformed_inner);
+			continue;
+		}
+		if (!(f[0] & 1)) {
+			kind = prism_overlay_lookup(o, vni, f, &idx);
+			if (kind == FDB_LOCAL) {
+				if (idx == src_port)
+					drop(o, addr, &o->cnt.drop_unknown_dst); /* no hairpin */
+				else if (!emit(o, out, addr, len, ts, idx))
+					o->cnt.local_out++;
+				continue;
+			}
+			if (kind == FDB_REMOTE && idx < o->nvteps) {
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[idx]);
+				continue;
+			}
+		}
+		/* Flood: copies for every target but the last, which takes the
+		 * original (copies are made before it is encapsulated).
+		 */
+		for (p = 1; p < o->nports; p++)
+			targets += p != src_port && o->ports[p].vni == vni;
+		for (v = 0; v < o->nvteps; v++)
+			targets += o->vteps[v].vni == vni;
+		if (!targets) {
+			drop(o, addr, &o->cnt.drop_unknown_dst);
+			continue;
+		}
+		for (p = 1; p < o->nports; p++) {
+			if (p == src_port || o->ports[p].vni != vni)
+				continue;
+			if (--targets == 0) {
+				if (!emit(o, out, addr, len, ts, p))
+					o->cnt.local_out++;
+				break;
+			}
+			copy = copy_frame(o, addr, len);
+			if (copy && !emit(o, out, copy, len, ts, p))
+				o->cnt.local_out++;
+		}
+		for (v = 0; targets && v < o->nvteps; v++) {
+			if (o->vteps[v].vni != vni)
+				continue;
+			if (--targets == 0) {
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[v]);
+				break;
+			}
+			copy = copy_frame(o, addr, len);
+			if (copy)
+				send_to_vtep(o, out, copy, len, ts, &o->vteps[v]);
+		}
+	}
+	in->n = 0;
+	return out->n - before;
+}
+
+/* ---- deliver: TX on each port's socket -------------------------------- */
+
+static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
+		    const struct prism_batch *b, const uint32_t *idx, uint32_t n)
+{
+	struct prism_xsk *x = pt->xsk[cls < PRISM_NCLASS ? cls : 0];
+	uint32_t room, first, i;
+	uint64_t bytes = 0;
+
+	room = xsk_prod_nb_free(&x->tx, n);
+	if (room > n)
+		room = n;
+	if (room && xsk_ring_prod__reserve(&x->tx, room, &first) == room) {
+		for (i = 0; i < room; i++) {
+			struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, first + i);
+
+			d->addr = b->addr[idx[i]];
+			d->len = b->len[idx[i]];
+			d->options = 0;
+			bytes += d->len;
+		}
+		xsk_ring_prod__submit(&x->tx, room);
+		o->u->user -= room;
+		o->u->kernel_tx += room;
+		x->cnt.tx_packets += room;
+		x->cnt.tx_bytes += bytes;
+		pt->cnt.tx_packets += room;
+		pt->cnt.tx_bytes += bytes;
+		o->cnt.deliver_out += room;
+	} else {
+		room = 0;
+	}
+	if (room < n) {
+		x->cnt.tx_ring_full++;
+		pt->cnt.tx_full += n - room;
+		for (i = room; i < n; i++)
+			drop(o, b->addr[idx[i]], &o->cnt.drop_tx_full);
+	}
+	/* Kick only when the kernel asks for it (always, in copy mode). */
+	if (room && xsk_ring_prod__needs_wakeup(&x->tx))
+		prism_xsk_kick(x);
+}
+
+int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batch *b)
+{
+	uint32_t count[PRISM_MAX_PORTS + 1] = { 0 }, pos[PRISM_MAX_PORTS + 1];
+	uint32_t i, p, n = b->n, sent = o->cnt.deliver_out;
+
+	if (!n)
+		return 0;
+	if (o->order_cap < n) {
+		uint32_t *order = realloc(o->order, n * sizeof(*order));
+
+		if (!order)
+			return -ENOMEM; /* the batch stays as it is */
+		o->order = order;
+		o->order_cap = n;
+	}
+	o->cnt.deliver_in += n;
+	/* Counting sort by port keeps each port's packets in arrival order. */
+	for (i = 0; i < n; i++) {
+		p = b->port[i] < o->nports ? b->port[i] : PRISM_MAX_PORTS;
+		count[p]++;
+	}
+	pos[0] = 0;
+	for (p = 1; p <= PRISM_MAX_PORTS; p++)
+		pos[p] = pos[p - 1] + count[p - 1];
+	for (i = 0; i < n; i++) {
+		p = b->port[i] < o->nports ? b->port[i] : PRISM_MAX_PORTS;
+		o->order[pos[p]++] = i;
+	}
+	for (p = 0, i = 0; p < o->nports; i += count[p], p++)
+		if (count[p])
+			tx_port(o, &o->ports[p], cls, b, o->order + i, count[p]);
+	for (; i < n; i++)
+		drop(o, b->addr[o->order[i]], &o->cnt.drop_no_port);
+	b->n = 0;
+	return (int)(o->cnt.deliver_out - sent);
+}
+
+/* ---- service: completions back to the pool, fill rings topped up ------- */
+
+int prism_overlay_service(struct prism_overlay *o, uint32_t uplink_fill, uint32_t fill_level)
+{
+	uint32_t p, c, level, have;
+	int reaped = 0;
+
+	for (p = 0; p < o->nports; p++) {
+		struct port *pt = &o->ports[p];
+		struct prism_rings *r = pt->xsk[0]->rings;
+
+		/* One completion/fill pair per device: any socket of it will do. */
+		reaped += prism_complete_batch(pt->xsk[0], r->cq.size);
+		for (c = 1; c < PRISM_NCLASS; c++)
+			if (pt->xsk[c] != pt->xsk[0] && prism_xsk_tx_pending(pt->xsk[c]) &&
+			    xsk_ring_prod__needs_wakeup(&pt->xsk[c]->tx))
+				prism_xsk_kick(pt->xsk[c]);
+		level = p == PRISM_UPLINK_PORT ? uplink_fill : fill_level;
+		if (level > r->fq.size)
+			level = r->fq.size;
+		have = r->fq.size - xsk_prod_nb_free(&r->fq, r->fq.size);
+		if (have < level)
+			prism_fill_batch(pt->xsk[0], level - have);
+	}
+	return reaped;
+}

@@ -1,0 +1,70 @@
+"""topology.py - an overlay test host in namespaces: a remote host with a kernel VXLAN device behind the uplink veth, and containers as namespaces on veth pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prism_xdp.netns import Testbed, link_mac, unique_name
+from prism_xdp.overlay import ContainerSpec, VtepSpec
+from prism_xdp.testhost import Uplink
+
+OVERLAY_NET = "10.42.0"  # containers .1, .2, ...; the remote host's overlay address .100
+OVERLAY_PREFIXLEN = 24
+REMOTE_OVERLAY_IP = f"{OVERLAY_NET}.100"
+
+
+@dataclass
+class Container:
+    name: str
+    ns: str
+    host_if: str  # root namespace side: prism_xdp's port
+    cont_if: str  # inside the namespace
+    ip: str
+    mac: str
+    vni: int
+
+    def spec(self) -> ContainerSpec:
+        return ContainerSpec(self.name, self.host_if, self.mac, self.vni, self.ip)
+
+
+@dataclass
+class OverlayHost:
+    """What create() built; everything goes away with the Testbed."""
+
+    uplink: Uplink
+    vni: int
+    vxlan_if: str  # the remote host's kernel VXLAN device
+    remote_overlay_ip: str
+    containers: list[Container] = field(default_factory=list)
+
+    @property
+    def remote_ns(self) -> str:
+        return self.uplink.remote_ns
+
+    def vteps(self) -> list[VtepSpec]:
+        return [VtepSpec(self.uplink.remote_ip, self.vni)]
+
+    def specs(self) -> list[ContainerSpec]:
+        return [c.spec() for c in self.containers]
+
+
+def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int = 42,
+                        queues: int = 1, vxlan_port: int = 4789) -> OverlayHost:
+    """remote ns [vxlan vni -> host's uplink IP] <-uplink veth-> root ns (prism_xdp) <-veths-> containers.
+
+    The containers' MTU leaves room for the 50 bytes of encapsulation on the
+    uplink, as Docker and Flannel set it up.
+    """
+    up = Uplink.create(tb, prefix, queues=queues)
+    vx = unique_name(prefix, "v")
+    tb.add_vxlan(vx, vni, up.remote_ip, up.host_ip, up.remote_if, up.remote_ns, port=vxlan_port)
+    tb.add_addr(vx, REMOTE_OVERLAY_IP, OVERLAY_PREFIXLEN, up.remote_ns)
+    host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP)
+    for i in range(containers):
+        ns = tb.add_netns(unique_name(prefix, f"c{i}"))
+        host_if, cont_if = unique_name(prefix, "h"), unique_name(prefix, "k")
+        tb.add_veth(host_if, cont_if, None, ns, queues=queues, mtu=1450)
+        ip = f"{OVERLAY_NET}.{i + 1}"
+        tb.add_addr(cont_if, ip, OVERLAY_PREFIXLEN, ns)
+        host.containers.append(Container(f"c{i}", ns, host_if, cont_if, ip, link_mac(cont_if, ns), vni))
+    return host
