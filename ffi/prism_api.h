@@ -201,7 +201,8 @@ typedef struct prism_overlay prism_overlay;
 int prism_overlay_new(prism_overlay **out, prism_umem *u, const struct prism_overlay_config *cfg);
 void prism_overlay_delete(prism_overlay *o);
 /* A port's sockets, one per class (NULL where a class has none: the
- * port's class 0 socket is used). Returns the port number.
+ * port's class 0 socket is used; nclass 0: no sockets at all, for tests of
+ * the stages). Returns the port number.
  */
 int prism_overlay_set_uplink(prism_overlay *o, prism_xsk **by_class, uint32_t nclass);
 int prism_overlay_add_container(prism_overlay *o, prism_xsk **by_class, uint32_t nclass,

@@ -140,14 +140,14 @@ class Datapath:
             port = self.overlay.add_container(socks, spec.vni, spec.mac, spec.name)
             self.sources += [Source(port, c, s, False) for c, s in enumerate(socks)]
 
-        for spec in self.vteps:
-            mac = spec.mac or resolve_mac(p.uplink, spec.ip)
-            self.overlay.add_vtep(spec.vni, spec.ip, mac)
+        for vtep in self.vteps:
+            mac = vtep.mac or resolve_mac(p.uplink, vtep.ip)
+            self.overlay.add_vtep(vtep.vni, vtep.ip, mac)
 
         # Frames first, programs last: a program steers to sockets that
         # already have frames to receive into.
         self.service()
-        for spec, eg in zip(self.containers, self.egress):
+        for spec, eg in zip(self.containers, self.egress, strict=True):
             eg.attach(spec.host_if, p.attach_mode)
         self.steer.attach(p.uplink, p.attach_mode)
         # Undone first: no new packets reach the sockets while they close.
@@ -172,7 +172,7 @@ class Datapath:
 
     def _detach_all(self) -> None:
         self.steer.prog.detach(self.params.uplink)
-        for spec, eg in zip(self.containers, self.egress):
+        for spec, eg in zip(self.containers, self.egress, strict=False):
             eg.prog.detach(spec.host_if)
 
     def _close_umem(self) -> None:
@@ -228,7 +228,7 @@ class Datapath:
             "stages": self.overlay.counters(),
             "ports": self.overlay.port_counters(),
             "steer": self.steer.counters().as_dict(),
-            "egress": {c.name: eg.counters().as_dict() for c, eg in zip(self.containers, self.egress)},
+            "egress": {c.name: eg.counters().as_dict() for c, eg in zip(self.containers, self.egress, strict=True)},
             "frames": self.umem.account().as_dict(),
             "loops": self.loops,
             "idle_loops": self.idle_loops,
@@ -243,3 +243,41 @@ class Datapath:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Runner:
+    """Runs a Datapath's loop on a thread until stopped (tests, tools).
+
+    The C calls release the GIL, so other threads keep moving; idle_sleep
+    gives the CPU away between empty passes instead of spinning.
+    """
+
+    def __init__(self, dp: Datapath, idle_sleep: float = 0.0001) -> None:
+        self.dp = dp
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, args=(idle_sleep,), name="prism-worker",
+                                        daemon=True)
+
+    def _work(self, idle_sleep: float) -> None:
+        try:
+            self.dp.run(self._stop, idle_sleep)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def start(self) -> Runner:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> Runner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

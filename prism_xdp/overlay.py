@@ -154,7 +154,7 @@ class Overlay:
 
     @staticmethod
     def _sockets(socks: list[XskSocket]) -> Any:
-        return ffi.new("prism_xsk *[]", [s.ptr for s in socks])
+        return ffi.new("prism_xsk *[]", [s.ptr for s in socks]) if socks else ffi.NULL
 
     def set_uplink(self, socks: list[XskSocket], name: str = "uplink") -> int:
         check_rc(lib.prism_overlay_set_uplink(self.ptr, self._sockets(socks), len(socks)), "set uplink")

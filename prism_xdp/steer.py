@@ -61,10 +61,7 @@ class Steering:
         classifies with the uplink's rules); vni: the container's VNI there."""
         if not 1 <= nclass <= L.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{L.PRISM_NCLASS}, not {nclass}")
-        reuse = None
-        if rules_from is not None:
-            reuse = {"port_rules": rules_from._ports_fd, "dscp_rules": rules_from._dscp_fd,
-                     "vni_rules": rules_from._vni_fd}
+        reuse = rules_from.rule_map_fds() if rules_from is not None else None
         self.prog = XdpProgram(program, reuse=reuse)
         self._vni = vni
         self.nclass = nclass
@@ -72,11 +69,15 @@ class Steering:
         self._ports_fd = self.prog.map_fd("port_rules")
         self._dscp_fd = self.prog.map_fd("dscp_rules")
         self._vni_fd = self.prog.map_fd("vni_rules")
-        self._counters_fd = self.prog.map_fd("steer_counters")
+        self._counters_fd = self.prog.map_fd("steer_counters")  # per CPU
         self.xsks_fd = self.prog.map_fd("xsks")
         self._vxlan_port = vxlan_port
         self._vanilla = vanilla
         self._write_config()
+
+    def rule_map_fds(self) -> dict[str, int]:
+        """The rule maps, for a program that classifies with the same rules."""
+        return {"port_rules": self._ports_fd, "dscp_rules": self._dscp_fd, "vni_rules": self._vni_fd}
 
     # configuration -------------------------------------------------------
     def _write_config(self) -> None:

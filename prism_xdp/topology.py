@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prism_xdp.netns import Testbed, link_mac, unique_name
+from prism_xdp.netns import Testbed, link_mac, run_in, unique_name
 from prism_xdp.overlay import ContainerSpec, VtepSpec
 from prism_xdp.testhost import Uplink
 
@@ -48,6 +48,18 @@ class OverlayHost:
         return [c.spec() for c in self.containers]
 
 
+def checksum_offload_off(ifname: str, ns: str | None) -> None:
+    """Make the kernel write full checksums into frames it sends on ifname.
+
+    On a veth the stack leaves TCP/UDP checksums to "hardware" that never
+    computes them; a frame that leaves through an AF_XDP socket instead of
+    an skb path keeps the bad sum and is dropped by the receiver. Containers
+    served by an AF_XDP datapath need this (Open vSwitch's AF_XDP docs say the
+    same); a real NIC's received frames carry real checksums.
+    """
+    run_in(ns, ["ethtool", "-K", ifname, "tx", "off"], check=True, capture_output=True)
+
+
 def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int = 42,
                         queues: int = 1, vxlan_port: int = 4789) -> OverlayHost:
     """remote ns [vxlan vni -> host's uplink IP] <-uplink veth-> root ns (prism_xdp) <-veths-> containers.
@@ -59,6 +71,8 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
     vx = unique_name(prefix, "v")
     tb.add_vxlan(vx, vni, up.remote_ip, up.host_ip, up.remote_if, up.remote_ns, port=vxlan_port)
     tb.add_addr(vx, REMOTE_OVERLAY_IP, OVERLAY_PREFIXLEN, up.remote_ns)
+    checksum_offload_off(vx, up.remote_ns)
+    checksum_offload_off(up.remote_if, up.remote_ns)
     host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP)
     for i in range(containers):
         ns = tb.add_netns(unique_name(prefix, f"c{i}"))
@@ -66,5 +80,6 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
         tb.add_veth(host_if, cont_if, None, ns, queues=queues, mtu=1450)
         ip = f"{OVERLAY_NET}.{i + 1}"
         tb.add_addr(cont_if, ip, OVERLAY_PREFIXLEN, ns)
+        checksum_offload_off(cont_if, ns)
         host.containers.append(Container(f"c{i}", ns, host_if, cont_if, ip, link_mac(cont_if, ns), vni))
     return host

@@ -1,0 +1,209 @@
+"""test_overlay.py - end to end through prism_xdp: a remote host's kernel VXLAN device <-> uplink <-> containers; ping, UDP echo, 50 MB TCP both ways, container to container, drops counted, frames accounted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import PREFIX
+
+from prism_xdp import netns, xdp
+from prism_xdp.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.netns import run_in, socket_in
+from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet, malformed_packets
+from prism_xdp.topology import OverlayHost, create_overlay_host
+
+
+@dataclass
+class Running:
+    host: OverlayHost
+    dp: Datapath
+    runner: Runner
+
+
+@pytest.fixture
+def overlay(testbed: netns.Testbed) -> Iterator[Running]:
+    host = create_overlay_host(testbed, PREFIX, containers=2)
+    dp = Datapath(DatapathParams(host.uplink.host_if), host.specs(), host.vteps())
+    runner = Runner(dp).start()
+    try:
+        yield Running(host, dp, runner)
+    finally:
+        try:
+            runner.stop()
+        finally:
+            dp.close()
+    for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
+        assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
+
+
+def ping(ns: str, dst: str, count: int = 3, size: int = 56, extra: tuple[str, ...] = (),
+         wait: int = 5) -> int:
+    """Replies received."""
+    r = run_in(ns, ["ping", "-c", str(count), "-i", "0.05", "-w", str(wait), "-s", str(size), *extra, dst],
+               capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if "received" in line:
+            return int(line.split(",")[1].split()[0])
+    return 0
+
+
+def settle_and_account(dp: Datapath) -> dict[str, int]:
+    """Stop-the-world view of the frames once traffic is over: every frame is in the pool or on a fill ring."""
+    deadline = time.monotonic() + 2
+    while True:
+        account = dp.umem.account()
+        if account.kernel_tx == 0 and account.user == 0 or time.monotonic() > deadline:
+            return account.as_dict() | {"balanced": int(account.balanced)}
+        time.sleep(0.01)
+
+
+def test_ping_both_ways_and_between_containers(overlay: Running) -> None:
+    h = overlay.host
+    c0, c1 = h.containers
+    assert ping(h.remote_ns, c0.ip) == 3  # remote -> container (decap), replies encapsulated
+    assert ping(c1.ns, h.remote_overlay_ip) == 3  # container -> remote first
+    assert ping(c1.ns, c0.ip) == 3  # same host, same VNI: no tunnel
+    stats = overlay.dp.stats()["stages"]
+    assert stats["decap_out"] >= 6 and stats["encap_out"] >= 6 and stats["local_out"] >= 3
+    assert stats["learned"] >= 1
+    assert overlay.dp.overlay.lookup(h.vni, c0.mac) == ("local", 1)
+
+
+def test_udp_echo_payloads_arrive_byte_identical(overlay: Running) -> None:
+    h = overlay.host
+    c0 = h.containers[0]
+    server = socket_in(c0.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((c0.ip, 7007))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def echo() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = server.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            server.sendto(data, peer)
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    client = socket_in(h.remote_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    try:
+        payloads = [os.urandom(n) for n in (1, 18, 64, 100, 512, 1000, 1372, 1400, 1422)]
+        for p in payloads * 20:
+            client.sendto(p, (c0.ip, 7007))
+            assert client.recv(65535) == p
+    finally:
+        stop.set()
+        t.join(2)
+        client.close()
+        server.close()
+
+
+def tcp_transfer(server_ns: str, server_ip: str, client_ns: str, nbytes: int) -> tuple[int, str, str]:
+    """Send nbytes of random data over one TCP connection; (bytes received, sent sha256, received sha256)."""
+    listener = socket_in(server_ns, socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((server_ip, 5301))
+    listener.listen(1)
+    listener.settimeout(10)
+    received = {"n": 0, "sha": hashlib.sha256()}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(20)
+        with conn:
+            while chunk := conn.recv(1 << 20):
+                received["n"] += len(chunk)
+                received["sha"].update(chunk)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    sent = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    client = socket_in(client_ns, socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(20)
+    try:
+        client.connect((server_ip, 5301))
+        left = nbytes
+        while left:
+            piece = block[: min(left, len(block))]
+            client.sendall(piece)
+            sent.update(piece)
+            left -= len(piece)
+        client.shutdown(socket.SHUT_WR)
+    finally:
+        client.close()
+        t.join(30)
+        listener.close()
+    return received["n"], sent.hexdigest(), received["sha"].hexdigest()
+
+
+def test_tcp_50_megabytes_each_way(overlay: Running) -> None:
+    h = overlay.host
+    c1 = h.containers[1]
+    size = 50 * 1024 * 1024
+    n, sent, got = tcp_transfer(c1.ns, c1.ip, h.remote_ns, size)  # remote -> container
+    assert (n, got) == (size, sent)
+    n, sent, got = tcp_transfer(h.remote_ns, h.remote_overlay_ip, c1.ns, size)  # container -> remote
+    assert (n, got) == (size, sent)
+    stats = overlay.dp.stats()
+    assert stats["stages"]["decap_out"] > 30000 and stats["stages"]["encap_out"] > 30000
+    overlay.runner.stop()
+    account = settle_and_account(overlay.dp)
+    assert account["balanced"] and account["batches"] == 0 and account["tx_ring"] == 0
+
+
+def test_bad_frames_are_counted_and_dropped_while_traffic_flows(overlay: Running) -> None:
+    h = overlay.host
+    up = h.uplink
+    c0 = h.containers[0]
+    outer = Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip)
+    good_inner = inner_packet(Inner(dst_mac=c0.mac), 1000, 2000, payload=b"x" * 20)
+    stranger = Outer(up.remote_mac, up.host_mac, "10.201.0.77", up.host_ip)
+    bad = list(malformed_packets(outer, h.vni).values())
+    result: list[int] = []
+    pinger = threading.Thread(target=lambda: result.append(ping(h.remote_ns, c0.ip, count=20)))
+    pinger.start()
+    for _ in range(5):
+        up.send(encapsulate(outer, good_inner, 4242))  # a VNI nobody serves
+        up.send(encapsulate(stranger, good_inner, h.vni))  # a VTEP nobody configured
+        up.send(*bad)
+        time.sleep(0.05)
+    pinger.join()
+    assert result == [20]
+    stats = overlay.dp.stats()
+    assert stats["stages"]["drop_unknown_vni"] == 5
+    assert stats["stages"]["drop_unknown_vtep"] == 5
+    assert sum(stats["steer"]["malformed"].values()) == 5 * len(bad)
+
+
+def test_a_frame_too_big_for_the_tunnel_is_dropped_and_counted(overlay: Running) -> None:
+    h = overlay.host
+    c0 = h.containers[0]
+    # The container believes it may send 1500-byte packets; with 50 bytes of
+    # tunnel they no longer fit the uplink.
+    run_in(c0.ns, ["ip", "link", "set", c0.cont_if, "mtu", "1500"], check=True)
+    run_in(None, ["ip", "link", "set", c0.host_if, "mtu", "1500"], check=True)
+    assert ping(c0.ns, h.remote_overlay_ip, count=2) == 2
+    assert ping(c0.ns, h.remote_overlay_ip, count=2, size=1472, extra=("-M", "do"), wait=1) == 0
+    assert overlay.dp.stats()["stages"]["drop_mtu"] >= 2
+    assert ping(c0.ns, h.remote_overlay_ip, count=2, size=1400) == 2
+
+
+def test_frame_accounting_balances_after_traffic(overlay: Running) -> None:
+    h = overlay.host
+    for c in h.containers:
+        assert ping(h.remote_ns, c.ip, count=5) == 5
+    overlay.runner.stop()
+    account = settle_and_account(overlay.dp)
+    assert account["balanced"]
+    assert account["pool"] + account["fill_ring"] + account["kernel_rx_held"] == account["frames"]
