@@ -180,14 +180,24 @@ class Testbed:
 
     def add_vxlan(
         self, name: str, vni: int, local: str, remote: str, dev: str, ns: str | None = None,
-        port: int = 4789,
+        port: int = 4789, learning: bool = False,
     ) -> None:
-        """A kernel VXLAN device (the 'remote host' side), up."""
+        """A kernel VXLAN device toward one remote VTEP, up."""
         with _ipr(ns) as ipr:
             ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
                      vxlan_group=remote, vxlan_port=port,
-                     vxlan_link=ipr.link_lookup(ifname=dev)[0], vxlan_learning=0)
+                     vxlan_link=ipr.link_lookup(ifname=dev)[0], vxlan_learning=int(learning))
             ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        self._undo.callback(self._remove_link, name, ns)
+
+    def add_bridge(self, name: str, ports: Sequence[str], ns: str | None = None) -> None:
+        """A Linux bridge with the given links enslaved, up."""
+        with _ipr(ns) as ipr:
+            ipr.link("add", ifname=name, kind="bridge")
+            br = ipr.link_lookup(ifname=name)[0]
+            for port in ports:
+                ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=br)
+            ipr.link("set", index=br, state="up")
         self._undo.callback(self._remove_link, name, ns)
 
     def defer(self, fn: Any, *args: Any) -> None:

@@ -36,6 +36,7 @@ class OverlayHost:
     vxlan_if: str  # the remote host's kernel VXLAN device
     remote_overlay_ip: str
     containers: list[Container] = field(default_factory=list)
+    vxlan_port: int = 4789
 
     @property
     def remote_ns(self) -> str:
@@ -73,7 +74,7 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
     tb.add_addr(vx, REMOTE_OVERLAY_IP, OVERLAY_PREFIXLEN, up.remote_ns)
     checksum_offload_off(vx, up.remote_ns)
     checksum_offload_off(up.remote_if, up.remote_ns)
-    host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP)
+    host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP, vxlan_port=vxlan_port)
     for i in range(containers):
         ns = tb.add_netns(unique_name(prefix, f"c{i}"))
         host_if, cont_if = unique_name(prefix, "h"), unique_name(prefix, "k")
@@ -83,3 +84,23 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
         checksum_offload_off(cont_if, ns)
         host.containers.append(Container(f"c{i}", ns, host_if, cont_if, ip, link_mac(cont_if, ns), vni))
     return host
+
+
+def add_kernel_overlay(tb: Testbed, host: OverlayHost, prefix: str) -> tuple[str, str]:
+    """The stock overlay on the host, the Docker/Flannel way: a VXLAN device and a bridge
+    with the containers' host-side veths. Returns (vxlan, bridge).
+
+    It can stay while prism_xdp runs: prism_xdp's XDP programs take the
+    VXLAN packets on the uplink and the containers' frames on their veths
+    before the kernel's devices see them; with prism_xdp stopped, the
+    kernel path carries the same traffic.
+    """
+    up = host.uplink
+    vx, br = unique_name(prefix, "x"), unique_name(prefix, "b")
+    tb.add_vxlan(vx, host.vni, up.host_ip, up.remote_ip, up.host_if, port=host.vxlan_port, learning=True)
+    checksum_offload_off(vx, None)
+    tb.add_bridge(br, [vx] + [c.host_if for c in host.containers])
+    # A veth receives frames redirected into it by XDP (the generator) only
+    # in NAPI mode: with an XDP program, or with GRO on.
+    run_in(None, ["ethtool", "-K", up.host_if, "gro", "on"], check=True, capture_output=True)
+    return vx, br
