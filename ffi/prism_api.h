@@ -10,7 +10,9 @@
 /* A batch of descriptors as a struct of arrays, allocated once and reused.
  * addr is the UMEM address of the packet's first byte, len its length;
  * ts the time (CLOCK_MONOTONIC ns) the packet was taken off its RX ring;
- * port the output port a stage chose for it (0 = the uplink).
+ * port the output port a stage chose for it (0 = the uplink); cls the
+ * class the rules give its inner packet (for measurement: in vanilla mode
+ * every packet shares one socket, yet a HIGH flow's latency is still seen).
  */
 struct prism_batch {
 	uint32_t cap;
@@ -19,6 +21,7 @@ struct prism_batch {
 	uint32_t *len;
 	uint64_t *ts;
 	uint16_t *port;
+	uint8_t *cls;
 };
 
 /* XDP_STATISTICS of one socket; fields the kernel does not report are 0. */
@@ -109,6 +112,10 @@ int prism_xsk_map_insert(prism_xsk *x, int map_fd, uint32_t slot);
 /* The hot path, a batch per call. */
 int prism_fill_batch(prism_xsk *x, uint32_t max);
 int prism_rx_batch(prism_xsk *x, struct prism_batch *b);
+int prism_rx_upto(prism_xsk *x, struct prism_batch *b, uint32_t max);
+/* Bit i set when socket i (i < 32) has packets on its RX ring: one call
+ * tells a scheduler where work waits. */
+uint32_t prism_xsk_pending_mask(prism_xsk **xs, uint32_t n);
 int prism_tx_batch(prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n);
 int prism_complete_batch(prism_xsk *x, uint32_t max);
 int prism_xsk_kick(prism_xsk *x);
@@ -196,6 +203,23 @@ struct prism_port_counters {
 	uint64_t tx_full;
 };
 
+/* Latency in the pipeline, HDR-style: 16 linear sub-buckets per power of
+ * two (values below 16 exact), so any value is off by at most 1/16. Values
+ * are nanoseconds from a packet's RX poll to the TX kick that sent it.
+ */
+#define PRISM_HIST_SUB_BITS 4
+#define PRISM_HIST_BUCKETS 1024
+#define PRISM_BATCH_SIZE_BUCKETS 14 /* log2 buckets: 1, 2-3, 4-7, ..., 8192+ */
+
+struct prism_hist {
+	uint64_t count;
+	uint64_t sum;
+	uint64_t min;
+	uint64_t max;
+	uint64_t buckets[PRISM_HIST_BUCKETS];
+	uint64_t batch_sizes[PRISM_BATCH_SIZE_BUCKETS]; /* per deliver call, by class */
+};
+
 typedef struct prism_overlay prism_overlay;
 
 int prism_overlay_new(prism_overlay **out, prism_umem *u, const struct prism_overlay_config *cfg);
@@ -210,6 +234,17 @@ int prism_overlay_add_container(prism_overlay *o, prism_xsk **by_class, uint32_t
 int prism_overlay_add_vtep(prism_overlay *o, uint32_t vni, uint32_t ip, const uint8_t *mac);
 int prism_overlay_set_vtep_mac(prism_overlay *o, uint32_t vtep, const uint8_t *mac);
 void prism_overlay_counters(prism_overlay *o, struct prism_overlay_counters *out);
+/* The measurement classifier's rules, mirrored from the XDP rule maps:
+ * the class of an inner port / DSCP / VNI (0 clears).
+ */
+int prism_overlay_set_port_class(prism_overlay *o, uint32_t port, uint32_t cls);
+int prism_overlay_set_dscp_class(prism_overlay *o, uint32_t dscp, uint32_t cls);
+int prism_overlay_set_vni_class(prism_overlay *o, uint32_t vni, uint32_t cls);
+/* A copy of class cls's latency histogram; reset clears all classes. */
+int prism_overlay_hist(prism_overlay *o, uint32_t cls, struct prism_hist *out);
+void prism_overlay_hist_reset(prism_overlay *o);
+int prism_hist_bucket(uint64_t value);
+uint64_t prism_hist_bucket_low(int bucket);
 int prism_overlay_port_counters(prism_overlay *o, uint32_t port, struct prism_port_counters *out);
 /* Where (vni, mac) goes: 0 = unknown, 1 = local port (*idx), 2 = VTEP (*idx). */
 int prism_overlay_lookup(prism_overlay *o, uint32_t vni, const uint8_t *mac, uint32_t *idx);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -64,6 +65,14 @@ struct prism_overlay {
 	uint32_t nvnis;
 	uint16_t ip_id;
 	struct prism_overlay_counters cnt;
+	/* measurement classifier: the XDP rules, mirrored */
+	uint32_t nrules; /* nonzero entries below; 0 = everything is class 0 */
+	uint8_t port_class[PRISM_NPORTS];
+	uint8_t dscp_class[PRISM_NDSCP];
+	uint32_t vni_rule[PRISM_MAX_PORTS];
+	uint8_t vni_rule_class[PRISM_MAX_PORTS];
+	uint32_t nvni_rules;
+	struct prism_hist hist[PRISM_NCLASS];
 	uint32_t *order; /* deliver's counting sort */
 	uint32_t order_cap;
 	struct fdb_entry fdb[FDB_SIZE];
@@ -264,7 +273,7 @@ static inline void drop(struct prism_overlay *o, uint64_t addr, uint64_t *reason
 }
 
 static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
-		       uint32_t len, uint64_t ts, uint32_t port)
+		       uint32_t len, uint64_t ts, uint32_t port, uint8_t cls)
 {
 	if (out->n == out->cap) {
 		drop(o, addr, &o->cnt.drop_batch_full);
@@ -274,6 +283,7 @@ static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_
 	out->len[out->n] = len;
 	out->ts[out->n] = ts;
 	out->port[out->n] = port;
+	out->cls[out->n] = cls;
 	out->n++;
 	return 0;
 }
@@ -357,6 +367,137 @@ static uint32_t parse_outer(const struct prism_overlay *o, const uint8_t *p, uin
 	return off + 8;
 }
 
+/* ---- measurement: the class of an inner packet, latency histograms ----- */
+
+static inline void set_rule(struct prism_overlay *o, uint8_t *slot, uint32_t cls)
+{
+	o->nrules += (cls != 0) - (*slot != 0);
+	*slot = (uint8_t)cls;
+}
+
+int prism_overlay_set_port_class(struct prism_overlay *o, uint32_t port, uint32_t cls)
+{
+	if (port >= PRISM_NPORTS || cls >= PRISM_NCLASS)
+		return -EINVAL;
+	set_rule(o, &o->port_class[port], cls);
+	return 0;
+}
+
+int prism_overlay_set_dscp_class(struct prism_overlay *o, uint32_t dscp, uint32_t cls)
+{
+	if (dscp >= PRISM_NDSCP || cls >= PRISM_NCLASS)
+		return -EINVAL;
+	set_rule(o, &o->dscp_class[dscp], cls);
+	return 0;
+}
+
+int prism_overlay_set_vni_class(struct prism_overlay *o, uint32_t vni, uint32_t cls)
+{
+	uint32_t i;
+
+	if (vni >= 1u << 24 || cls >= PRISM_NCLASS)
+		return -EINVAL;
+	for (i = 0; i < o->nvni_rules && o->vni_rule[i] != vni; i++)
+		;
+	if (i == o->nvni_rules) {
+		if (!cls)
+			return 0;
+		if (o->nvni_rules == PRISM_MAX_PORTS)
+			return -ENOSPC;
+		o->vni_rule[o->nvni_rules] = vni;
+		o->vni_rule_class[o->nvni_rules++] = 0;
+	}
+	set_rule(o, &o->vni_rule_class[i], cls);
+	return 0;
+}
+
+static inline uint8_t max8(uint8_t a, uint8_t b)
+{
+	return a > b ? a : b;
+}
+
+/* The class prism_steer would give this inner frame (same rules, same
+ * fields): measurement sees a HIGH flow as HIGH even in vanilla mode,
+ * where every packet shares one socket.
+ */
+static uint8_t inner_class(const struct prism_overlay *o, const uint8_t *f, uint32_t len,
+			   uint32_t vni)
+{
+	uint32_t off = ETH_HLEN, ihl, i;
+	uint16_t proto;
+	uint8_t cls = 0;
+
+	if (!o->nrules)
+		return 0;
+	for (i = 0; i < o->nvni_rules; i++)
+		if (o->vni_rule[i] == vni)
+			cls = o->vni_rule_class[i];
+	if (len < ETH_HLEN)
+		return cls;
+	proto = rd16(f + 12);
+	for (i = 0; i < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD); i++) {
+		if (len < off + 4)
+			return cls;
+		proto = rd16(f + off + 2);
+		off += 4;
+	}
+	if (proto != ETH_P_IP || len < off + 20)
+		return cls;
+	cls = max8(cls, o->dscp_class[f[off + 1] >> 2]);
+	ihl = (f[off] & 0xf) * 4u;
+	if ((rd16(f + off + 6) & 0x1fff) || len < off + ihl + 4 ||
+	    (f[off + 9] != IPPROTO_TCP && f[off + 9] != IPPROTO_UDP))
+		return cls;
+	cls = max8(cls, o->port_class[rd16(f + off + ihl)]);
+	return max8(cls, o->port_class[rd16(f + off + ihl + 2)]);
+}
+
+int prism_hist_bucket(uint64_t v)
+{
+	int msb;
+
+	if (v < (1u << PRISM_HIST_SUB_BITS))
+		return (int)v;
+	msb = 63 - __builtin_clzll(v);
+	return ((msb - PRISM_HIST_SUB_BITS + 1) << PRISM_HIST_SUB_BITS) +
+	       (int)((v >> (msb - PRISM_HIST_SUB_BITS)) & ((1u << PRISM_HIST_SUB_BITS) - 1));
+}
+
+uint64_t prism_hist_bucket_low(int b)
+{
+	int msb, sub;
+
+	if (b < (1 << PRISM_HIST_SUB_BITS))
+		return (uint64_t)b;
+	msb = (b >> PRISM_HIST_SUB_BITS) + PRISM_HIST_SUB_BITS - 1;
+	sub = b & ((1 << PRISM_HIST_SUB_BITS) - 1);
+	return (uint64_t)((1 << PRISM_HIST_SUB_BITS) + sub) << (msb - PRISM_HIST_SUB_BITS);
+}
+
+static inline void hist_add(struct prism_hist *h, uint64_t v)
+{
+	h->buckets[prism_hist_bucket(v)]++;
+	h->count++;
+	h->sum += v;
+	if (v > h->max)
+		h->max = v;
+	if (v < h->min || h->count == 1)
+		h->min = v;
+}
+
+int prism_overlay_hist(struct prism_overlay *o, uint32_t cls, struct prism_hist *out)
+{
+	if (cls >= PRISM_NCLASS)
+		return -EINVAL;
+	*out = o->hist[cls];
+	return 0;
+}
+
+void prism_overlay_hist_reset(struct prism_overlay *o)
+{
+	memset(o->hist, 0, sizeof(o->hist));
+}
+
 /* ---- decap: uplink -> containers -------------------------------------- */
 
 int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct prism_batch *out)
@@ -368,6 +509,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p;
 		const uint8_t *inner;
 		int kind, first;
+		uint8_t pcls;
 
 		o->cnt.decap_in++;
 		hdr = parse_outer(o, pkt(o, addr), len, &vni, &src_ip);
@@ -391,13 +533,14 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		addr += hdr;
 		len -= hdr;
 		inner = pkt(o, addr);
+		pcls = inner_class(o, inner, len, vni);
 		if (o->cfg.learn && !(inner[6] & 1))
 			fdb_set(o, vni, inner + 6, FDB_REMOTE, (uint16_t)kind);
 
 		if (!(inner[0] & 1)) {
 			kind = prism_overlay_lookup(o, vni, inner, &idx);
 			if (kind == FDB_LOCAL) {
-				if (!emit(o, out, addr, len, ts, idx))
+				if (!emit(o, out, addr, len, ts, idx, pcls))
 					o->cnt.decap_out++;
 				continue;
 			}
@@ -418,7 +561,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 				continue; /* the original goes last, after the copies */
 			}
 			copy = copy_frame(o, addr, len);
-			if (copy && !emit(o, out, copy, len, ts, p))
+			if (copy && !emit(o, out, copy, len, ts, p, pcls))
 				o->cnt.decap_out++;
 		}
 		if (first) {
@@ -427,7 +570,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		}
 		for (p = 1; p < o->nports && o->ports[p].vni != vni; p++)
 			;
-		if (!emit(o, out, addr, len, ts, p))
+		if (!emit(o, out, addr, len, ts, p, pcls))
 			o->cnt.decap_out++;
 	}
 	in->n = 0;
@@ -537,7 +680,7 @@ static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *le
 }
 
 static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
-			 uint32_t len, uint64_t ts, const struct vtep *v)
+			 uint32_t len, uint64_t ts, const struct vtep *v, uint8_t cls)
 {
 	uint64_t *reason = encap_one(o, &addr, &len, v);
 
@@ -545,7 +688,7 @@ static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint6
 		drop(o, addr, reason);
 		return;
 	}
-	if (!emit(o, out, addr, len, ts, PRISM_UPLINK_PORT))
+	if (!emit(o, out, addr, len, ts, PRISM_UPLINK_PORT, cls))
 		o->cnt.encap_out++;
 }
 
@@ -565,6 +708,7 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 		uint64_t addr = in->addr[i], ts = in->ts[i], copy;
 		uint32_t len = in->len[i], targets = 0;
 		const uint8_t *f = pkt(o, addr);
+		uint8_t pcls;
 		int kind;
 
 		o->cnt.encap_in++;
@@ -572,17 +716,18 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 			drop(o, addr, &o->cnt.drop_malformed_inner);
 			continue;
 		}
+		pcls = inner_class(o, f, len, vni);
 		if (!(f[0] & 1)) {
 			kind = prism_overlay_lookup(o, vni, f, &idx);
 			if (kind == FDB_LOCAL) {
 				if (idx == src_port)
 					drop(o, addr, &o->cnt.drop_unknown_dst); /* no hairpin */
-				else if (!emit(o, out, addr, len, ts, idx))
+				else if (!emit(o, out, addr, len, ts, idx, pcls))
 					o->cnt.local_out++;
 				continue;
 			}
 			if (kind == FDB_REMOTE && idx < o->nvteps) {
-				send_to_vtep(o, out, addr, len, ts, &o->vteps[idx]);
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[idx], pcls);
 				continue;
 			}
 		}
@@ -601,24 +746,24 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 			if (p == src_port || o->ports[p].vni != vni)
 				continue;
 			if (--targets == 0) {
-				if (!emit(o, out, addr, len, ts, p))
+				if (!emit(o, out, addr, len, ts, p, pcls))
 					o->cnt.local_out++;
 				break;
 			}
 			copy = copy_frame(o, addr, len);
-			if (copy && !emit(o, out, copy, len, ts, p))
+			if (copy && !emit(o, out, copy, len, ts, p, pcls))
 				o->cnt.local_out++;
 		}
 		for (v = 0; targets && v < o->nvteps; v++) {
 			if (o->vteps[v].vni != vni)
 				continue;
 			if (--targets == 0) {
-				send_to_vtep(o, out, addr, len, ts, &o->vteps[v]);
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[v], pcls);
 				break;
 			}
 			copy = copy_frame(o, addr, len);
 			if (copy)
-				send_to_vtep(o, out, copy, len, ts, &o->vteps[v]);
+				send_to_vtep(o, out, copy, len, ts, &o->vteps[v], pcls);
 		}
 	}
 	in->n = 0;
@@ -671,6 +816,17 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 	/* Kick only when the kernel asks for it (always, in copy mode). */
 	if (room && xsk_ring_prod__needs_wakeup(&x->tx))
 		prism_xsk_kick(x);
+	/* In-pipeline latency: from the RX poll to this kick, per class. */
+	if (room) {
+		uint64_t now = prism_now_ns();
+
+		for (i = 0; i < room; i++) {
+			uint32_t j = idx[i];
+
+			if (b->ts[j] && b->cls[j] < PRISM_NCLASS)
+				hist_add(&o->hist[b->cls[j]], now > b->ts[j] ? now - b->ts[j] : 0);
+		}
+	}
 }
 
 int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batch *b)
@@ -689,6 +845,8 @@ int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batc
 		o->order_cap = n;
 	}
 	o->cnt.deliver_in += n;
+	i = 63 - __builtin_clzll(n);
+	o->hist[cls < PRISM_NCLASS ? cls : 0].batch_sizes[i < PRISM_BATCH_SIZE_BUCKETS ? i : PRISM_BATCH_SIZE_BUCKETS - 1]++;
 	/* Counting sort by port keeps each port's packets in arrival order. */
 	for (i = 0; i < n; i++) {
 		p = b->port[i] < o->nports ? b->port[i] : PRISM_MAX_PORTS;
@@ -736,6 +894,9 @@ int prism_overlay_service(struct prism_overlay *o, uint32_t uplink_fill, uint32_
 		have = r->fq.size - xsk_prod_nb_free(&r->fq, r->fq.size);
 		if (have < level)
 			prism_fill_batch(pt->xsk[0], level - have);
+		/* A driver that ran dry waits to be told the fill ring has frames. */
+		if (xsk_ring_prod__needs_wakeup(&r->fq))
+			recvfrom(pt->xsk[0]->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	}
 	return reaped;
 }

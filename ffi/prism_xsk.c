@@ -40,7 +40,8 @@ struct prism_batch *prism_batch_new(uint32_t cap)
 	b->len = calloc(cap, sizeof(*b->len));
 	b->ts = calloc(cap, sizeof(*b->ts));
 	b->port = calloc(cap, sizeof(*b->port));
-	if (!b->addr || !b->len || !b->ts || !b->port) {
+	b->cls = calloc(cap, sizeof(*b->cls));
+	if (!b->addr || !b->len || !b->ts || !b->port || !b->cls) {
 		prism_batch_delete(b);
 		return NULL;
 	}
@@ -55,6 +56,7 @@ void prism_batch_delete(struct prism_batch *b)
 	free(b->len);
 	free(b->ts);
 	free(b->port);
+	free(b->cls);
 	free(b);
 }
 
@@ -170,6 +172,7 @@ int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, u
 		b->len[b->n + i] = len;
 		b->ts[b->n + i] = 0;
 		b->port[b->n + i] = 0;
+		b->cls[b->n + i] = 0;
 	}
 	b->n += n;
 	u->user += n;
@@ -400,11 +403,18 @@ int prism_fill_batch(struct prism_xsk *x, uint32_t max)
 
 int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
 {
+	return prism_rx_upto(x, b, b->cap - b->n);
+}
+
+int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
+{
 	struct prism_umem *u = x->umem;
 	uint32_t n, idx, i;
 	uint64_t bytes = 0, now;
 
-	n = xsk_ring_cons__peek(&x->rx, b->cap - b->n, &idx);
+	if (max > b->cap - b->n)
+		max = b->cap - b->n;
+	n = xsk_ring_cons__peek(&x->rx, max, &idx);
 	if (!n) {
 		/* With need_wakeup the kernel may wait for us to ask (busy
 		 * polling, or an empty fill ring it has given up on).
@@ -424,6 +434,7 @@ int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
 		b->len[b->n + i] = d->len;
 		b->ts[b->n + i] = now;
 		b->port[b->n + i] = 0;
+		b->cls[b->n + i] = 0;
 		bytes += d->len;
 	}
 	xsk_ring_cons__release(&x->rx, n);
@@ -512,6 +523,16 @@ int prism_complete_batch(struct prism_xsk *x, uint32_t max)
 int prism_xsk_rx_pending(struct prism_xsk *x)
 {
 	return xsk_cons_nb_avail(&x->rx, x->rx.size);
+}
+
+uint32_t prism_xsk_pending_mask(struct prism_xsk **xs, uint32_t n)
+{
+	uint32_t i, mask = 0;
+
+	for (i = 0; i < n && i < 32; i++)
+		if (xsk_cons_nb_avail(&xs[i]->rx, 1))
+			mask |= 1u << i;
+	return mask;
 }
 
 int prism_xsk_tx_pending(struct prism_xsk *x)
