@@ -137,7 +137,8 @@ def test_switching_modes_under_load_keeps_every_flow_whole_and_in_order(start: s
     arrivals += flow(2, HIGH, sorted(rng.uniform(0, 1500) for _ in range(300)))
     arrivals += flow(3, LOW, sorted(rng.uniform(0, 1500) for _ in range(1000)))
     ops = SimOps(arrivals, COSTS)
-    engine = Engine(ops, start, settle=lambda: None)
+    # While the engine settles, packets keep arriving under the new steering.
+    engine = Engine(ops, start, settle=lambda: ops.advance(5.0))
     run(engine, ops, switches)
     assert_no_loss_no_reorder(ops, arrivals)
     modes = [start] + [m for _, m in sorted(switches.items())]
