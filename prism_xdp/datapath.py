@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import queue
+import select
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +17,18 @@ from pyroute2 import IPRoute
 from prism_xdp import layout as L
 from prism_xdp.batch import Batch
 from prism_xdp.errors import ConfigError, PrismError
+from prism_xdp.native import ffi, lib
 from prism_xdp.netns import link_mac
 from prism_xdp.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec, resolve_mac
+from prism_xdp.sched import Engine, Mode
 from prism_xdp.steer import Steering
 from prism_xdp.umem import Umem, UmemParams
 from prism_xdp.xdp import AttachMode
 from prism_xdp.xsk import XskParams, XskSocket
 
 log = logging.getLogger("prism_xdp")
+POLL_MODES = ("busy", "blocking")
+BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,6 @@ class DatapathParams:
     uplink_mtu: int | None = None  # default: the uplink's MTU
     ttl: int = 64
     nclass: int = 2  # sockets per device: LOW and HIGH
-    vanilla: bool = False
     batch_size: int = 64
     uplink_fill: int = 2048  # frames kept on the uplink's fill ring
     container_fill: int = 256  # frames kept on each container veth's fill ring
@@ -44,8 +49,13 @@ class DatapathParams:
     xsk: XskParams = field(default_factory=XskParams)
     attach_mode: AttachMode = AttachMode.NATIVE
     learn: bool = True
+    mode: str = "batch"  # vanilla | batch | sync (scheduling; vanilla also steers all to class 0)
+    poll: str = "busy"  # busy: spin; blocking: poll() when idle, no CPU while idle
 
     def check(self) -> None:
+        Mode.parse(self.mode)
+        if self.poll not in POLL_MODES:
+            raise ConfigError(f"poll must be one of {', '.join(POLL_MODES)}, not {self.poll!r}")
         if not 1 <= self.batch_size <= 4096:
             raise ConfigError(f"batch_size must be in 1..4096, not {self.batch_size}")
         if not 1 <= self.nclass <= L.PRISM_NCLASS:
@@ -118,7 +128,8 @@ class Datapath:
                                     fill_size=ring, comp_size=ring))
         self._undo.callback(self._close_umem)
 
-        self.steer = Steering(p.vxlan_port, p.nclass, p.vanilla)
+        vanilla = Mode.parse(p.mode) is Mode.VANILLA
+        self.steer = Steering(p.vxlan_port, p.nclass, vanilla)
         self._undo.callback(self.steer.close)
         self.egress: list[Steering] = []
 
@@ -132,7 +143,7 @@ class Datapath:
         self.sources += [Source(UPLINK_PORT, c, s, True) for c, s in enumerate(uplink_socks)]
 
         for spec in self.containers:
-            eg = Steering(p.vxlan_port, p.nclass, p.vanilla, program="prism_egress",
+            eg = Steering(p.vxlan_port, p.nclass, vanilla, program="prism_egress",
                           rules_from=self.steer, vni=spec.vni)
             self._undo.callback(eg.close)
             self.egress.append(eg)
@@ -153,13 +164,12 @@ class Datapath:
         # Undone first: no new packets reach the sockets while they close.
         self._undo.callback(self._detach_all)
 
-        # Highest class first: the order in which the loop looks at sources.
-        self.sources.sort(key=lambda s: (-s.cls, not s.from_uplink, s.port))
-        self._rx = Batch(p.batch_size)
-        # Floods make more packets than they take; room for a few per packet.
-        self._out = Batch(p.batch_size * 4)
-        self.idle_loops = 0
-        self.loops = 0
+        self.ops = DatapathOps(self)
+        self.engine = Engine(self.ops, p.mode, p.batch_size)
+        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._poller = select.poll()
+        for src in self.sources:
+            self._poller.register(src.xsk.fd, select.POLLIN)
 
     def _sockets(self, ifname: str, steer: Steering) -> list[XskSocket]:
         socks = []
@@ -191,47 +201,78 @@ class Datapath:
             return self.overlay.decap(batch, out)
         return self.overlay.encap(src.port, batch, out)
 
-    def run_source(self, src: Source) -> int:
-        """One batch from src through every stage to its TX kick (PRISM-batch's unit of work)."""
-        rx, out = self._rx, self._out
-        rx.ptr.n = 0
-        n = src.xsk.rx(rx)
-        if n:
-            self.process(src, rx, out)
-            self.overlay.deliver(src.cls, out)
-        return n
-
     def poll(self) -> int:
-        """One pass over every source, highest class first; then recycle frames."""
-        work = 0
-        for src in self.sources:
-            work += self.run_source(src)
-        self.service()
-        self.loops += 1
-        if not work:
-            self.idle_loops += 1
-        return work
+        """One scheduling step (and any pending control request); packets or stage steps done."""
+        while not self._requests.empty():
+            self._requests.get_nowait()()
+        return self.engine.step()
 
-    def run(self, stop: threading.Event, idle_sleep: float = 0.0) -> None:
-        """Loop until stop is set; idle_sleep > 0 yields the CPU between empty passes."""
+    def run(self, stop: threading.Event) -> None:
+        """Loop until stop is set. busy: spin; blocking: sleep in poll() while nothing arrives."""
+        blocking = self.params.poll == "blocking"
+        step, requests, engine = self.engine.step, self._requests, self.engine
         while not stop.is_set():
-            if not self.poll() and idle_sleep:
-                time.sleep(idle_sleep)
+            if not requests.empty():
+                while not requests.empty():
+                    requests.get_nowait()()
+            if step():
+                continue
+            if blocking and not engine.sched.in_flight() and not self.ops.pending():
+                self._poller.poll(BLOCK_MS)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run fn on the worker's thread between two steps (rings are single-threaded)."""
+        self._requests.put(fn)
 
     # control -----------------------------------------------------------------
     def set_vanilla(self, on: bool) -> None:
         for steer in [self.steer, *self.egress]:
             steer.vanilla = on
 
+    @property
+    def mode(self) -> Mode:
+        return self.engine.mode
+
+    def switch_mode(self, mode: Mode | str) -> None:
+        """Change the scheduling mode; call on the worker's thread (or through call_soon)."""
+        self.engine.switch(mode)
+
+    def set_port(self, port: int, cls: int = L.PRISM_CLASS_HIGH) -> None:
+        """A port rule for both directions (the XDP maps) and for measurement (the C mirror)."""
+        self.steer.set_port(port, cls)
+        self.overlay.set_port_class(port, cls)
+
+    def clear_port(self, port: int) -> None:
+        self.set_port(port, L.PRISM_CLASS_LOW)
+
+    def set_dscp(self, dscp: int, cls: int = L.PRISM_CLASS_HIGH) -> None:
+        self.steer.set_dscp(dscp, cls)
+        self.overlay.set_dscp_class(dscp, cls)
+
+    def set_vni(self, vni: int, cls: int = L.PRISM_CLASS_HIGH) -> None:
+        self.steer.set_vni(vni, cls)
+        self.overlay.set_vni_class(vni, cls)
+
+    def latency(self) -> dict[str, Any]:
+        """Per class: in-pipeline latency summary (µs) and deliver batch sizes."""
+        out = {}
+        for cls in range(self.params.nclass):
+            h, sizes = self.overlay.histogram(cls)
+            out[L.CLASS_NAMES[cls]] = {"latency_us": h.summary(),
+                                       "batch_sizes": {f"{1 << i}+": n for i, n in enumerate(sizes) if n}}
+        return out
+
     def stats(self) -> dict[str, Any]:
         return {
+            "mode": self.engine.mode.value,
+            "sched": self.engine.sched.stats.as_dict() | {"switches": self.engine.switches},
+            "latency": self.latency(),
+            "xsk": {f"{s.xsk.ifname}/{L.CLASS_NAMES[s.cls]}": s.xsk.statistics() for s in self.sources},
             "stages": self.overlay.counters(),
             "ports": self.overlay.port_counters(),
             "steer": self.steer.counters().as_dict(),
             "egress": {c.name: eg.counters().as_dict() for c, eg in zip(self.containers, self.egress, strict=True)},
             "frames": self.umem.account().as_dict(),
-            "loops": self.loops,
-            "idle_loops": self.idle_loops,
         }
 
     def close(self) -> None:
@@ -248,20 +289,19 @@ class Datapath:
 class Runner:
     """Runs a Datapath's loop on a thread until stopped (tests, tools).
 
-    The C calls release the GIL, so other threads keep moving; idle_sleep
-    gives the CPU away between empty passes instead of spinning.
+    The C calls release the GIL, so other threads keep moving; with poll
+    "blocking" the worker sleeps in poll() while nothing arrives.
     """
 
-    def __init__(self, dp: Datapath, idle_sleep: float = 0.0001) -> None:
+    def __init__(self, dp: Datapath) -> None:
         self.dp = dp
         self._stop = threading.Event()
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, args=(idle_sleep,), name="prism-worker",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._work, name="prism-worker", daemon=True)
 
-    def _work(self, idle_sleep: float) -> None:
+    def _work(self) -> None:
         try:
-            self.dp.run(self._stop, idle_sleep)
+            self.dp.run(self._stop)
         except BaseException as exc:  # reported by stop()
             self.error = exc
 
@@ -281,3 +321,71 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _Work:
+    """A batch taken off one ring, with room for what its process stage makes of it."""
+
+    __slots__ = ("rx", "out", "src", "n")
+
+    def __init__(self, batch: int) -> None:
+        self.rx = Batch(batch)
+        self.out = Batch(batch * 4)  # floods make more packets than they take
+        self.src: Source | None = None
+        self.n = 0
+
+
+class DatapathOps:
+    """The scheduler's view of a Datapath: rings, stages, a pool of in-flight work items."""
+
+    def __init__(self, dp: Datapath, pool: int = 64) -> None:
+        self.dp = dp
+        self._sources = dp.sources
+        self._xsks = ffi.new("prism_xsk *[]", [s.xsk.ptr for s in dp.sources])
+        self._nxsk = len(dp.sources)
+        self._free = [_Work(dp.params.batch_size) for _ in range(pool)]
+        self._overlay = dp.overlay.ptr
+        self._service = dp.service
+        self._mask = lib.prism_xsk_pending_mask
+        self._rx = lib.prism_rx_upto
+
+    def sources(self) -> list[Source]:
+        return self._sources
+
+    def pending(self) -> int:
+        return int(self._mask(self._xsks, self._nxsk))
+
+    def pending_count(self, src: Source) -> int:
+        return src.xsk.rx_pending
+
+    def rx(self, src: Source, limit: int) -> _Work | None:
+        if not self._free:
+            return None  # every work item is in flight: the ring waits
+        work = self._free.pop()
+        work.rx.ptr.n = 0
+        n = self._rx(src.xsk.ptr, work.rx.ptr, limit)
+        if n <= 0:
+            self._free.append(work)
+            return None
+        work.src, work.n = src, n
+        return work
+
+    def process(self, work: _Work) -> None:
+        src = work.src
+        assert src is not None
+        work.out.ptr.n = 0
+        if src.from_uplink:
+            lib.prism_decap_batch(self._overlay, work.rx.ptr, work.out.ptr)
+        else:
+            lib.prism_encap_batch(self._overlay, src.port, work.rx.ptr, work.out.ptr)
+
+    def deliver(self, work: _Work) -> None:
+        assert work.src is not None
+        lib.prism_deliver_batch(self._overlay, work.src.cls, work.out.ptr)
+        self._free.append(work)
+
+    def service(self) -> None:
+        self._service()
+
+    def set_vanilla(self, on: bool) -> None:
+        self.dp.set_vanilla(on)

@@ -12,6 +12,7 @@ from typing import Any
 
 from prism_xdp.batch import Batch
 from prism_xdp.errors import ConfigError, PrismError
+from prism_xdp.hist import Histogram
 from prism_xdp.native import check_rc, ffi, lib
 from prism_xdp.umem import Umem
 from prism_xdp.xsk import XskSocket
@@ -193,6 +194,26 @@ class Overlay:
 
     def service(self, uplink_fill: int, fill_level: int) -> int:
         return int(lib.prism_overlay_service(self.ptr, uplink_fill, fill_level))
+
+    # measurement -----------------------------------------------------------
+    def set_port_class(self, port: int, cls: int) -> None:
+        check_rc(lib.prism_overlay_set_port_class(self.ptr, port, cls), "measurement rule", f"port {port}")
+
+    def set_dscp_class(self, dscp: int, cls: int) -> None:
+        check_rc(lib.prism_overlay_set_dscp_class(self.ptr, dscp, cls), "measurement rule", f"dscp {dscp}")
+
+    def set_vni_class(self, vni: int, cls: int) -> None:
+        check_rc(lib.prism_overlay_set_vni_class(self.ptr, vni, cls), "measurement rule", f"vni {vni}")
+
+    def histogram(self, cls: int) -> tuple[Histogram, list[int]]:
+        """Class cls's in-pipeline latency (ns, RX poll to TX kick) and its deliver batch sizes (log2 buckets)."""
+        raw = ffi.new("struct prism_hist *")
+        check_rc(lib.prism_overlay_hist(self.ptr, cls, raw), "histogram", f"class {cls}")
+        h = Histogram(list(raw.buckets), int(raw.count), int(raw.sum), int(raw.min), int(raw.max))
+        return h, list(raw.batch_sizes)
+
+    def reset_histograms(self) -> None:
+        lib.prism_overlay_hist_reset(self.ptr)
 
     # statistics ----------------------------------------------------------
     def counters(self) -> dict[str, int]:

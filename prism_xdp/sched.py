@@ -53,11 +53,11 @@ class Ops(Protocol):
         """Up to limit packets off src's ring, or None if it is empty."""
         ...
 
-    def process(self, work: Work) -> None:
-        """decap or encap: the middle stage."""
+    def process(self, work: Any) -> None:
+        """decap or encap: the middle stage (work: what rx returned)."""
         ...
 
-    def deliver(self, work: Work) -> None:
+    def deliver(self, work: Any) -> None:
         """TX on each packet's port, kick; the work item is done."""
         ...
 
@@ -193,12 +193,12 @@ class VanillaScheduler(Scheduler):
                 self._schedule(self._DELIVER)
             moved = work.n
         elif self._queued < self.backlog:
-            work = self._rx(dev, self.batch)
-            if work is not None:
-                self.process_q.append(work)
-                self._queued += work.n
+            taken = self._rx(dev, self.batch)
+            if taken is not None:
+                self.process_q.append(taken)
+                self._queued += taken.n
                 self._schedule(self._PROCESS)
-                moved = work.n
+                moved = taken.n
                 if self.ops.pending() >> dev & 1:
                     self._schedule(dev)  # weight used up, more waiting: to the tail
         else:

@@ -80,7 +80,7 @@ def main() -> int:
                         n, secs = measure(host, gen, frame, args.packets)
                     else:
                         with Datapath(DatapathParams(host.uplink.host_if), host.specs(), host.vteps()) as dp, \
-                                Runner(dp, idle_sleep=0):
+                                Runner(dp):
                             n, secs = measure(host, gen, frame, args.packets)
                     mpps = n / secs / 1e6
                     results.setdefault(f"{path}/{size}", []).append(
