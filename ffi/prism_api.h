@@ -263,3 +263,5 @@ int prism_deliver_batch(prism_overlay *o, uint32_t cls, struct prism_batch *b);
  * fill_level frames (the uplink to uplink_fill); returns frames reaped.
  */
 int prism_overlay_service(prism_overlay *o, uint32_t uplink_fill, uint32_t fill_level);
+/* Kick until every TX ring is empty (before a flow may change sockets). */
+int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);

@@ -900,3 +900,32 @@ int prism_overlay_service(struct prism_overlay *o, uint32_t uplink_fill, uint32_
 	}
 	return reaped;
 }
+
+/* Kick every socket until no TX ring holds a frame: after a mode switch a
+ * flow moves to another socket, and frames still waiting on the old one's
+ * ring must leave first. Returns 0, or -EAGAIN if rings stayed non-empty.
+ */
+int prism_overlay_flush_tx(struct prism_overlay *o, uint32_t max_rounds)
+{
+	uint32_t round, p, c;
+	int waiting;
+
+	for (round = 0; round < max_rounds; round++) {
+		waiting = 0;
+		for (p = 0; p < o->nports; p++) {
+			for (c = 0; c < PRISM_NCLASS; c++) {
+				struct prism_xsk *x = o->ports[p].xsk[c];
+
+				if (!x || (c && x == o->ports[p].xsk[0]))
+					continue;
+				if (prism_xsk_tx_pending(x)) {
+					prism_xsk_kick(x);
+					waiting |= prism_xsk_tx_pending(x) != 0;
+				}
+			}
+		}
+		if (!waiting)
+			return 0;
+	}
+	return -EAGAIN;
+}

@@ -522,7 +522,11 @@ int prism_complete_batch(struct prism_xsk *x, uint32_t max)
 
 int prism_xsk_rx_pending(struct prism_xsk *x)
 {
-	return xsk_cons_nb_avail(&x->rx, x->rx.size);
+	/* Exact, not libxdp's cached count (which refreshes only once it
+	 * reaches 0): a mode switch drains exactly what is on the ring now.
+	 */
+	x->rx.cached_prod = __atomic_load_n(x->rx.producer, __ATOMIC_ACQUIRE);
+	return x->rx.cached_prod - x->rx.cached_cons;
 }
 
 uint32_t prism_xsk_pending_mask(struct prism_xsk **xs, uint32_t n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from prism_xdp.native import check_rc, ffi, lib
 from prism_xdp.netns import inside, link_index
@@ -27,6 +28,7 @@ class LiveFrameGenerator:
         else:
             self._set_port(tx_port, link_index(ifname))
         self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
         self.error: BaseException | None = None
 
     @staticmethod
@@ -47,6 +49,25 @@ class LiveFrameGenerator:
 
         self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
         self._thread.start()
+
+    def start_for(self, frame: bytes, seconds: float, chunk: int = 100_000) -> None:
+        """Send in chunks until `seconds` have passed (or stop()): a load bounded in time."""
+        self._halt = threading.Event()
+        deadline = time.monotonic() + seconds
+
+        def work() -> None:
+            try:
+                while time.monotonic() < deadline and not self._halt.is_set():
+                    self.send(frame, chunk)
+            except BaseException as exc:  # reported by join()
+                self.error = exc
+
+        self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:

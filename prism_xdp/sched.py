@@ -69,6 +69,10 @@ class Ops(Protocol):
         """Steering: every packet to class 0 (vanilla) or each class to its socket."""
         ...
 
+    def flush_tx(self) -> None:
+        """Return once every TX ring is empty: what was sent has left, in order."""
+        ...
+
 
 @dataclass
 class SchedStats:
@@ -302,12 +306,13 @@ def make_scheduler(mode: Mode | str, ops: Ops, batch: int = 64) -> Scheduler:
 class Engine:
     """Runs the scheduler of the current mode and switches modes safely.
 
-    A switch changes which ring a flow's packets arrive on (vanilla puts
-    everything on class 0). To keep every flow in order, the engine first
-    finishes the old scheduler's in-flight work, changes the steering, waits
-    for packets the kernel is still placing under the old rule, then drains
-    what the old rule put on the rings — the rings the new rule no longer
-    uses for those flows first — before the new scheduler starts.
+    A switch changes which ring a flow's packets arrive on, and which socket
+    they leave through (vanilla puts everything on class 0). To keep every
+    flow in order, the engine first finishes the old scheduler's in-flight
+    work, changes the steering, waits for packets the kernel is still
+    placing under the old rule, drains what the old rule put on the rings —
+    the rings the new rule no longer uses for those flows first — and lets
+    every TX ring empty before the new scheduler starts.
     """
 
     def __init__(self, ops: Ops, mode: Mode | str = Mode.BATCH, batch: int = 64,
@@ -355,6 +360,9 @@ class Engine:
                     self.ops.process(work)
                     self.ops.deliver(work)
             self.ops.service()
+        # A flow's packets may now leave through another socket (vanilla sends
+        # everything through class 0): what waits on the old TX ring goes first.
+        self.ops.flush_tx()
         stats = old.stats
         self.sched = make_scheduler(new, self.ops, self.batch)
         self.sched.stats = stats

@@ -155,6 +155,9 @@ class SimOps:
     def set_vanilla(self, on: bool) -> None:
         self.vanilla = on
 
+    def flush_tx(self) -> None:
+        """Delivery is instantaneous here: nothing waits on a TX ring."""
+
 
 def run(engine: Engine, ops: SimOps, switches: dict[float, str] | None = None, limit: int = 10_000_000) -> None:
     """Step the engine until every arrival is delivered; switch modes at the given times."""
