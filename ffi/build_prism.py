@@ -42,7 +42,7 @@ def _cdef() -> str:
         api = f.read()
     defines = "\n".join(f"#define {n} ..." for n in _common_constants() + UAPI_CONSTANTS)
     structs = """
-struct prism_steer_config { uint16_t vxlan_port; uint8_t mode; uint8_t nclass; uint32_t vni; };
+struct prism_steer_config { uint16_t vxlan_port; uint8_t mode; uint8_t nclass; uint32_t vni; uint32_t flags; };
 struct prism_steer_counters {
     unsigned long long steered[...]; unsigned long long steered_bytes[...];
     unsigned long long no_socket[...];

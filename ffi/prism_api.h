@@ -22,6 +22,7 @@ struct prism_batch {
 	uint64_t *ts;
 	uint16_t *port;
 	uint8_t *cls;
+	uint64_t *poll_ts; /* when the RX ring was polled (ts: when XDP saw it, if stamped) */
 };
 
 /* XDP_STATISTICS of one socket; fields the kernel does not report are 0. */
@@ -103,6 +104,9 @@ int prism_xsk_create(prism_xsk **out, prism_umem *u, const char *ifname, uint32_
 		     uint32_t rx_size, uint32_t tx_size, uint32_t bind_flags);
 void prism_xsk_delete(prism_xsk *x);
 int prism_xsk_fd(prism_xsk *x);
+/* The socket's XDP program stamps packets (PRISM_STEER_F_TIMESTAMP): rx
+ * strips the stamp and uses it as the packet's ts. */
+void prism_xsk_set_rx_stamped(prism_xsk *x, int on);
 int prism_xsk_zerocopy(prism_xsk *x);
 int prism_xsk_set_busy_poll(prism_xsk *x, int usecs, int budget);
 int prism_xsk_statistics(prism_xsk *x, struct prism_xsk_stats *out);
@@ -240,8 +244,10 @@ void prism_overlay_counters(prism_overlay *o, struct prism_overlay_counters *out
 int prism_overlay_set_port_class(prism_overlay *o, uint32_t port, uint32_t cls);
 int prism_overlay_set_dscp_class(prism_overlay *o, uint32_t dscp, uint32_t cls);
 int prism_overlay_set_vni_class(prism_overlay *o, uint32_t vni, uint32_t cls);
-/* A copy of class cls's latency histogram; reset clears all classes. */
-int prism_overlay_hist(prism_overlay *o, uint32_t cls, struct prism_hist *out);
+/* A copy of class cls's latency histogram: from arrival (XDP's stamp, or
+ * the RX poll) to TX kick, or with from_poll from the RX poll only. Reset
+ * clears all. */
+int prism_overlay_hist(prism_overlay *o, uint32_t cls, int from_poll, struct prism_hist *out);
 void prism_overlay_hist_reset(prism_overlay *o);
 int prism_hist_bucket(uint64_t value);
 uint64_t prism_hist_bucket_low(int bucket);

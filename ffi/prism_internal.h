@@ -64,6 +64,7 @@ struct prism_xsk {
 	struct prism_rings *rings;
 	struct prism_xsk *next; /* in umem->sockets */
 	int fd;
+	int rx_stamped; /* the XDP program puts a timestamp in front of each packet */
 	struct prism_xsk_counters cnt;
 };
 

@@ -72,7 +72,9 @@ struct prism_overlay {
 	uint32_t vni_rule[PRISM_MAX_PORTS];
 	uint8_t vni_rule_class[PRISM_MAX_PORTS];
 	uint32_t nvni_rules;
-	struct prism_hist hist[PRISM_NCLASS];
+	struct prism_hist hist[PRISM_NCLASS]; /* arrival (XDP stamp) to TX kick */
+	struct prism_hist hist_poll[PRISM_NCLASS]; /* RX poll to TX kick */
+	uint64_t cur_poll_ts; /* poll time of the packet a stage is working on */
 	uint32_t *order; /* deliver's counting sort */
 	uint32_t order_cap;
 	struct fdb_entry fdb[FDB_SIZE];
@@ -275,6 +277,8 @@ static inline void drop(struct prism_overlay *o, uint64_t addr, uint64_t *reason
 static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
 		       uint32_t len, uint64_t ts, uint32_t port, uint8_t cls)
 {
+	uint64_t poll_ts = o->cur_poll_ts;
+
 	if (out->n == out->cap) {
 		drop(o, addr, &o->cnt.drop_batch_full);
 		return -1;
@@ -284,6 +288,7 @@ static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_
 	out->ts[out->n] = ts;
 	out->port[out->n] = port;
 	out->cls[out->n] = cls;
+	out->poll_ts[out->n] = poll_ts;
 	out->n++;
 	return 0;
 }
@@ -485,17 +490,19 @@ static inline void hist_add(struct prism_hist *h, uint64_t v)
 		h->min = v;
 }
 
-int prism_overlay_hist(struct prism_overlay *o, uint32_t cls, struct prism_hist *out)
+int prism_overlay_hist(struct prism_overlay *o, uint32_t cls, int from_poll,
+		       struct prism_hist *out)
 {
 	if (cls >= PRISM_NCLASS)
 		return -EINVAL;
-	*out = o->hist[cls];
+	*out = from_poll ? o->hist_poll[cls] : o->hist[cls];
 	return 0;
 }
 
 void prism_overlay_hist_reset(struct prism_overlay *o)
 {
 	memset(o->hist, 0, sizeof(o->hist));
+	memset(o->hist_poll, 0, sizeof(o->hist_poll));
 }
 
 /* ---- decap: uplink -> containers -------------------------------------- */
@@ -512,6 +519,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		uint8_t pcls;
 
 		o->cnt.decap_in++;
+		o->cur_poll_ts = in->poll_ts[i];
 		hdr = parse_outer(o, pkt(o, addr), len, &vni, &src_ip);
 		if (!hdr) {
 			drop(o, addr, &o->cnt.drop_malformed_outer);
@@ -712,6 +720,7 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 		int kind;
 
 		o->cnt.encap_in++;
+		o->cur_poll_ts = in->poll_ts[i];
 		if (len < ETH_HLEN) {
 			drop(o, addr, &o->cnt.drop_malformed_inner);
 			continue;
@@ -823,8 +832,11 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 		for (i = 0; i < room; i++) {
 			uint32_t j = idx[i];
 
-			if (b->ts[j] && b->cls[j] < PRISM_NCLASS)
-				hist_add(&o->hist[b->cls[j]], now > b->ts[j] ? now - b->ts[j] : 0);
+			if (!b->ts[j] || b->cls[j] >= PRISM_NCLASS)
+				continue;
+			hist_add(&o->hist[b->cls[j]], now > b->ts[j] ? now - b->ts[j] : 0);
+			hist_add(&o->hist_poll[b->cls[j]],
+				 now > b->poll_ts[j] ? now - b->poll_ts[j] : 0);
 		}
 	}
 }

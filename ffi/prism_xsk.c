@@ -41,7 +41,8 @@ struct prism_batch *prism_batch_new(uint32_t cap)
 	b->ts = calloc(cap, sizeof(*b->ts));
 	b->port = calloc(cap, sizeof(*b->port));
 	b->cls = calloc(cap, sizeof(*b->cls));
-	if (!b->addr || !b->len || !b->ts || !b->port || !b->cls) {
+	b->poll_ts = calloc(cap, sizeof(*b->poll_ts));
+	if (!b->addr || !b->len || !b->ts || !b->port || !b->cls || !b->poll_ts) {
 		prism_batch_delete(b);
 		return NULL;
 	}
@@ -57,6 +58,7 @@ void prism_batch_delete(struct prism_batch *b)
 	free(b->ts);
 	free(b->port);
 	free(b->cls);
+	free(b->poll_ts);
 	free(b);
 }
 
@@ -171,6 +173,7 @@ int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, u
 		b->addr[b->n + i] = u->pool[--u->pool_n] + u->headroom;
 		b->len[b->n + i] = len;
 		b->ts[b->n + i] = 0;
+		b->poll_ts[b->n + i] = 0;
 		b->port[b->n + i] = 0;
 		b->cls[b->n + i] = 0;
 	}
@@ -325,6 +328,11 @@ void prism_xsk_delete(struct prism_xsk *x)
 	free(x);
 }
 
+void prism_xsk_set_rx_stamped(struct prism_xsk *x, int on)
+{
+	x->rx_stamped = !!on;
+}
+
 int prism_xsk_fd(struct prism_xsk *x)
 {
 	return x->fd;
@@ -429,13 +437,23 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 	now = prism_now_ns();
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
+		uint64_t addr = d->addr, ts = now;
+		uint32_t len = d->len;
 
-		b->addr[b->n + i] = d->addr;
-		b->len[b->n + i] = d->len;
-		b->ts[b->n + i] = now;
+		if (x->rx_stamped && len >= PRISM_TS_LEN) {
+			memcpy(&ts, u->area + addr, PRISM_TS_LEN);
+			addr += PRISM_TS_LEN;
+			len -= PRISM_TS_LEN;
+			if (ts > now)
+				ts = now;
+		}
+		b->addr[b->n + i] = addr;
+		b->len[b->n + i] = len;
+		b->ts[b->n + i] = ts;
+		b->poll_ts[b->n + i] = now;
 		b->port[b->n + i] = 0;
 		b->cls[b->n + i] = 0;
-		bytes += d->len;
+		bytes += len;
 	}
 	xsk_ring_cons__release(&x->rx, n);
 	b->n += n;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -50,13 +51,19 @@ class LiveFrameGenerator:
         self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
         self._thread.start()
 
-    def start_for(self, frame: bytes, seconds: float, chunk: int = 100_000) -> None:
-        """Send in chunks until `seconds` have passed (or stop()): a load bounded in time."""
+    def start_for(self, frame: bytes, seconds: float, chunk: int = 100_000, cpu: int | None = None) -> None:
+        """Send in chunks until `seconds` have passed (or stop()): a load bounded in time.
+
+        cpu pins the sending thread, so that it does not share a CPU with a
+        pinned worker (it would take whole scheduler time slices from it).
+        """
         self._halt = threading.Event()
         deadline = time.monotonic() + seconds
 
         def work() -> None:
             try:
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
                 while time.monotonic() < deadline and not self._halt.is_set():
                     self.send(frame, chunk)
             except BaseException as exc:  # reported by join()

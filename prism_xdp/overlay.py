@@ -205,10 +205,12 @@ class Overlay:
     def set_vni_class(self, vni: int, cls: int) -> None:
         check_rc(lib.prism_overlay_set_vni_class(self.ptr, vni, cls), "measurement rule", f"vni {vni}")
 
-    def histogram(self, cls: int) -> tuple[Histogram, list[int]]:
-        """Class cls's in-pipeline latency (ns, RX poll to TX kick) and its deliver batch sizes (log2 buckets)."""
+    def histogram(self, cls: int, from_poll: bool = False) -> tuple[Histogram, list[int]]:
+        """Class cls's latency in ns to the TX kick — from arrival (XDP's stamp), or
+        from_poll from the RX poll — and its deliver batch sizes (log2 buckets)."""
         raw = ffi.new("struct prism_hist *")
-        check_rc(lib.prism_overlay_hist(self.ptr, cls, raw), "histogram", f"class {cls}")
+        check_rc(lib.prism_overlay_hist(self.ptr, cls, 1 if from_poll else 0, raw), "histogram",
+                 f"class {cls}")
         h = Histogram(list(raw.buckets), int(raw.count), int(raw.sum), int(raw.min), int(raw.max))
         return h, list(raw.batch_sizes)
 

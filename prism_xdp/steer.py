@@ -56,14 +56,18 @@ class Steering:
         program: str = "prism_steer",
         rules_from: Steering | None = None,
         vni: int = 0,
+        timestamps: bool = False,
     ) -> None:
         """rules_from: share that Steering's rule maps (a container side program
-        classifies with the uplink's rules); vni: the container's VNI there."""
+        classifies with the uplink's rules); vni: the container's VNI there;
+        timestamps: stamp every packet sent to a socket with the time XDP saw
+        it (the sockets must then strip it: XskSocket.set_rx_stamped)."""
         if not 1 <= nclass <= L.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{L.PRISM_NCLASS}, not {nclass}")
         reuse = rules_from.rule_map_fds() if rules_from is not None else None
         self.prog = XdpProgram(program, reuse=reuse)
         self._vni = vni
+        self._flags = L.PRISM_STEER_F_TIMESTAMP if timestamps else 0
         self.nclass = nclass
         self._config_fd = self.prog.map_fd("steer_config")
         self._ports_fd = self.prog.map_fd("port_rules")
@@ -86,6 +90,7 @@ class Steering:
         conf.mode = L.PRISM_STEER_VANILLA if self._vanilla else L.PRISM_STEER_CLASSIFY
         conf.nclass = self.nclass
         conf.vni = self._vni
+        conf.flags = self._flags
         check_rc(lib.prism_map_update(self._config_fd, ffi.new("uint32_t *", 0), conf, 0),
                  "map update", "steer_config")
 

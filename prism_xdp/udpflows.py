@@ -13,7 +13,7 @@ import time
 HEADER = struct.Struct("!IQ")  # flow (destination port), sequence number
 
 
-def send(dst: str, ports: list[int], count: int, size: int, burst: int, gap_us: int) -> dict[str, int]:
+def send(dst: str, ports: list[int], count: int, size: int, burst: int, gap_us: int) -> dict[str, float]:
     """count datagrams per port, interleaved across ports, in bursts with a gap between them."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     pad = bytes(max(0, size - HEADER.size))
@@ -29,7 +29,7 @@ def send(dst: str, ports: list[int], count: int, size: int, burst: int, gap_us: 
     return {"sent": sent, "seconds": round(time.monotonic() - start, 3)}
 
 
-def receive(bind: str, ports: list[int], expect: int, timeout: float) -> dict[str, dict[str, int | bool]]:
+def receive(bind: str, ports: list[int], expect: int, timeout: float) -> dict:
     """Until `expect` datagrams came in total, or `timeout` seconds passed without any."""
     sel = selectors.DefaultSelector()
     for port in ports:
@@ -39,28 +39,34 @@ def receive(bind: str, ports: list[int], expect: int, timeout: float) -> dict[st
         sel.register(s, selectors.EVENT_READ)
     stats = {p: {"received": 0, "out_of_order": 0, "last": -1} for p in ports}
     total = 0
+    samples: list[tuple[int, int, int]] = []
     print("ready", flush=True)
     while total < expect:
         events = sel.select(timeout)
         if not events:
             break
         for key, _ in events:
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
             while True:
                 try:
-                    data = s.recv(65535, socket.MSG_DONTWAIT)
+                    data = sock.recv(65535, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
                 port, seq = HEADER.unpack_from(data)
                 st = stats[port]
                 if seq <= st["last"]:
                     st["out_of_order"] += 1
+                    if len(samples) < 20:
+                        samples.append((port, seq, st["last"]))
                 st["last"] = max(st["last"], seq)
                 st["received"] += 1
                 total += 1
-    return {str(p): {"received": st["received"], "out_of_order": st["out_of_order"],
-                     "in_order": st["out_of_order"] == 0} for p, st in stats.items()}
+    out: dict = {str(p): {"received": st["received"], "out_of_order": st["out_of_order"],
+                          "in_order": st["out_of_order"] == 0} for p, st in stats.items()}
+    if samples:
+        out["late"] = [{"port": p, "seq": s, "after": a} for p, s, a in samples]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,6 +154,10 @@ class XskSocket:
     def kick(self) -> None:
         check_rc(lib.prism_xsk_kick(self.ptr), "TX kick", self.ifname)
 
+    def set_rx_stamped(self, on: bool) -> None:
+        """The XDP program stamps each packet (Steering(timestamps=True)): strip it on rx."""
+        lib.prism_xsk_set_rx_stamped(self.ptr, 1 if on else 0)
+
     @property
     def rx_pending(self) -> int:
         return int(lib.prism_xsk_rx_pending(self.ptr))

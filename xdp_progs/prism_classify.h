@@ -170,4 +170,25 @@ static __always_inline int fold_class(const struct prism_steer_config *conf, int
 	return cls;
 }
 
+/* Redirect to the socket in slot, first stamping the packet with the time
+ * when the config asks for it (prism_common.h, PRISM_STEER_F_TIMESTAMP).
+ */
+static __always_inline int redirect_stamped(struct xdp_md *ctx,
+					     const struct prism_steer_config *conf, __u32 slot)
+{
+	if (conf->flags & PRISM_STEER_F_TIMESTAMP) {
+		void *data, *end;
+		__u64 now = bpf_ktime_get_ns();
+
+		if (bpf_xdp_adjust_head(ctx, -PRISM_TS_LEN))
+			return XDP_DROP; /* no headroom: never hand out an unstamped frame */
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (data + PRISM_TS_LEN > end)
+			return XDP_DROP;
+		__builtin_memcpy(data, &now, PRISM_TS_LEN);
+	}
+	return bpf_redirect_map(&xsks, slot, XDP_DROP);
+}
+
 #endif /* PRISM_CLASSIFY_H */

@@ -54,7 +54,15 @@ struct prism_steer_config {
 	__u8 mode; /* PRISM_STEER_* */
 	__u8 nclass; /* classes that have sockets; higher classes fold down */
 	__u32 vni; /* prism_egress: the container's VNI, for VNI rules */
+	__u32 flags; /* PRISM_STEER_F_* */
 };
+
+/* Steering flags. TIMESTAMP: an 8-byte bpf_ktime_get_ns() (CLOCK_MONOTONIC)
+ * is put in front of every packet sent to a socket; the receiver strips it
+ * and so knows how long the packet waited on its RX ring.
+ */
+#define PRISM_STEER_F_TIMESTAMP 1
+#define PRISM_TS_LEN 8
 
 /* Value of the single entry of the per-CPU "steer_counters" map. */
 struct prism_steer_counters {

@@ -59,7 +59,7 @@ int xdp_prism_egress(struct xdp_md *ctx)
 	}
 	cnt->steered[cls]++;
 	cnt->steered_bytes[cls] += end - data;
-	return bpf_redirect_map(&xsks, slot, XDP_PASS);
+	return redirect_stamped(ctx, conf, slot);
 
 pass:
 	cnt->passed++;

@@ -35,6 +35,14 @@ def dp(host: OverlayHost) -> Iterator[Datapath]:
         yield d
 
 
+def warm_up(host: OverlayHost) -> None:
+    """Resolve the container's address from the remote side first: packets the
+    remote kernel queues while ARP is pending leave it out of order."""
+    c = host.containers[0]
+    r = run_in(host.remote_ns, ["ping", "-c", "2", "-i", "0.05", "-w", "3", c.ip], capture_output=True)
+    assert r.returncode == 0, "no ping through prism_xdp"
+
+
 def switch(dp: Datapath, mode: str) -> None:
     dp.call_soon(lambda: dp.switch_mode(mode))
     deadline = time.monotonic() + 5
@@ -43,35 +51,42 @@ def switch(dp: Datapath, mode: str) -> None:
         time.sleep(0.005)
 
 
-def low_frame(host: OverlayHost) -> bytes:
+def frame_to_container(host: OverlayHost, dport: int) -> bytes:
     up, c = host.uplink, host.containers[0]
     inner = inner_packet(Inner(src_mac="02:00:00:00:ee:01", dst_mac=c.mac, src_ip=host.remote_overlay_ip,
-                               dst_ip=c.ip), 40000, 9, payload=bytes(22))
+                               dst_ip=c.ip), 40000, dport, payload=bytes(22))
     return encapsulate(Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip), inner, host.vni)
 
 
 def test_high_waits_less_in_batch_and_sync_than_in_vanilla_under_low_load(host: OverlayHost, dp: Datapath) -> None:
+    """LOW floods the uplink from the remote side; HIGH requests take the same path, paced, and the
+    container answers them. Latency is measured from XDP to the TX kick, so a HIGH packet's wait on
+    a ring it shares with LOW (vanilla) counts, as it does in the kernel."""
     c = host.containers[0]
     server = popen_in(c.ns, ["sockperf", "sr", "-i", c.ip, "-p", str(HIGH_PORT)],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
+    other_cpu = min(os.sched_getaffinity(0))  # the worker has the highest one
+    low, high = frame_to_container(host, 9), frame_to_container(host, HIGH_PORT)
     p99: dict[str, float] = {}
     try:
         with Runner(dp):
+            warm_up(host)
             for mode in ("vanilla", "batch", "sync"):
                 switch(dp, mode)
-                gen.start_for(low_frame(host), seconds=2.0)
+                gen.start_for(low, seconds=1.5, cpu=other_cpu)
                 time.sleep(0.3)  # the LOW load fills the rings first
                 dp.call_soon(dp.overlay.reset_histograms)
-                r = run_in(host.remote_ns, ["sockperf", "pp", "-i", c.ip, "-p", str(HIGH_PORT),
-                                            "-t", "1", "--mps", "2000"], capture_output=True, text=True, timeout=20)
+                time.sleep(0.01)
+                for _ in range(150):
+                    host.uplink.send(high)
+                    time.sleep(0.002)
+                hist = dp.overlay.histogram(1)[0]
+                low_hist = dp.overlay.histogram(0)[0]
                 gen.stop()
-                assert r.returncode == 0, r.stderr
-                high, _ = dp.overlay.histogram(1)
-                low, _ = dp.overlay.histogram(0)
-                assert high.count > 500, f"{mode}: HIGH flow barely moved ({high.count})"
-                assert low.count > 10 * high.count, f"{mode}: LOW load did not saturate"
-                p99[mode] = high.percentile(99)
+                assert hist.count >= 100, f"{mode}: HIGH flow barely moved ({hist.count})"
+                assert low_hist.count > 100 * hist.count, f"{mode}: LOW load did not saturate"
+                p99[mode] = hist.percentile(99)
     finally:
         gen.close()
         server.kill()
@@ -88,6 +103,7 @@ def test_switching_modes_under_load_loses_and_reorders_nothing(host: OverlayHost
     try:
         assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
         with Runner(dp):
+            warm_up(host)
             sender = popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip,
                                                "--ports", ports, "--count", str(count), "--burst", "32",
                                                "--gap-us", "200"], stdout=subprocess.PIPE, text=True)
