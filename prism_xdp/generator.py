@@ -51,11 +51,15 @@ class LiveFrameGenerator:
         self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
         self._thread.start()
 
-    def start_for(self, frame: bytes, seconds: float, chunk: int = 100_000, cpu: int | None = None) -> None:
+    def start_for(self, frame: bytes, seconds: float, chunk: int = 100_000, cpu: int | None = None,
+                  background: bool = False) -> None:
         """Send in chunks until `seconds` have passed (or stop()): a load bounded in time.
 
         cpu pins the sending thread, so that it does not share a CPU with a
         pinned worker (it would take whole scheduler time slices from it).
+        background runs it as SCHED_IDLE: anything else on that CPU (an echo
+        server, ksoftirqd) goes first, so a latency probe measures the data
+        path and not a CPU taken for milliseconds by the load generator.
         """
         self._halt = threading.Event()
         deadline = time.monotonic() + seconds
@@ -64,6 +68,8 @@ class LiveFrameGenerator:
             try:
                 if cpu is not None:
                     os.sched_setaffinity(0, {cpu})
+                if background:
+                    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
                 while time.monotonic() < deadline and not self._halt.is_set():
                     self.send(frame, chunk)
             except BaseException as exc:  # reported by join()

@@ -1,9 +1,10 @@
-"""udpflows.py - paced, sequence-numbered UDP flows and a receiver that checks each flow arrived whole and in order (run inside a namespace: python -m prism_xdp.udpflows send|recv ...)."""
+"""udpflows.py - paced, sequence-numbered UDP flows, a receiver that checks each flow arrived whole and in order, and a bounded UDP echo (run inside a namespace: python -m prism_xdp.udpflows send|recv|echo ...)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import selectors
 import socket
 import struct
@@ -69,6 +70,24 @@ def receive(bind: str, ports: list[int], expect: int, timeout: float) -> dict:
     return out
 
 
+def echo(bind: str, port: int, seconds: float) -> dict[str, int]:
+    """Send every datagram back to where it came from, for `seconds` at most."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((bind, port))
+    deadline = time.monotonic() + seconds
+    echoed = 0
+    print("ready", flush=True)
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data, peer = sock.recvfrom(65535)
+        except TimeoutError:
+            break
+        sock.sendto(data, peer)
+        echoed += 1
+    return {"echoed": echoed}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prism_xdp.udpflows", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -84,10 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--ports", required=True)
     r.add_argument("--expect", type=int, required=True, help="stop after this many datagrams")
     r.add_argument("--timeout", type=float, default=2.0, help="stop after this long without a datagram")
+    e = sub.add_parser("echo", help="echo datagrams back to their sender for a bounded time")
+    e.add_argument("--bind", required=True)
+    e.add_argument("--ports", required=True, help="the port to listen on")
+    e.add_argument("--seconds", type=float, default=60.0)
+    e.add_argument("--cpu", type=int, help="pin to this CPU (keep it off the data path's CPU)")
     a = ap.parse_args(argv)
     ports = [int(p) for p in a.ports.split(",")]
-    if a.cmd == "send":
-        out: dict = send(a.dst, ports, a.count, a.size, a.burst, a.gap_us)
+    if a.cmd == "echo":
+        if a.cpu is not None:
+            os.sched_setaffinity(0, {a.cpu})
+        out: dict = echo(a.bind, ports[0], a.seconds)
+    elif a.cmd == "send":
+        out = send(a.dst, ports, a.count, a.size, a.burst, a.gap_us)
     else:
         out = receive(a.bind, ports, a.expect, a.timeout)
     print(json.dumps(out), flush=True)

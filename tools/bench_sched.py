@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""bench_sched.py - the scheduling modes compared: HIGH round-trip latency (p50/p99/p99.9) with and without saturating LOW background, and LOW throughput, for vanilla, batch and sync; JSON, a table and a latency CDF plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pyroute2 import NetNS
+
+from prism_xdp.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.generator import LiveFrameGenerator
+from prism_xdp.hist import Histogram
+from prism_xdp.netns import Testbed, popen_in
+from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
+from prism_xdp.probe import RttProbe, pm_qos_low_latency
+from prism_xdp.topology import OverlayHost, create_overlay_host
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "pxs"
+HIGH_PORT = 7000
+MODES = ("vanilla", "batch", "sync")
+
+
+def rx_packets(host: OverlayHost) -> int:
+    c = host.containers[0]
+    with NetNS(c.ns) as ipr:
+        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
+
+
+def low_frame(host: OverlayHost, size: int) -> bytes:
+    up, c = host.uplink, host.containers[0]
+    inner = inner_packet(Inner(src_mac="02:00:00:00:ee:01", dst_mac=c.mac, src_ip=host.remote_overlay_ip,
+                               dst_ip=c.ip), 40000, 9, payload=bytes(max(0, size - 42)))
+    return encapsulate(Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip), inner, host.vni)
+
+
+def switch(dp: Datapath, mode: str) -> None:
+    dp.call_soon(lambda: dp.switch_mode(mode))
+    deadline = time.monotonic() + 5
+    while dp.mode.value != mode:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mode switch to {mode} did not happen")
+        time.sleep(0.005)
+
+
+def pct(values: list[float], p: float) -> float:
+    h = Histogram()
+    for v in values:
+        h.record(int(v * 1000))
+    return h.percentile(p) / 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--probes", type=int, default=1000, help="HIGH ping-pongs per measurement")
+    ap.add_argument("--interval-ms", type=float, default=1.0, help="at most one probe per interval")
+    ap.add_argument("--low-size", type=int, default=64, help="LOW background frame size (inner bytes)")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions, interleaved")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cpus = sorted(os.sched_getaffinity(0))
+    worker_cpu, gen_cpu = cpus[-1], cpus[0]
+
+    rtts: dict[str, list[float]] = {}
+    lost: dict[str, int] = {}
+    low_mpps: dict[str, list[float]] = {}
+    with Testbed() as tb, pm_qos_low_latency() as pm_qos:
+        host = create_overlay_host(tb, PREFIX, containers=1)
+        c = host.containers[0]
+        seconds = args.probes * args.interval_ms / 1000 * 3 * len(MODES) * args.runs + 60
+        echo = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "echo", "--bind", c.ip, "--ports",
+                               str(HIGH_PORT), "--seconds", str(seconds), "--cpu", str(gen_cpu)],
+                    stdout=subprocess.PIPE, text=True)
+        tb.defer(lambda: (echo.kill(), echo.wait()))
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
+        tb.defer(gen.close)
+        frame = low_frame(host, args.low_size)
+        params = DatapathParams(host.uplink.host_if, mode="vanilla", cpu=worker_cpu)
+        with Datapath(params, host.specs(), host.vteps()) as dp, Runner(dp):
+            dp.set_port(HIGH_PORT)
+            probe = RttProbe(host, HIGH_PORT)
+            tb.defer(probe.close)
+            probe.run(20)  # ARP and learning settle first
+            for rep in range(args.runs):
+                for load in ("idle", "loaded"):
+                    for mode in MODES:
+                        key = f"{mode}/{load}"
+                        switch(dp, mode)
+                        if load == "loaded":
+                            gen.start_for(frame, seconds=args.probes * args.interval_ms / 1000 * 2 + 2, cpu=gen_cpu,
+                                          background=True)
+                            time.sleep(0.3)  # rings full first
+                        before, t0 = rx_packets(host), time.monotonic()
+                        result = probe.run(args.probes, args.interval_ms / 1000)
+                        delivered, secs = rx_packets(host) - before, time.monotonic() - t0
+                        if load == "loaded":
+                            gen.stop()
+                            low_mpps.setdefault(mode, []).append(delivered / secs / 1e6)
+                        rtts.setdefault(key, []).extend(result.rtt_us)
+                        lost[key] = lost.get(key, 0) + result.lost
+                        print(f"run {rep + 1}/{args.runs} {key:15} p50 {pct(result.rtt_us, 50):8.1f} µs  "
+                              f"p99 {pct(result.rtt_us, 99):8.1f} µs  lost {result.lost:4}  "
+                              f"LOW {delivered / secs / 1e6:.3f} Mpps", file=sys.stderr)
+
+    rows = []
+    for mode in MODES:
+        row: dict[str, object] = {"mode": mode}
+        for load in ("idle", "loaded"):
+            v = rtts.get(f"{mode}/{load}", [])
+            row[load] = {"p50_us": round(pct(v, 50), 1), "p99_us": round(pct(v, 99), 1),
+                         "p99.9_us": round(pct(v, 99.9), 1), "samples": len(v), "lost": lost.get(f"{mode}/{load}", 0)}
+        row["low_mpps"] = round(statistics.median(low_mpps[mode]), 4)
+        row["low_mpps_runs"] = [round(x, 4) for x in low_mpps[mode]]
+        rows.append(row)
+    by = {r["mode"]: r for r in rows}
+
+    def p99(mode: str, load: str) -> float:
+        return float(by[mode][load]["p99_us"])  # type: ignore[index]
+
+    targets = {
+        "sync_loaded_p99_le_2x_idle": p99("sync", "loaded") <= 2 * p99("sync", "idle"),
+        "sync_loaded_p99_le_half_vanilla": p99("sync", "loaded") <= 0.5 * p99("vanilla", "loaded"),
+        "batch_low_throughput_ge_90pct_vanilla": float(by["batch"]["low_mpps"]) >= 0.9 * float(by["vanilla"]["low_mpps"]),  # type: ignore[arg-type]
+    }
+    report = {
+        "benchmark": "scheduling modes: HIGH RTT with/without saturating LOW, LOW throughput",
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "params": {"probes": args.probes, "interval_ms": args.interval_ms, "low_frame_bytes": args.low_size,
+                   "low_load": "prism_gen at full speed on its own CPU, SCHED_IDLE",
+                   "runs": args.runs, "pm_qos_held": pm_qos, "worker_cpu": worker_cpu, "generator_cpu": gen_cpu,
+                   "probe": "raw VXLAN request from the remote namespace, UDP echo in the container, "
+                            "reply timestamped by the remote kernel"},
+        "results": rows,
+        "targets": targets,
+    }
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = args.out / f"sched-{stamp}"
+    base.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    table = ["| mode | idle p50 | idle p99 | idle p99.9 | loaded p50 | loaded p99 | loaded p99.9 | LOW Mpps |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        i, lo = r["idle"], r["loaded"]
+        table.append(f"| {r['mode']} | {i['p50_us']} | {i['p99_us']} | {i['p99.9_us']} | {lo['p50_us']} | "  # type: ignore[index]
+                     f"{lo['p99_us']} | {lo['p99.9_us']} | {r['low_mpps']:.3f} |")  # type: ignore[index]
+    text = "\n".join(table) + "\n\nTargets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items())
+    base.with_suffix(".md").write_text(f"# Scheduling modes\n\nHIGH round trip in µs, {args.runs} runs x {args.probes} "
+                                       f"probes; kernel {platform.release()}\n\n{text}\n")
+    plot(rtts, base.with_suffix(".png"))
+    print(text)
+    print(f"written: {base}.json, .md, .png")
+    return 0
+
+
+def plot(rtts: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, load in zip(axes, ("idle", "loaded"), strict=True):
+        for mode in MODES:
+            v = sorted(rtts.get(f"{mode}/{load}", []))
+            if v:
+                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=mode)
+        ax.set_xscale("log")
+        ax.set_xlabel("HIGH round trip (µs)")
+        ax.set_title(f"LOW background: {load}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("fraction of probes")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
