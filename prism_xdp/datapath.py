@@ -324,6 +324,11 @@ class Runner:
         self._thread.start()
         return self
 
+    def cpu_seconds(self) -> float:
+        """CPU time the worker thread has used so far (user + system)."""
+        fields = open(f"/proc/self/task/{self._thread.native_id}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():

@@ -123,3 +123,18 @@ def test_switching_modes_under_load_loses_and_reorders_nothing(host: OverlayHost
             recv.wait()
     for port in ports.split(","):
         assert got[port] == {"received": count, "out_of_order": 0, "in_order": True}, (port, got)
+
+
+@pytest.mark.parametrize("poll", ["blocking", "busy"])
+def test_polling_modes_forward_and_blocking_sleeps_when_idle(host: OverlayHost, poll: str) -> None:
+    with Datapath(DatapathParams(host.uplink.host_if, poll=poll), host.specs(), host.vteps()) as d, \
+            Runner(d) as runner:
+        warm_up(host)
+        before = runner.cpu_seconds()
+        time.sleep(1.0)
+        idle_cpu = runner.cpu_seconds() - before
+        warm_up(host)  # woken by traffic again
+        if poll == "blocking":
+            assert idle_cpu < 0.2, f"blocking worker used {idle_cpu:.2f} s of CPU in 1 s idle"
+        else:
+            assert idle_cpu > 0.5, f"busy worker used only {idle_cpu:.2f} s of CPU in 1 s"
