@@ -8,17 +8,128 @@ import os
 import sys
 
 from prism_xdp import __version__
+from prism_xdp.errors import ConfigError
 
 EPILOG = """examples:
-  prism-xdp selfcheck            # load the classifier on a throwaway veth, move packets, report
-  prism-xdp selfcheck -n 1000    # the same with more packets
+  prism-xdp run --config /etc/prism-xdp/prism.toml   # the daemon
+  prism-xdp ctl rule add port 11211                  # HIGH priority for memcached, now
+  prism-xdp ctl mode sync                            # PRISM-sync, now
+  prism-xdp ctl stats                                # counters, drops, latency
+  prism-xdp top                                      # the same, live
+  prism-xdp selfcheck                                # is this host able to run it?
 """
+DEFAULT_SOCKET = "/run/prism-xdp/ctl.sock"
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
     from prism_xdp import selfcheck
 
     return 0 if selfcheck.run(count=args.count) else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prism_xdp import daemon
+
+    if args.log_level:
+        logging.getLogger("prism_xdp").setLevel(args.log_level.upper())
+    return daemon.run(args.config)
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        from prism_xdp.config import load
+
+        return load(args.config).control_socket
+    return DEFAULT_SOCKET
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    import json
+
+    from prism_xdp.control import ControlClient, RequestError
+    from prism_xdp.report import render, table
+
+    what = args.what
+    with ControlClient(_socket_path(args)) as client:
+        try:
+            if what == "status":
+                result = client.call("status")
+            elif what == "rules":
+                result = client.call("rules")
+            elif what == "rule":
+                if args.action == "clear":
+                    result = client.call("rules-clear", **({"kind": args.kind} if args.kind else {}))
+                else:
+                    if args.kind is None or args.value is None:
+                        print("prism-xdp ctl rule add|del KIND VALUE [CLASS]", file=sys.stderr)
+                        return 2
+                    fields = {"kind": args.kind, "value": args.value}
+                    if args.action == "add":
+                        fields["class"] = args.cls
+                    result = client.call("rule-add" if args.action == "add" else "rule-del", **fields)
+            elif what == "mode":
+                result = client.call("mode-set", mode=args.mode) if args.mode else client.call("mode")
+            elif what == "stats":
+                result = client.call("stats")
+            elif what == "reset":
+                result = client.call("stats-reset")
+            elif what == "reload":
+                result = client.call("reload")
+            else:
+                result = client.call("help")
+        except RequestError as exc:
+            print(f"prism-xdp ctl {what}: {exc}", file=sys.stderr)
+            return 1
+    names = {0: "low", 1: "high", 2: "class2", 3: "class3"}
+    if args.json or what not in ("stats", "rules", "status", "mode", "rule"):
+        print(json.dumps(result, indent=2))
+    elif what == "rule":
+        if "removed" in result and "kind" not in result:
+            print(f"removed {result['removed']} rule(s)")
+        elif result.get("removed"):
+            print(f"{result['kind']} {result['value']}: rule removed")
+        else:
+            print(f"{result['kind']} {result['value']}: {names.get(result['class'], result['class'])}")
+    elif what == "stats":
+        print(render(result))
+    elif what == "rules":
+        rows = [[k, v, names.get(c, c)] for k, m in result.items() for v, c in m.items()]
+        print(table(["kind", "value", "class"], rows) if rows else "no rules: every packet is LOW")
+    elif what == "mode":
+        print(result["mode"])
+    else:
+        for k, v in result.items():
+            print(f"{k:12} {v}")
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    import time
+
+    from prism_xdp.control import ControlClient
+    from prism_xdp.report import render
+
+    previous, shown = None, 0
+    with ControlClient(_socket_path(args)) as client:
+        while args.count == 0 or shown < args.count:
+            t0 = time.monotonic()
+            stats = client.call("stats")
+            text = render(stats, previous, args.interval if previous else None)
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text, flush=True)
+            previous, shown = stats, shown + 1
+            if args.count and shown >= args.count:
+                break
+            time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
+    return 0
+
+
+def _add_socket_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", help=f"the daemon's control socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--config", help="read the control socket's path from this config file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +156,69 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-n", "--count", type=int, default=300,
                        help="VXLAN packets to send from scapy (default 300)")
     check.set_defaults(func=_selfcheck)
+
+    run = sub.add_parser(
+        "run", help="the daemon: attach, forward, prioritize until SIGINT/SIGTERM",
+        description="Loads the config (every mistake is reported with its key before anything is "
+        "touched), checks this host, attaches the classifier to the uplink and prism_egress to every "
+        "container veth, runs one worker per queue, and serves the control socket. SIGINT/SIGTERM: "
+        "detach and free everything, in reverse order. SIGHUP: reload the rules from the config. "
+        "After a crash, the next start replaces what the dead daemon left.",
+        epilog="example:\n  prism-xdp run --config docs/prism.example.toml\n"
+        "  systemd: see tools/prism-xdp.service",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", required=True, help="TOML config file (annotated example: docs/prism.example.toml)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                     help="override the config's log.level")
+    run.set_defaults(func=_run)
+
+    ctl = sub.add_parser(
+        "ctl", help="talk to the running daemon: rules, mode, statistics",
+        description="The runtime control of a running daemon over its root-only Unix socket. "
+        "'rule add port N' is the equivalent of writing /proc/port (without its limit of 10 "
+        "ports), 'mode sync|batch' of writing /proc/sync.",
+        epilog="examples:\n  prism-xdp ctl status\n  prism-xdp ctl rule add port 11211\n"
+        "  prism-xdp ctl rule add dscp 46 high\n  prism-xdp ctl rule del port 11211\n"
+        "  prism-xdp ctl rule clear\n  prism-xdp ctl rules\n  prism-xdp ctl mode sync\n"
+        "  prism-xdp ctl stats --json\n  prism-xdp ctl reset\n  prism-xdp ctl reload",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_socket_args(ctl)
+    ctl.add_argument("--json", action="store_true", help="print the daemon's JSON reply")
+    csub = ctl.add_subparsers(dest="what", required=True)
+    csub.add_parser("status", help="daemon, uplink, queues, containers, mode")
+    csub.add_parser("rules", help="list the priority rules")
+    rule = csub.add_parser("rule", help="add, delete or clear a priority rule",
+                           epilog="example: prism-xdp ctl rule add port 6379 high")
+    rule.add_argument("action", choices=["add", "del", "clear"])
+    rule.add_argument("kind", nargs="?", choices=["port", "dscp", "vni"])
+    rule.add_argument("value", nargs="?", type=int)
+    rule.add_argument("cls", nargs="?", default="high", metavar="CLASS",
+                      help="low, high, class2, class3 (default high)")
+    mode = csub.add_parser("mode", help="show or set the scheduling mode",
+                           epilog="example: prism-xdp ctl mode vanilla")
+    mode.add_argument("mode", nargs="?", choices=["vanilla", "batch", "sync"])
+    csub.add_parser("stats", help="counters per class, stage, drop reason; latency; XDP statistics")
+    csub.add_parser("reset", help="clear the latency histograms")
+    csub.add_parser("reload", help="re-read the rules from the config file (as SIGHUP)")
+    ctl.set_defaults(func=_ctl)
+
+    top = sub.add_parser("top", help="live statistics of the running daemon",
+                         description="Shows 'ctl stats' every interval, with rates.",
+                         epilog="example:\n  prism-xdp top --interval 2", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_socket_args(top)
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--count", type=int, default=0, help="stop after this many refreshes (0: until ^C)")
+    top.set_defaults(func=_top)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    fmt = "%(asctime)s %(levelname)s %(message)s" if args.command == "run" else "%(levelname)s %(name)s: %(message)s"
+    if args.command == "run":
+        level = min(level, logging.INFO)  # the daemon's own level comes from its config
+    logging.basicConfig(level=level, format=fmt)
     # pyroute2 is chatty at debug level; keep it quiet unless asked twice.
     logging.getLogger("pyroute2").setLevel(logging.WARNING if args.verbose < 2 else logging.DEBUG)
     if os.geteuid() != 0:
@@ -62,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         print(f"prism-xdp {args.command}: {exc}", file=sys.stderr)
         return 1
 

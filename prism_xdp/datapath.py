@@ -96,6 +96,50 @@ class Source:
     from_uplink: bool
 
 
+class Programs:
+    """The XDP programs of one host: the classifier on the uplink and prism_egress on every
+    container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
+
+    def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec]) -> None:
+        # Every packet carries the time XDP saw it: latency includes its wait
+        # on the RX ring, which is where vanilla makes a HIGH packet wait.
+        self.containers = list(containers)
+        self.attached: list[tuple[Steering, str]] = []
+        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=True)
+        self.egress: list[Steering] = []
+        try:
+            for spec in self.containers:
+                self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
+                                            rules_from=self.uplink, vni=spec.vni, timestamps=True))
+        except BaseException:
+            self.close()
+            raise
+
+    def attach(self, uplink: str, mode: AttachMode) -> None:
+        """Containers first, the uplink last: by then every socket is in place."""
+        for spec, eg in zip(self.containers, self.egress, strict=True):
+            eg.attach(spec.host_if, mode)
+            self.attached.append((eg, spec.host_if))
+        self.uplink.attach(uplink, mode)
+        self.attached.append((self.uplink, uplink))
+
+    def detach(self) -> None:
+        """The uplink first: no new packets come in while the rest goes."""
+        for steer, ifname in reversed(self.attached):
+            steer.prog.detach(ifname)
+        self.attached.clear()
+
+    def set_vanilla(self, on: bool) -> None:
+        for steer in [self.uplink, *self.egress]:
+            if steer.vanilla != on:
+                steer.vanilla = on
+
+    def close(self) -> None:
+        self.detach()
+        for steer in [*self.egress, self.uplink]:
+            steer.close()
+
+
 class Datapath:
     """Everything one worker owns, built in order and torn down in reverse.
 
@@ -105,7 +149,9 @@ class Datapath:
     """
 
     def __init__(self, params: DatapathParams, containers: list[ContainerSpec],
-                 vteps: list[VtepSpec]) -> None:
+                 vteps: list[VtepSpec], programs: Programs | None = None) -> None:
+        """programs: shared with other queues' workers (the daemon attaches them once all
+        workers exist); without it the Datapath makes, attaches and removes its own."""
         params.check()
         for i, c in enumerate(containers):
             c.check(f"containers[{i}]")
@@ -114,6 +160,8 @@ class Datapath:
         self.params = params
         self.containers = list(containers)
         self.vteps = list(vteps)
+        self._own_programs = programs is None
+        self._programs = programs
         self._undo = contextlib.ExitStack()
         try:
             self._build()
@@ -132,12 +180,13 @@ class Datapath:
                                     fill_size=ring, comp_size=ring))
         self._undo.callback(self._close_umem)
 
-        vanilla = Mode.parse(p.mode) is Mode.VANILLA
-        # Every packet carries the time XDP saw it: latency includes its wait
-        # on the RX ring, which is where vanilla makes a HIGH packet wait.
-        self.steer = Steering(p.vxlan_port, p.nclass, vanilla, timestamps=True)
-        self._undo.callback(self.steer.close)
-        self.egress: list[Steering] = []
+        if self._programs is None:
+            self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
+                                      self.containers)
+            self._undo.callback(self._programs.close)
+        self.programs = self._programs
+        self.steer = self.programs.uplink
+        self.egress = self.programs.egress
 
         self.overlay = Overlay(self.umem, p.vxlan_port, link_mac(p.uplink), local_ip,
                                p.uplink_mtu or mtu, p.ttl, p.learn)
@@ -148,11 +197,7 @@ class Datapath:
         self.overlay.set_uplink(uplink_socks, p.uplink)
         self.sources += [Source(UPLINK_PORT, c, s, True) for c, s in enumerate(uplink_socks)]
 
-        for spec in self.containers:
-            eg = Steering(p.vxlan_port, p.nclass, vanilla, program="prism_egress",
-                          rules_from=self.steer, vni=spec.vni, timestamps=True)
-            self._undo.callback(eg.close)
-            self.egress.append(eg)
+        for spec, eg in zip(self.containers, self.egress, strict=True):
             socks = self._sockets(spec.host_if, eg)
             port = self.overlay.add_container(socks, spec.vni, spec.mac, spec.name)
             self.sources += [Source(port, c, s, False) for c, s in enumerate(socks)]
@@ -164,11 +209,10 @@ class Datapath:
         # Frames first, programs last: a program steers to sockets that
         # already have frames to receive into.
         self.service()
-        for spec, eg in zip(self.containers, self.egress, strict=True):
-            eg.attach(spec.host_if, p.attach_mode)
-        self.steer.attach(p.uplink, p.attach_mode)
-        # Undone first: no new packets reach the sockets while they close.
-        self._undo.callback(self._detach_all)
+        if self._own_programs:
+            self.programs.attach(p.uplink, p.attach_mode)
+            # Undone first: no new packets reach the sockets while they close.
+            self._undo.callback(self.programs.detach)
 
         self.ops = DatapathOps(self)
         self.engine = Engine(self.ops, p.mode, p.batch_size)
@@ -184,13 +228,16 @@ class Datapath:
             self._undo.callback(sock.close)
             sock.set_rx_stamped(True)
             steer.add_socket(sock, cls)
+            # A closed socket leaves its XSKMAP slot by itself; saying so
+            # explicitly keeps a shared program clean while other queues run.
+            self._undo.callback(self._unsteer, steer, self.params.queue, cls)
             socks.append(sock)
         return socks
 
-    def _detach_all(self) -> None:
-        self.steer.prog.detach(self.params.uplink)
-        for spec, eg in zip(self.containers, self.egress, strict=False):
-            eg.prog.detach(spec.host_if)
+    @staticmethod
+    def _unsteer(steer: Steering, queue: int, cls: int) -> None:
+        with contextlib.suppress(Exception):
+            steer.remove_socket(queue, cls)
 
     def _close_umem(self) -> None:
         for sock in list(self.umem.sockets):
@@ -238,8 +285,7 @@ class Datapath:
 
     # control -----------------------------------------------------------------
     def set_vanilla(self, on: bool) -> None:
-        for steer in [self.steer, *self.egress]:
-            steer.vanilla = on
+        self.programs.set_vanilla(on)
 
     @property
     def mode(self) -> Mode:
@@ -279,6 +325,7 @@ class Datapath:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "queue": self.params.queue,
             "mode": self.engine.mode.value,
             "sched": self.engine.sched.stats.as_dict() | {"switches": self.engine.switches},
             "latency": self.latency(),
@@ -323,6 +370,10 @@ class Runner:
     def start(self) -> Runner:
         self._thread.start()
         return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def cpu_seconds(self) -> float:
         """CPU time the worker thread has used so far (user + system)."""

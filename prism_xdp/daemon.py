@@ -1,0 +1,304 @@
+"""daemon.py - the privileged daemon: checks the host, attaches everything, runs one worker per queue until SIGINT/SIGTERM, reloads rules on SIGHUP, and removes everything in reverse order on every exit path."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import platform
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prism_xdp import __version__
+from prism_xdp import layout as L
+from prism_xdp import xdp
+from prism_xdp.config import Config, Rules, load
+from prism_xdp.control import ControlServer
+from prism_xdp.datapath import Datapath, DatapathParams, Programs, Runner
+from prism_xdp.errors import ConfigError, PrismError
+from prism_xdp.hist import Histogram
+from prism_xdp.metrics import MetricsServer
+from prism_xdp.sched import Mode
+from prism_xdp.xsk import XskParams, rx_queue_count
+
+log = logging.getLogger("prism_xdp")
+MIN_KERNEL = (5, 11)  # AF_XDP shared UMEM across devices, busy-poll socket options
+
+
+def _kernel_version() -> tuple[int, int]:
+    parts = platform.release().split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def preflight(cfg: Config) -> list[str]:
+    """What is missing on this host for this config (empty when ready), checked before anything is touched."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not root: prism-xdp run needs root (XDP programs, AF_XDP sockets)")
+    if _kernel_version() < MIN_KERNEL:
+        problems.append(f"kernel {platform.release()} is older than {MIN_KERNEL[0]}.{MIN_KERNEL[1]}")
+    try:
+        socket.socket(44, socket.SOCK_RAW).close()  # AF_XDP
+    except OSError as exc:
+        problems.append(f"AF_XDP sockets unavailable: {exc.strerror} (kernel built without CONFIG_XDP_SOCKETS?)")
+    for name in ("prism_steer", "prism_egress"):
+        try:
+            xdp.bpf_object_path(name)
+        except PrismError as exc:
+            problems.append(str(exc))
+    devices = [("uplink.interface", cfg.uplink)] + [
+        (f"container[{i}].host_if", c.host_if) for i, c in enumerate(cfg.containers)]
+    need = max(cfg.queues) + 1
+    for key, ifname in devices:
+        try:
+            socket.if_nametoindex(ifname)
+        except OSError:
+            problems.append(f"{key}: no interface {ifname!r}")
+            continue
+        have = rx_queue_count(ifname)
+        if have is not None and have < need:
+            problems.append(f"{key}: {ifname} has {have} rx queue(s), queue {need - 1} is configured")
+    for cpu in cfg.cpus:
+        if cpu not in os.sched_getaffinity(0):
+            problems.append(f"scheduler.cpus: CPU {cpu} is not available")
+    return problems
+
+
+class PidFile:
+    """A pid file that refuses a second live daemon and replaces a dead one's."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            old = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            old = 0
+        if old and old != os.getpid() and _alive(old):
+            raise PrismError(errno.EEXIST, "pid file", str(self.path), f"prism-xdp (pid {old}) is running")
+        if old:
+            log.warning("removing the pid file of a daemon that is gone (pid %d)", old)
+        self.path.write_text(f"{os.getpid()}\n")
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if int(self.path.read_text().strip()) == os.getpid():
+                self.path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"prism" in cmdline
+
+
+class Daemon:
+    """One host's prism_xdp: programs, a worker per queue, control, metrics."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.started = time.time()
+        self.workers: list[Datapath] = []
+        self.runners: list[Runner] = []
+        self._rules: dict[str, dict[int, int]] = {"port": {}, "dscp": {}, "vni": {}}
+        self._lock = threading.Lock()  # control requests come from several threads
+        self._undo = contextlib.ExitStack()
+        self.stop_event = threading.Event()
+        self._hup = threading.Event()
+
+    # lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self._undo.close()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        problems = preflight(cfg)
+        if problems:
+            raise PrismError(errno.EPERM if os.geteuid() else errno.EINVAL, "preflight", cfg.path,
+                             "; ".join(problems))
+        pid = PidFile(cfg.pid_file)
+        self._undo.callback(pid.close)
+        mode = Mode.parse(cfg.mode)
+        programs = Programs(cfg.vxlan_port, 2, mode is Mode.VANILLA, list(cfg.containers))
+        self._undo.callback(programs.close)
+        self.programs = programs
+        for i, q in enumerate(cfg.queues):
+            params = DatapathParams(
+                cfg.uplink, queue=q, vxlan_port=cfg.vxlan_port, local_ip=cfg.local_ip, uplink_mtu=cfg.mtu,
+                ttl=cfg.ttl, batch_size=cfg.batch, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
+                frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind),
+                attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None)
+            dp = Datapath(params, list(cfg.containers), list(cfg.vteps), programs)
+            self._undo.callback(dp.close)
+            self.workers.append(dp)
+        self._apply_rules(cfg.rules)
+        programs.attach(cfg.uplink, cfg.xdp_mode)
+        self._undo.callback(programs.detach)  # first thing undone: traffic stops reaching sockets
+        for dp in self.workers:
+            runner = Runner(dp).start()
+            self._undo.callback(runner.stop)
+            self.runners.append(runner)
+        control = ControlServer(cfg.control_socket, self)
+        self._undo.callback(control.close)
+        control.start()
+        if cfg.prometheus:
+            host, _, port = cfg.prometheus.rpartition(":")
+            metrics = MetricsServer(host, int(port), self.stats)
+            self._undo.callback(metrics.close)
+            metrics.start()
+        log.info("prism-xdp %s running: uplink %s queues %s, %d container(s), mode %s, poll %s, control %s",
+                 __version__, cfg.uplink, list(cfg.queues), len(cfg.containers), cfg.mode, cfg.poll,
+                 cfg.control_socket)
+
+    def serve(self) -> int:
+        """Run until SIGINT/SIGTERM (0) or a worker fails (1); SIGHUP reloads the rules."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            while not self.stop_event.wait(0.2):
+                if self._hup.is_set():
+                    self._hup.clear()
+                    try:
+                        self.reload()
+                    except (ConfigError, PrismError) as exc:
+                        log.error("reload refused, rules unchanged: %s", exc)
+                for r in self.runners:
+                    if r.error is not None or not r.alive:
+                        log.error("worker for queue %d stopped: %s", r.dp.params.queue, r.error)
+                        return 1
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self._hup.set()
+        else:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+    def close(self) -> None:
+        """Detach programs, stop workers, close sockets and memory, remove files: reverse order."""
+        self._undo.close()
+        log.info("prism-xdp stopped; nothing left attached")
+
+    # rules -------------------------------------------------------------------
+    def _apply_rules(self, rules: Rules) -> None:
+        wanted = {"port": rules.ports, "dscp": rules.dscp, "vni": rules.vnis}
+        for kind, table in wanted.items():
+            for value in [v for v in self._rules[kind] if v not in table]:
+                self.set_rule(kind, value, 0)
+            for value, cls in table.items():
+                self.set_rule(kind, value, cls)
+
+    def set_rule(self, kind: str, value: int, cls: int) -> None:
+        with self._lock:
+            for dp in self.workers:
+                {"port": dp.set_port, "dscp": dp.set_dscp, "vni": dp.set_vni}[kind](value, cls)
+            if cls:
+                self._rules[kind][value] = cls
+            else:
+                self._rules[kind].pop(value, None)
+
+    def rules(self) -> dict[str, dict[int, int]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._rules.items()}
+
+    def clear_rules(self, kind: str | None) -> int:
+        removed = 0
+        for k in [kind] if kind else list(self._rules):
+            for value in list(self._rules[k]):
+                self.set_rule(k, value, 0)
+                removed += 1
+        return removed
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply its rules; the rest needs a restart."""
+        new = load(self.cfg.path)
+        self._apply_rules(new.rules)
+        log.info("rules reloaded from %s", self.cfg.path)
+        return {"rules": {k: len(v) for k, v in self.rules().items()}}
+
+    # mode ---------------------------------------------------------------------
+    def mode(self) -> str:
+        return self.workers[0].mode.value
+
+    def set_mode(self, mode: str) -> None:
+        """Every worker switches on its own thread; returns when all have."""
+        with self._lock:
+            done = []
+            for dp in self.workers:
+                ev = threading.Event()
+                dp.call_soon(lambda dp=dp, ev=ev: (dp.switch_mode(mode), ev.set()))
+                done.append(ev)
+            for ev in done:
+                if not ev.wait(5):
+                    raise PrismError(errno.ETIMEDOUT, "mode switch", mode, "a worker did not answer in 5 s")
+            log.info("scheduling mode: %s", mode)
+
+    # statistics ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
+                "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
+                "poll": cfg.poll, "vxlan_port": cfg.vxlan_port,
+                "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
+                               for c in cfg.containers],
+                "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],
+                "rules": {k: len(v) for k, v in self.rules().items()}}
+
+    def stats(self) -> dict[str, Any]:
+        """Totals over queues (counters summed, histograms merged) and each queue's own."""
+        per_queue = {str(dp.params.queue): dp.stats() for dp in self.workers}
+        totals: dict[str, Any] = {"stages": {}, "ports": {}, "steer": {}, "xsk": {}}
+        for s in per_queue.values():
+            for k, v in s["stages"].items():
+                totals["stages"][k] = totals["stages"].get(k, 0) + v
+            for port, counters in s["ports"].items():
+                dst = totals["ports"].setdefault(port, {})
+                for k, v in counters.items():
+                    dst[k] = dst.get(k, 0) + v
+            totals["xsk"].update({f"q{s['queue']}:{k}": v for k, v in s["xsk"].items()})
+        totals["steer"] = self.workers[0].steer.counters().as_dict()  # per-CPU map: already all queues
+        totals["egress"] = {c.name: eg.counters().as_dict()
+                            for c, eg in zip(self.cfg.containers, self.programs.egress, strict=True)}
+        latency: dict[str, Any] = {}
+        for cls in range(2):
+            merged, merged_poll = Histogram(), Histogram()
+            for dp in self.workers:
+                merged.merge(dp.overlay.histogram(cls)[0])
+                merged_poll.merge(dp.overlay.histogram(cls, from_poll=True)[0])
+            latency[L.CLASS_NAMES[cls]] = {"latency_us": merged.summary(), "pipeline_us": merged_poll.summary()}
+        totals["latency"] = latency
+        return {"mode": self.mode(), "uptime_s": round(time.time() - self.started, 1), "totals": totals,
+                "queues": per_queue}
+
+    def reset_stats(self) -> None:
+        for dp in self.workers:
+            dp.call_soon(dp.overlay.reset_histograms)
+
+
+def run(config_path: str) -> int:
+    """`prism-xdp run`: load, check, start, serve, always clean up."""
+    cfg = load(config_path)
+    logging.getLogger("prism_xdp").setLevel(cfg.log_level.upper())
+    daemon = Daemon(cfg)
+    daemon.start()
+    try:
+        return daemon.serve()
+    finally:
+        daemon.close()
