@@ -124,8 +124,7 @@ def dispatch(api: ControlApi, line: bytes | str) -> dict[str, Any]:
             api.set_rule(kind, value, 0)
             result = {"kind": kind, "value": value, "removed": True}
         elif cmd == "rules-clear":
-            kind = _kind(req) if "kind" in req else None
-            result = {"removed": api.clear_rules(kind)}
+            result = {"removed": api.clear_rules(_kind(req) if "kind" in req else None)}
         elif cmd == "mode":
             result = {"mode": api.mode()}
         elif cmd == "mode-set":

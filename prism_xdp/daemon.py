@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prism_xdp import __version__
+from prism_xdp import __version__, xdp
 from prism_xdp import layout as L
-from prism_xdp import xdp
 from prism_xdp.config import Config, Rules, load
 from prism_xdp.control import ControlServer
 from prism_xdp.datapath import Datapath, DatapathParams, Programs, Runner
@@ -243,7 +242,12 @@ class Daemon:
             done = []
             for dp in self.workers:
                 ev = threading.Event()
-                dp.call_soon(lambda dp=dp, ev=ev: (dp.switch_mode(mode), ev.set()))
+
+                def switch(dp: Datapath = dp, ev: threading.Event = ev) -> None:
+                    dp.switch_mode(mode)
+                    ev.set()
+
+                dp.call_soon(switch)
                 done.append(ev)
             for ev in done:
                 if not ev.wait(5):
