@@ -1,0 +1,237 @@
+"""test_daemon.py - `prism-xdp run` as users run it: traffic, ctl and top, SIGHUP, SIGTERM leaves nothing, kill -9 then restart, refused configs, garbage and non-root peers on the control socket, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import PREFIX
+
+from prism_xdp import netns, xdp
+from prism_xdp.control import ControlClient
+from prism_xdp.netns import run_in
+from prism_xdp.topology import OverlayHost, create_overlay_host
+
+PRISM = [sys.executable, "-m", "prism_xdp.cli"]
+
+
+def config_text(host: OverlayHost, tmp: Path, extra: str = "", rules: str = "ports = [7000]",
+                socket_dir: Path | None = None) -> str:
+    containers = "".join(f'\n[[container]]\nname = "{c.name}"\nhost_if = "{c.host_if}"\nmac = "{c.mac}"\n'
+                         f"vni = {c.vni}\n" for c in host.containers)
+    return (f'[uplink]\ninterface = "{host.uplink.host_if}"\n\n[control]\nsocket = "{socket_dir or tmp}/ctl.sock"\n'
+            f'pid_file = "{tmp}/prism.pid"\n{extra}\n[[vtep]]\nip = "{host.uplink.remote_ip}"\nvni = {host.vni}\n'
+            f"{containers}\n[rules]\n{rules}\n")
+
+
+class Daemon:
+    def __init__(self, host: OverlayHost, tmp: Path, extra: str = "", socket_dir: Path | None = None) -> None:
+        self.host, self.tmp = host, tmp
+        self.config = tmp / "prism.toml"
+        if not self.config.exists():
+            self.config.write_text(config_text(host, tmp, extra, socket_dir=socket_dir))
+        self.socket = (socket_dir or tmp) / "ctl.sock"
+        self.proc = subprocess.Popen([*PRISM, "run", "--config", str(self.config)], stderr=subprocess.PIPE, text=True)
+        # Ready when it answers (a crashed daemon's socket file may still be there).
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                if self.call("status")["pid"] == self.proc.pid:  # type: ignore[index]
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "daemon did not come up"
+            time.sleep(0.05)
+
+    def call(self, cmd: str, **fields: object) -> object:
+        with ControlClient(str(self.socket)) as c:
+            return c.call(cmd, **fields)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*PRISM, "ctl", "--socket", str(self.socket), *args], capture_output=True, text=True,
+                              timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(20)
+        finally:
+            if self.proc.stderr:
+                self.proc.stderr.close()
+
+
+@pytest.fixture
+def host(testbed: netns.Testbed) -> Iterator[OverlayHost]:
+    h = create_overlay_host(testbed, PREFIX, containers=2)
+    yield h
+    for ifname in [h.uplink.host_if] + [c.host_if for c in h.containers]:
+        if xdp.attached(ifname) is not None:  # a test failed midway: clean, then fail
+            xdp.detach_stale(ifname)
+            raise AssertionError(f"XDP program left on {ifname}")
+
+
+@pytest.fixture
+def daemon(host: OverlayHost, tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(host, tmp_path)
+    yield d
+    d.stop()
+
+
+def ping(ns: str, dst: str, count: int = 3) -> int:
+    """Echo replies received (at most count: ping stops there)."""
+    r = run_in(ns, ["ping", "-c", str(count), "-i", "0.05", "-w", "3", dst], capture_output=True, text=True)
+    got = next((int(line.split(",")[1].split()[0]) for line in r.stdout.splitlines() if "received" in line), 0)
+    return min(got, count)
+
+
+def nothing_left(host: OverlayHost, tmp: Path) -> None:
+    for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
+        assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
+    assert not (tmp / "ctl.sock").exists() and not (tmp / "prism.pid").exists()
+
+
+def send_udp(host: OverlayHost, port: int, count: int) -> None:
+    c = host.containers[0]
+    r = run_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip, "--ports",
+                                str(port), "--count", str(count)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_traffic_rules_and_mode_through_ctl(host: OverlayHost, daemon: Daemon) -> None:
+    c0, c1 = host.containers
+    assert ping(host.remote_ns, c0.ip) == 3 and ping(c1.ns, c0.ip) == 3
+    send_udp(host, 9000, 50)
+    high0 = daemon.call("stats")["totals"]["steer"]["steered"]["high"]  # type: ignore[index]
+    r = daemon.ctl("rule", "add", "port", "9000")
+    assert r.returncode == 0 and "port 9000: high" in r.stdout
+    send_udp(host, 9000, 50)
+    stats = daemon.call("stats")
+    assert stats["totals"]["steer"]["steered"]["high"] >= high0 + 50  # type: ignore[index]
+    assert stats["totals"]["latency"]["high"]["latency_us"]["count"] >= 50  # type: ignore[index]
+    assert daemon.ctl("mode", "sync").stdout.strip() == "sync"
+    assert daemon.call("status")["mode"] == "sync"  # type: ignore[index]
+    assert ping(host.remote_ns, c1.ip) == 3
+    rules = daemon.ctl("rules").stdout
+    assert "7000" in rules and "9000" in rules
+    assert daemon.ctl("rule", "del", "port", "9000").returncode == 0
+    assert daemon.call("rules") == {"port": {"7000": 1}, "dscp": {}, "vni": {}}
+    bad = daemon.ctl("rule", "add", "port", "70000")
+    assert bad.returncode == 1 and "a port must be in 1..65535" in bad.stderr
+    top = subprocess.run([*PRISM, "top", "--socket", str(daemon.socket), "--count", "2", "--interval", "0.2"],
+                         capture_output=True, text=True, timeout=30)
+    assert top.returncode == 0 and top.stdout.count("mode sync") == 2 and "/s" in top.stdout
+    as_json = json.loads(daemon.ctl("--json", "stats").stdout)
+    assert as_json["totals"]["stages"]["deliver_out"] > 0
+
+
+def test_sigterm_removes_everything(host: OverlayHost, tmp_path: Path) -> None:
+    d = Daemon(host, tmp_path)
+    assert ping(host.remote_ns, host.containers[0].ip) == 3
+    assert xdp.attached(host.uplink.host_if) is not None
+    assert d.stop(signal.SIGTERM) == 0
+    nothing_left(host, tmp_path)
+
+
+def test_kill_9_then_restart_recovers(host: OverlayHost, tmp_path: Path) -> None:
+    d = Daemon(host, tmp_path)
+    assert ping(host.remote_ns, host.containers[0].ip) == 3
+    d.stop(signal.SIGKILL)
+    assert xdp.attached(host.uplink.host_if) is not None  # what a crash leaves
+    # Without a daemon the host's own traffic still flows (VXLAN finds no socket: the kernel gets it).
+    assert ping(host.remote_ns, host.uplink.host_ip) == 3
+    d2 = Daemon(host, tmp_path)  # stale pid file, socket file and programs are replaced
+    assert ping(host.remote_ns, host.containers[1].ip) == 3
+    assert d2.stop() == 0
+    nothing_left(host, tmp_path)
+
+
+def test_sighup_reloads_the_rules(host: OverlayHost, daemon: Daemon) -> None:
+    daemon.config.write_text(config_text(host, daemon.tmp, rules="ports = [7000, 8000]\ndscp = [46]"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while daemon.call("rules") != {"port": {"7000": 1, "8000": 1}, "dscp": {"46": 1}, "vni": {}}:
+        assert time.monotonic() < deadline, daemon.call("rules")
+        time.sleep(0.05)
+    daemon.config.write_text("[uplink\n")  # broken: refused, rules kept, daemon runs on
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert daemon.proc.poll() is None and daemon.call("rules")["port"] == {"7000": 1, "8000": 1}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mistake,message", [
+    ('[uplink]\ninterface = "pxt-none"\n', "uplink.interface: no interface 'pxt-none'"),
+    ('[uplink]\ninterface = "eth0"\nqueues = 0\n', "uplink.queues: must be in 1..64"),
+    ('[uplink]\ninterface = "eth0"\n[scheduler]\nmode = "fast"\n', "scheduler.mode: must be one of"),
+])
+def test_bad_config_is_refused_before_anything_is_attached(tmp_path: Path, mistake: str, message: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(mistake + f'[control]\nsocket = "{tmp_path}/ctl.sock"\npid_file = "{tmp_path}/p.pid"\n')
+    r = subprocess.run([*PRISM, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert xdp.attached("eth0") is None
+    assert not (tmp_path / "ctl.sock").exists() and not (tmp_path / "p.pid").exists()
+
+
+def test_garbage_and_strangers_on_the_control_socket(host: OverlayHost, tmp_path: Path) -> None:
+    # A directory others may enter, so that a non-root process can reach the socket file.
+    sock_dir = Path(tempfile.mkdtemp(prefix="pxt-ctl-"))
+    sock_dir.chmod(0o755)
+    daemon = Daemon(host, tmp_path, socket_dir=sock_dir)
+    try:
+        garbage_and_strangers(host, daemon)
+    finally:
+        assert daemon.stop() == 0
+        sock_dir.rmdir()  # empty again: the daemon removed its socket
+
+
+def garbage_and_strangers(host: OverlayHost, daemon: Daemon) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(daemon.socket))
+        f = s.makefile("rb")
+        for junk in (b"hello\n", b'{"cmd": "rule-add", "kind": "port"}\n', b"\xff\x00\x01\n", b"[]\n"):
+            s.sendall(junk)
+            reply = json.loads(f.readline())
+            assert reply["ok"] is False and reply["error"]
+        s.sendall(b"x" * 70000 + b"\n")
+        assert "longer than" in json.loads(f.readline())["error"]
+    assert daemon.call("rules") == {"port": {"7000": 1}, "dscp": {}, "vni": {}}
+    assert ping(host.remote_ns, host.containers[0].ip) == 3
+    assert oct(os.stat(daemon.socket).st_mode & 0o777) == "0o600"
+    # A non-root peer that gets past the file mode is still refused by its credentials.
+    os.chmod(daemon.socket, 0o666)
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import os, socket, sys; os.setgid(65534); os.setuid(65534); s = socket.socket(socket.AF_UNIX); "
+         f"s.connect({str(daemon.socket)!r}); s.sendall(b'{{\"cmd\": \"rules-clear\"}}\\n'); "
+         "print(s.makefile().readline())"], capture_output=True, text=True, timeout=10)
+    assert "root only" in child.stdout, child.stderr
+    assert daemon.call("rules") == {"port": {"7000": 1}, "dscp": {}, "vni": {}}
+
+
+def test_prometheus_endpoint(host: OverlayHost, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "prism.toml").write_text(config_text(host, tmp_path, extra=f'prometheus = "127.0.0.1:{port}"'))
+    d = Daemon(host, tmp_path)
+    try:
+        assert ping(host.remote_ns, host.containers[0].ip) == 3
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert "prism_xdp_stage_packets_total" in text and 'prism_xdp_mode_info{mode="batch"} 1' in text
+    finally:
+        assert d.stop() == 0
+    nothing_left(host, tmp_path)

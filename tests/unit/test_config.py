@@ -1,0 +1,105 @@
+"""test_config.py - the daemon's TOML config: the annotated example loads, and every kind of mistake is refused with a message naming its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from prism_xdp import config
+from prism_xdp.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "prism.example.toml"
+GOOD = {
+    "uplink": {"interface": "eth1"},
+    "vtep": [{"ip": "192.0.2.20", "vni": 42}],
+    "container": [{"name": "web", "host_if": "veth-web", "mac": "02:42:0a:2a:00:01", "vni": 42}],
+}
+
+
+def test_the_annotated_example_loads() -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.uplink == "eth1" and cfg.queues == (0,) and cfg.mode == "batch"
+    assert cfg.rules.ports == {11211: 1} and cfg.containers[0].name == "web"
+
+
+def test_defaults_and_rule_tables() -> None:
+    data = copy.deepcopy(GOOD)
+    data["rules"] = {"ports": {"11211": "high", "8080": "low"}, "dscp": [46]}
+    data["uplink"]["queues"] = 2
+    cfg = config.parse(data)
+    assert cfg.queues == (0, 1) and cfg.rules.ports == {11211: 1, 8080: 0} and cfg.rules.dscp == {46: 1}
+    assert cfg.control_socket == "/run/prism-xdp/ctl.sock" and cfg.prometheus == ""
+
+
+def with_change(path: str, value: object) -> dict:
+    data = copy.deepcopy(GOOD)
+    node = data
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node.setdefault(k, {})
+    if value is DELETE:
+        del node[keys[-1]]
+    elif isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value
+    return data
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("uplink.interface", DELETE, r"uplink.interface: missing"),
+    ("uplink.interface", 7, r"uplink.interface: must be str"),
+    ("uplink.interface", "a-much-too-long-name", r"uplink.interface: .* not an interface name"),
+    ("uplink.queues", 0, r"uplink.queues: must be in 1..64"),
+    ("uplink.queues", [0, 0], r"uplink.queues: must be a count or a list of distinct"),
+    ("uplink.bind", "fast", r"uplink.bind: must be one of auto, copy, zerocopy"),
+    ("uplink.vxlan_port", 70000, r"uplink.vxlan_port: must be in 1..65535"),
+    ("uplink.local_ip", "10.0.0.999", r"uplink.local_ip: .* not an IPv4 address"),
+    ("uplink.colour", "red", r"uplink.colour: unknown key"),
+    ("scheduler.mode", "turbo", r"scheduler.mode: must be one of vanilla, batch, sync"),
+    ("scheduler.poll", "sometimes", r"scheduler.poll: must be one of busy, blocking"),
+    ("scheduler.batch", 0, r"scheduler.batch: must be in 1..4096"),
+    ("scheduler.batch", True, r"scheduler.batch: must be int, not bool"),
+    ("scheduler.cpus", [0, 1], r"scheduler.cpus: one CPU per queue \(1\), not 2"),
+    ("umem.frame_size", 3000, r"umem.frame_size: must be a power of two"),
+    ("umem.ring_size", 32, r"umem.ring_size: must be in 64..65536"),
+    ("control.socket", "relative.sock", r"control.socket: must be an absolute path"),
+    ("control.prometheus", "9417", r"control.prometheus: must be HOST:PORT"),
+    ("log.level", "loud", r"log.level: must be one of debug, info, warning, error"),
+    ("vtep.0.ip", "nope", r"vtep\[0\].ip: 'nope' is not an IPv4 address"),
+    ("vtep.0.vni", 99, r"vtep\[0\].vni: no container is in VNI 99"),
+    ("container.0.mac", "02:42:0a", r"container\[0\].mac: .* not a MAC address"),
+    ("container.0.mac", "01:00:5e:00:00:01", r"container\[0\].mac: .* multicast"),
+    ("container.0.vni", -1, r"container\[0\].vni: VNI must be an integer in 0..16777215"),
+    ("container.0.host_if", "eth1", r"container\[0\].host_if: eth1 is the uplink"),
+    ("container.0.name", DELETE, r"container\[0\].name: missing"),
+    ("rules.ports", [0], r"rules.ports\[0\]: must be in 1..65535"),
+    ("rules.ports", {"80": "urgent"}, r"rules.ports\['80'\]: class must be low, high"),
+    ("rules.dscp", [64], r"rules.dscp\[64\]: must be in 0..63"),
+    ("rules.extra", [1], r"rules.extra: unknown key"),
+    ("mystery", {}, r"mystery: unknown key"),
+])
+def test_each_mistake_is_refused_naming_its_key(path: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.parse(with_change(path, value))
+
+
+def test_duplicate_container_mac_in_a_vni() -> None:
+    data = copy.deepcopy(GOOD)
+    data["container"].append(dict(data["container"][0], name="web2", host_if="veth-web2"))
+    with pytest.raises(ConfigError, match=r"container\[1\].mac: .* already web's in VNI 42"):
+        config.parse(data)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[uplink\ninterface = 'x'\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)
