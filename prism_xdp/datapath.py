@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -368,6 +369,9 @@ class Runner:
             self.error = exc
 
     def start(self) -> Runner:
+        # Objects that exist now live as long as the worker: a full collection
+        # need not walk them (a collection pauses every thread, this one too).
+        gc.freeze()
         self._thread.start()
         return self
 

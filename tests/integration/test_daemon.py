@@ -34,6 +34,9 @@ def config_text(host: OverlayHost, tmp: Path, extra: str = "", rules: str = "por
             f"{containers}\n[rules]\n{rules}\n")
 
 
+RUNNING: list[Daemon] = []  # every daemon a test started; teardown stops what a failure left
+
+
 class Daemon:
     def __init__(self, host: OverlayHost, tmp: Path, extra: str = "", socket_dir: Path | None = None) -> None:
         self.host, self.tmp = host, tmp
@@ -42,6 +45,7 @@ class Daemon:
             self.config.write_text(config_text(host, tmp, extra, socket_dir=socket_dir))
         self.socket = (socket_dir or tmp) / "ctl.sock"
         self.proc = subprocess.Popen([*PRISM, "run", "--config", str(self.config)], stderr=subprocess.PIPE, text=True)
+        RUNNING.append(self)
         # Ready when it answers (a crashed daemon's socket file may still be there).
         deadline = time.monotonic() + 20
         while True:
@@ -77,6 +81,10 @@ class Daemon:
 def host(testbed: netns.Testbed) -> Iterator[OverlayHost]:
     h = create_overlay_host(testbed, PREFIX, containers=2)
     yield h
+    while RUNNING:
+        d = RUNNING.pop()
+        if d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
     for ifname in [h.uplink.host_if] + [c.host_if for c in h.containers]:
         if xdp.attached(ifname) is not None:  # a test failed midway: clean, then fail
             xdp.detach_stale(ifname)
