@@ -101,7 +101,12 @@ def _ctl(args: argparse.Namespace) -> int:
         print(result["mode"])
     else:
         for k, v in result.items():
-            print(f"{k:12} {v}")
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                print(f"{k:12} " + "\n             ".join("  ".join(f"{a}={b}" for a, b in item.items()) for item in v))
+            elif isinstance(v, dict):
+                print(f"{k:12} " + "  ".join(f"{a}={b}" for a, b in v.items()))
+            else:
+                print(f"{k:12} {v}")
     return 0
 
 
