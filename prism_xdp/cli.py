@@ -132,6 +132,80 @@ def _top(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topo(args: argparse.Namespace) -> int:
+    from prism_xdp import topo
+
+    if args.action == "up":
+        spec = topo.TopoSpec(args.name, args.containers, args.queues, args.vni, args.vxlan_port,
+                             not args.no_kernel_path)
+        _, created = topo.up(spec)
+        print(("created" if created else "already up") + "\n" + topo.show(args.name))
+    elif args.action == "down":
+        state = topo.down(args.name)
+        print(f"topology {args.name}: " + (f"removed {len(state['made']['namespaces'])} namespaces and "
+                                           f"{len(state['made']['links'])} links" if state else "was not up"))
+    elif args.action == "config":
+        state = topo.load_state(args.name)
+        if state is None:
+            print(f"topology {args.name} is not up", file=sys.stderr)
+            return 1
+        print(topo.daemon_config(state), end="")
+    else:
+        print(topo.show(args.name))
+    return 0
+
+
+def _inject(args: argparse.Namespace) -> int:
+    from prism_xdp import inject, topo
+
+    state = topo.load_state(args.topo)
+    if state is None:
+        print(f"prism-xdp inject: topology {args.topo} is not up (prism-xdp topo up --name {args.topo})",
+              file=sys.stderr)
+        return 1
+    host = topo.host_of(state)
+    flows = [inject.Flow("high", p, container=args.container) for p in args.high] + [
+        inject.Flow("low", p, container=args.container) for p in args.low]
+    if not flows:
+        print("prism-xdp inject: give --high and/or --low ports", file=sys.stderr)
+        return 2
+    if args.pcap:
+        result = inject.write_pcap(args.pcap, host, flows, args.count, args.size)
+    else:
+        result = inject.send(host, flows, args.count, args.rate, args.size)
+    for k, v in result.items():
+        print(f"{k:17} {v}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prism_xdp import abbench, topo
+
+    if args.quick:
+        args.runs, args.probes = min(args.runs, 2), min(args.probes, 300)
+    existing = topo.load_state(args.topo)
+    made_here = existing is None
+    if existing is None:
+        print(f"bringing up test host {args.topo} (removed afterwards)", file=sys.stderr)
+        state, _ = topo.up(topo.TopoSpec(args.topo, containers=2))
+    else:
+        state = existing
+    try:
+        params = abbench.BenchParams(runs=args.runs, probes=args.probes, interval_ms=args.interval_ms,
+                                     low_size=args.low_size, configs=args.configs.split(",") if args.configs else [],
+                                     proc=args.proc)
+        rep = abbench.run(state, params, Path(args.out))
+    finally:
+        if made_here and not args.keep:
+            topo.down(args.topo)
+    print(rep["table"])
+    print(rep["params"]["kernel_patch"])
+    print("written: " + ", ".join(rep["files"]))
+    return 0
+
+
 def _add_socket_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", help=f"the daemon's control socket (default {DEFAULT_SOCKET})")
     p.add_argument("--config", help="read the control socket's path from this config file")
@@ -214,6 +288,62 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument("--count", type=int, default=0, help="stop after this many refreshes (0: until ^C)")
     top.set_defaults(func=_top)
+
+    tp = sub.add_parser(
+        "topo", help="a test host in network namespaces: up, down, show, config",
+        description="A remote host (netns with a kernel VXLAN device, dstport 4789), an uplink veth pair as "
+        "the host's NIC, N containers as namespaces on veth pairs, and the stock kernel overlay (VXLAN "
+        "device + bridge) on the host for A/B runs. Every name starts with the topology's name; 'down' "
+        "removes exactly what 'up' made (recorded under /run/prism-xdp/topo). 'up' again is a no-op.",
+        epilog="examples:\n  prism-xdp topo up --containers 2\n  prism-xdp topo show\n"
+        "  prism-xdp topo config > prism.toml && prism-xdp run --config prism.toml\n  prism-xdp topo down",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tp.add_argument("action", choices=["up", "down", "show", "config"])
+    tp.add_argument("--name", default="pxd", help="topology name and name prefix (default pxd)")
+    tp.add_argument("--containers", type=int, default=2)
+    tp.add_argument("--queues", type=int, default=1, help="queues of the uplink and container veths")
+    tp.add_argument("--vni", type=int, default=42)
+    tp.add_argument("--vxlan-port", type=int, default=4789)
+    tp.add_argument("--no-kernel-path", action="store_true", help="without the host's VXLAN device + bridge")
+    tp.set_defaults(func=_topo)
+
+    inj = sub.add_parser(
+        "inject", help="send VXLAN-encapsulated HIGH and LOW UDP flows from a topology's remote host",
+        description="Builds VXLAN packets with scapy (inner UDP from the remote host's overlay address to a "
+        "container) and sends them from the remote namespace at a bounded rate, or writes them to a pcap.",
+        epilog="examples:\n  prism-xdp inject --high 7000 --low 9000 --count 1000 --rate 10000\n"
+        "  prism-xdp inject --high 7000 --count 10 --pcap high.pcap",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    inj.add_argument("--topo", default="pxd", help="topology name (default pxd)")
+    inj.add_argument("--high", type=int, action="append", default=[], help="a HIGH flow's destination port")
+    inj.add_argument("--low", type=int, action="append", default=[], help="a LOW flow's destination port")
+    inj.add_argument("--count", type=int, default=100, help="packets per flow")
+    inj.add_argument("--rate", type=float, default=10000, help="packets per second, all flows together")
+    inj.add_argument("--size", type=int, default=64, help="inner frame bytes (60..1450)")
+    inj.add_argument("--container", type=int, default=0, help="destination container index")
+    inj.add_argument("--pcap", help="write a pcap file instead of sending")
+    inj.set_defaults(func=_inject)
+
+    b = sub.add_parser(
+        "bench", help="A/B: the kernel path against prism_xdp in each mode, same host, same traffic",
+        description="For every configuration — kernel (stock VXLAN + bridge), kernel-prism-batch/-sync when the "
+        "running kernel has the PRISM patch's /proc/port, /proc/sync, /proc/split, and prism-vanilla/-batch/-sync "
+        "(the daemon, started as users start it) — a HIGH request/response probe with and without a saturating "
+        "LOW load; repeated and interleaved. Writes JSON, a markdown table, a latency CDF and a throughput plot.",
+        epilog="examples:\n  prism-xdp bench --quick\n  prism-xdp bench --runs 5 --probes 2000\n"
+        "  prism-xdp bench --configs kernel,prism-sync",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--topo", default="pxd", help="topology (brought up and removed if not up)")
+    b.add_argument("--runs", type=int, default=3)
+    b.add_argument("--probes", type=int, default=1000, help="HIGH ping-pongs per configuration, load and run")
+    b.add_argument("--interval-ms", type=float, default=1.0, help="at most one probe per interval")
+    b.add_argument("--low-size", type=int, default=64, help="LOW frame bytes")
+    b.add_argument("--configs", help="comma-separated subset of the configurations")
+    b.add_argument("--quick", action="store_true", help="2 runs x 300 probes: the demo")
+    b.add_argument("--keep", action="store_true", help="keep a topology the bench brought up")
+    b.add_argument("--out", default="bench-results", help="directory for the results")
+    b.add_argument("--proc", default="/proc", help="where to look for the kernel patch's knobs")
+    b.set_defaults(func=_bench)
     return parser
 
 

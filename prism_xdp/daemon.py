@@ -18,7 +18,7 @@ from prism_xdp import __version__, xdp
 from prism_xdp import layout as L
 from prism_xdp.config import Config, Rules, load
 from prism_xdp.control import ControlServer
-from prism_xdp.datapath import Datapath, DatapathParams, Programs, Runner
+from prism_xdp.datapath import Datapath, DatapathParams, Programs, Runner, online_cpus
 from prism_xdp.errors import ConfigError, PrismError
 from prism_xdp.hist import Histogram
 from prism_xdp.metrics import MetricsServer
@@ -66,7 +66,7 @@ def preflight(cfg: Config) -> list[str]:
         if have is not None and have < need:
             problems.append(f"{key}: {ifname} has {have} rx queue(s), queue {need - 1} is configured")
     for cpu in cfg.cpus:
-        if cpu not in os.sched_getaffinity(0):
+        if cpu not in online_cpus():
             problems.append(f"scheduler.cpus: CPU {cpu} is not available")
     return problems
 
@@ -166,8 +166,14 @@ class Daemon:
     def serve(self) -> int:
         """Run until SIGINT/SIGTERM (0) or a worker fails (1); SIGHUP reloads the rules."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        devices = [self.cfg.uplink] + [c.host_if for c in self.cfg.containers]
         try:
             while not self.stop_event.wait(0.2):
+                gone = [d for d in devices if not os.path.exists(f"/sys/class/net/{d}")]
+                if gone:
+                    # Its devices went away (a test host taken down under it): nothing left to serve.
+                    log.error("interface %s disappeared: stopping", gone[0])
+                    return 1
                 if self._hup.is_set():
                     self._hup.clear()
                     try:

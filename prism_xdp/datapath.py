@@ -33,6 +33,19 @@ POLL_MODES = ("busy", "blocking")
 BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
 
 
+def online_cpus() -> set[int]:
+    """CPUs the kernel has online (not only those this process may use now)."""
+    try:
+        text = open("/sys/devices/system/cpu/online").read().strip()
+    except OSError:
+        return set(range(os.cpu_count() or 1))
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 @dataclass(frozen=True)
 class DatapathParams:
     """How one worker is built; the daemon's config maps onto this."""
@@ -67,7 +80,7 @@ class DatapathParams:
             raise ConfigError(f"queue must be in 0..{L.PRISM_MAX_QUEUES - 1}, not {self.queue}")
         if not 1 <= self.ttl <= 255:
             raise ConfigError(f"ttl must be in 1..255, not {self.ttl}")
-        if self.cpu is not None and self.cpu not in os.sched_getaffinity(0):
+        if self.cpu is not None and self.cpu not in online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):
             value = getattr(self, name)

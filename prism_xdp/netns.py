@@ -117,6 +117,20 @@ class Testbed:
     def __init__(self) -> None:
         self._undo = contextlib.ExitStack()
         self.namespaces: list[str] = []
+        self.links: list[tuple[str, str | None]] = []  # (name, namespace) of every link made
+
+    def keep(self) -> dict[str, list]:
+        """Stop owning what was made (it stays after close()); what was made, for remove()."""
+        self._undo.pop_all()
+        return {"namespaces": list(self.namespaces), "links": [list(x) for x in self.links]}
+
+    @classmethod
+    def remove(cls, made: dict[str, list]) -> None:
+        """Remove what keep() reported, links first; what is already gone is fine."""
+        for name, ns in reversed(made.get("links", [])):
+            cls._remove_link(name, ns)
+        for name in reversed(made.get("namespaces", [])):
+            cls._remove_netns(name)
 
     def add_netns(self, name: str) -> str:
         netns.create(name)
@@ -151,6 +165,7 @@ class Testbed:
         with _ipr(ns) as ipr:
             ipr.link("add", ifname=name, kind="veth", peer=peer_spec, **extra)
         self._undo.callback(self._remove_link, name, ns)
+        self.links.append((name, ns))
         for ifname, where in ((name, ns), (peer, peer_ns)):
             with _ipr(where) as ipr:
                 idx = ipr.link_lookup(ifname=ifname)[0]
@@ -189,6 +204,7 @@ class Testbed:
                      vxlan_link=ipr.link_lookup(ifname=dev)[0], vxlan_learning=int(learning))
             ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
         self._undo.callback(self._remove_link, name, ns)
+        self.links.append((name, ns))
 
     def add_bridge(self, name: str, ports: Sequence[str], ns: str | None = None) -> None:
         """A Linux bridge with the given links enslaved, up."""
@@ -199,6 +215,7 @@ class Testbed:
                 ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=br)
             ipr.link("set", index=br, state="up")
         self._undo.callback(self._remove_link, name, ns)
+        self.links.append((name, ns))
 
     def defer(self, fn: Any, *args: Any) -> None:
         """Run fn(*args) at cleanup, before what was made earlier is removed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prism_xdp.batch import Batch
@@ -27,9 +28,10 @@ class Uplink:
     _tx: socket.socket | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, testbed: Testbed, prefix: str, queues: int = 1) -> Uplink:
-        ns = testbed.add_netns(unique_name(prefix, "r"))
-        host_if, remote_if = unique_name(prefix, "u"), unique_name(prefix, "p")
+    def create(cls, testbed: Testbed, prefix: str, queues: int = 1,
+               naming: Callable[[str, str], str] = unique_name) -> Uplink:
+        ns = testbed.add_netns(naming(prefix, "r"))
+        host_if, remote_if = naming(prefix, "u"), naming(prefix, "p")
         testbed.add_veth(host_if, remote_if, None, ns, queues=queues)
         up = cls(testbed, host_if, remote_if, ns)
         testbed.add_addr(host_if, up.host_ip, 24)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prism_xdp.netns import Testbed, link_mac, run_in, unique_name
@@ -61,23 +62,32 @@ def checksum_offload_off(ifname: str, ns: str | None) -> None:
     run_in(ns, ["ethtool", "-K", ifname, "tx", "off"], check=True, capture_output=True)
 
 
+def fixed_name(prefix: str, tag: str) -> str:
+    """Names for a topology that outlives the command that made it: prefix + tag."""
+    name = f"{prefix}{tag}"
+    if len(name) > 15:
+        raise ValueError(f"name {name!r} is longer than 15 characters: use a shorter topology name")
+    return name
+
+
 def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int = 42,
-                        queues: int = 1, vxlan_port: int = 4789) -> OverlayHost:
+                        queues: int = 1, vxlan_port: int = 4789,
+                        naming: Callable[[str, str], str] = unique_name) -> OverlayHost:
     """remote ns [vxlan vni -> host's uplink IP] <-uplink veth-> root ns (prism_xdp) <-veths-> containers.
 
     The containers' MTU leaves room for the 50 bytes of encapsulation on the
     uplink, as Docker and Flannel set it up.
     """
-    up = Uplink.create(tb, prefix, queues=queues)
-    vx = unique_name(prefix, "v")
+    up = Uplink.create(tb, prefix, queues=queues, naming=naming)
+    vx = naming(prefix, "v")
     tb.add_vxlan(vx, vni, up.remote_ip, up.host_ip, up.remote_if, up.remote_ns, port=vxlan_port)
     tb.add_addr(vx, REMOTE_OVERLAY_IP, OVERLAY_PREFIXLEN, up.remote_ns)
     checksum_offload_off(vx, up.remote_ns)
     checksum_offload_off(up.remote_if, up.remote_ns)
     host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP, vxlan_port=vxlan_port)
     for i in range(containers):
-        ns = tb.add_netns(unique_name(prefix, f"c{i}"))
-        host_if, cont_if = unique_name(prefix, "h"), unique_name(prefix, "k")
+        ns = tb.add_netns(naming(prefix, f"c{i}"))
+        host_if, cont_if = naming(prefix, f"h{i}"), naming(prefix, f"k{i}")
         tb.add_veth(host_if, cont_if, None, ns, queues=queues, mtu=1450)
         ip = f"{OVERLAY_NET}.{i + 1}"
         tb.add_addr(cont_if, ip, OVERLAY_PREFIXLEN, ns)
@@ -86,7 +96,8 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
     return host
 
 
-def add_kernel_overlay(tb: Testbed, host: OverlayHost, prefix: str) -> tuple[str, str]:
+def add_kernel_overlay(tb: Testbed, host: OverlayHost, prefix: str,
+                       naming: Callable[[str, str], str] = unique_name) -> tuple[str, str]:
     """The stock overlay on the host, the Docker/Flannel way: a VXLAN device and a bridge
     with the containers' host-side veths. Returns (vxlan, bridge).
 
@@ -96,9 +107,8 @@ def add_kernel_overlay(tb: Testbed, host: OverlayHost, prefix: str) -> tuple[str
     kernel path carries the same traffic.
     """
     up = host.uplink
-    vx, br = unique_name(prefix, "x"), unique_name(prefix, "b")
+    vx, br = naming(prefix, "x"), naming(prefix, "b")
     tb.add_vxlan(vx, host.vni, up.host_ip, up.remote_ip, up.host_if, port=host.vxlan_port, learning=True)
-    checksum_offload_off(vx, None)
     tb.add_bridge(br, [vx] + [c.host_if for c in host.containers])
     # A veth receives frames redirected into it by XDP (the generator) only
     # in NAPI mode: with an XDP program, or with GRO on.

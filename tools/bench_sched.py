@@ -24,7 +24,7 @@ from prism_xdp.probe import RttProbe, pm_qos_low_latency
 from prism_xdp.topology import OverlayHost, create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFIX = "pxs"
+PREFIX = "pxm"
 HIGH_PORT = 7000
 MODES = ("vanilla", "batch", "sync")
 
@@ -70,6 +70,7 @@ def main() -> int:
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, gen_cpu = cpus[-1], cpus[0]
 
+    os.sched_setaffinity(0, {gen_cpu})  # all but the worker thread (which pins itself) on the other CPU
     rtts: dict[str, list[float]] = {}
     lost: dict[str, int] = {}
     low_mpps: dict[str, list[float]] = {}

@@ -1,0 +1,155 @@
+"""test_topo_bench.py - `prism-xdp topo` up/down leaves nothing, `inject` traffic arrives through the kernel path and through prism_xdp, and a short `bench` produces complete, real measurements."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute
+
+from prism_xdp import topo
+from prism_xdp.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.netns import socket_in
+
+PRISM = [sys.executable, "-m", "prism_xdp.cli"]
+NAME = "pxtq"  # test topologies carry the test prefix too
+
+
+def root_links() -> set[str]:
+    with IPRoute() as ipr:
+        return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+
+
+def namespaces() -> set[str]:
+    return set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(topo, "STATE_DIR", tmp_path / "topo")
+    monkeypatch.setenv("PRISM_XDP_STATE", str(tmp_path / "topo"))  # for the CLI in subprocesses
+    return tmp_path / "topo"
+
+
+@pytest.fixture
+def topology(state_dir: Path) -> Iterator[dict]:
+    state, created = topo.up(topo.TopoSpec(NAME, containers=2))
+    assert created
+    yield state
+    topo.down(NAME)
+
+
+def test_up_is_idempotent_and_down_removes_exactly_what_up_made(state_dir: Path) -> None:
+    links_before, ns_before = root_links(), namespaces()
+    run = subprocess.run([*PRISM, "topo", "up", "--name", NAME, "--containers", "2"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and "created" in run.stdout, run.stderr
+    state = topo.load_state(NAME)
+    assert state is not None
+    made_links = {name for name, ns in state["made"]["links"] if ns is None}
+    assert made_links and made_links <= root_links() - links_before
+    assert set(state["made"]["namespaces"]) == namespaces() - ns_before
+    again = subprocess.run([*PRISM, "topo", "up", "--name", NAME, "--containers", "2"], capture_output=True,
+                           text=True, timeout=60)
+    assert "already up" in again.stdout and topo.load_state(NAME) == state
+    show = subprocess.run([*PRISM, "topo", "show", "--name", NAME], capture_output=True, text=True, timeout=30)
+    assert "complete" in show.stdout and state["host"]["uplink"]["host_if"] in show.stdout
+    down = subprocess.run([*PRISM, "topo", "down", "--name", NAME], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and "removed 3 namespaces" in down.stdout
+    assert root_links() == links_before and namespaces() == ns_before
+    assert topo.load_state(NAME) is None
+    assert "was not up" in subprocess.run([*PRISM, "topo", "down", "--name", NAME], capture_output=True,
+                                          text=True, timeout=30).stdout
+
+
+class Counter:
+    """UDP sockets in a container counting datagrams per port."""
+
+    def __init__(self, ns: str, ip: str, ports: list[int]) -> None:
+        self.counts = dict.fromkeys(ports, 0)
+        self.socks = []
+        for p in ports:
+            s = socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind((ip, p))
+            s.settimeout(0.2)
+            self.socks.append((p, s))
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._count, args=(p, s), daemon=True) for p, s in self.socks]
+        for t in self._threads:
+            t.start()
+
+    def _count(self, port: int, s: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                s.recv(2048)
+                self.counts[port] += 1
+            except TimeoutError:
+                continue
+
+    def close(self) -> dict[int, int]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        for _, s in self.socks:
+            s.close()
+        return self.counts
+
+
+def inject(*args: str) -> dict[str, str]:
+    r = subprocess.run([*PRISM, "inject", "--topo", NAME, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(None, 1) for line in r.stdout.splitlines())
+
+
+def test_inject_arrives_through_the_kernel_path_and_through_prism(topology: dict) -> None:
+    host = topo.host_of(topology)
+    c0 = host.containers[0]
+    # Kernel path: the host's VXLAN device and bridge carry it.
+    counter = Counter(c0.ns, c0.ip, [7000, 9000])
+    printed = inject("--high", "7000", "--low", "9000", "--count", "300", "--rate", "20000")
+    got = counter.close()
+    assert printed["packets"] == "600" and got == {7000: 300, 9000: 300}, (printed, got)
+    # prism_xdp: its programs take the same packets before the kernel's devices.
+    with Datapath(DatapathParams(host.uplink.host_if), host.specs(), host.vteps()) as dp, Runner(dp):
+        dp.set_port(7000)
+        counter = Counter(c0.ns, c0.ip, [7000, 9000])
+        inject("--high", "7000", "--low", "9000", "--count", "300", "--rate", "20000")
+        got = counter.close()
+        steered = dp.steer.counters().steered
+    assert got == {7000: 300, 9000: 300}
+    assert steered[1] == 300 and steered[0] >= 300
+
+
+def test_inject_to_pcap(topology: dict, tmp_path: Path) -> None:
+    from scapy.utils import rdpcap
+
+    printed = inject("--high", "7000", "--count", "5", "--pcap", str(tmp_path / "x.pcap"))
+    packets = rdpcap(str(tmp_path / "x.pcap"))
+    assert printed["packets"] == "5" and len(packets) == 5 and packets[0]["UDP"].dport == 4789
+
+
+def test_short_bench_is_complete_and_real(topology: dict, tmp_path: Path) -> None:
+    r = subprocess.run([*PRISM, "bench", "--topo", NAME, "--runs", "2", "--probes", "40",
+                        "--configs", "kernel,prism-vanilla,prism-sync", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| prism-sync |" in r.stdout and "PRISM kernel patch: absent" in r.stdout
+    report = json.loads(next(tmp_path.glob("ab-*.json")).read_text())
+    assert [row["config"] for row in report["results"]] == ["kernel", "prism-vanilla", "prism-sync"]
+    for row in report["results"]:
+        for load in ("idle", "loaded"):
+            assert row[load]["samples"] > 60 and row[load]["p50_us"] > 0 and row[load]["p99_us"] >= row[load]["p50_us"]
+        assert row["low_mpps"] > 0 and len(row["low_mpps_runs"]) == 2
+    by_run = {}
+    for s in report["samples"]:
+        by_run.setdefault((s["config"], s["load"]), []).append(s["rtt_us"])
+    assert all(runs[0] != runs[1] for runs in by_run.values())  # measured, not made up
+    assert len(list(tmp_path.glob("ab-*-cdf.png"))) == 1 and len(list(tmp_path.glob("ab-*-low.png"))) == 1

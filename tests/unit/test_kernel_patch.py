@@ -1,0 +1,48 @@
+"""test_kernel_patch.py - the A/B bench selects the PRISM kernel patch's configurations only when its /proc knobs exist (driven with a stand-in directory for /proc), and writes them as the patch expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prism_xdp.abbench import KernelPatch, kernel_configs, kernel_knobs, percentile
+from prism_xdp.errors import ConfigError, PrismError
+
+
+def fake_proc(tmp_path: Path, knobs: tuple[str, ...] = ("port", "sync", "split")) -> str:
+    for k in knobs:
+        (tmp_path / k).write_text("0\n")
+    return str(tmp_path)
+
+
+def test_absent_knobs_mean_kernel_only(tmp_path: Path) -> None:
+    configs, note = kernel_configs(str(tmp_path))
+    assert configs == ["kernel"] and "absent" in note
+    assert kernel_knobs(fake_proc(tmp_path, ("port", "sync"))) is None  # all three, or none
+    with pytest.raises(PrismError, match="no /proc/port"):
+        KernelPatch(str(tmp_path))
+
+
+def test_present_knobs_add_the_patched_configurations(tmp_path: Path) -> None:
+    configs, note = kernel_configs(fake_proc(tmp_path))
+    assert configs == ["kernel", "kernel-prism-batch", "kernel-prism-sync"] and "present" in note
+
+
+def test_knobs_are_written_as_the_patch_reads_them(tmp_path: Path) -> None:
+    patch = KernelPatch(fake_proc(tmp_path))
+    patch.apply([7000, 11211], sync=True)
+    assert (tmp_path / "port").read_text() == "7000,11211\n" and (tmp_path / "sync").read_text() == "1\n"
+    patch.apply([7000], sync=False)
+    assert (tmp_path / "sync").read_text() == "0\n"
+    patch.reset()
+    assert (tmp_path / "port").read_text() == "0\n"  # writing 0 clears the list: stock behaviour
+    with pytest.raises(ConfigError, match="at most 10 ports"):
+        patch.apply(list(range(1, 12)), sync=False)
+
+
+def test_percentile_of_round_trips() -> None:
+    values = [float(v) for v in range(1, 1001)]
+    assert percentile(values, 50) == pytest.approx(500, rel=1 / 16)
+    assert percentile(values, 99) == pytest.approx(990, rel=1 / 16)
+    assert percentile([], 99) == 0
