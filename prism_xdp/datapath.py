@@ -31,6 +31,9 @@ from prism_xdp.xsk import XskParams, XskSocket
 log = logging.getLogger("prism_xdp")
 POLL_MODES = ("busy", "blocking")
 BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
+# Reap completions and refill every this many scheduling steps under load: the
+# pool holds thousands of frames, a step uses at most a batch.
+SERVICE_EVERY = 4
 
 
 def online_cpus() -> set[int]:
@@ -436,6 +439,8 @@ class DatapathOps:
         self._service = dp.service
         self._mask = lib.prism_xsk_pending_mask
         self._rx = lib.prism_rx_upto
+        self._calls = 0
+        self._delivered_since = 0
 
     def sources(self) -> list[Source]:
         return self._sources
@@ -471,9 +476,16 @@ class DatapathOps:
         assert work.src is not None
         lib.prism_deliver_batch(self._overlay, work.src.cls, work.out.ptr)
         self._free.append(work)
+        self._delivered_since += 1
 
     def service(self) -> None:
-        self._service()
+        """Completions back to the pool and fill rings topped up: every SERVICE_EVERY-th
+        call (each is a walk over every port's rings), and always when nothing was taken."""
+        self._calls += 1
+        if self._calls >= SERVICE_EVERY or self._delivered_since == 0:
+            self._calls = 0
+            self._delivered_since = 0
+            self._service()
 
     def set_vanilla(self, on: bool) -> None:
         self.dp.set_vanilla(on)

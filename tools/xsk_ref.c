@@ -15,9 +15,11 @@
 #include <xdp/xsk.h>
 
 /*
- * Usage: xsk_ref rxdrop|fwd RX_IF TX_IF BPF_OBJ MAX_SECONDS BATCH
+ * Usage: xsk_ref rxdrop|fwd|decap RX_IF TX_IF BPF_OBJ MAX_SECONDS BATCH
  * Attaches BPF_OBJ's program (prism_redirect) to RX_IF, receives on queue
- * 0 and drops (rxdrop) or transmits on TX_IF from the same UMEM (fwd). It
+ * 0 and drops (rxdrop) or transmits on TX_IF from the same UMEM (fwd; decap
+ * also moves each descriptor past 50 bytes of outer headers, so that TX_IF
+ * gets the inner frame, exactly what prism_xdp delivers there). It
  * stops 300 ms after the last packet or after MAX_SECONDS, detaches, and
  * prints {"packets": N, "seconds": S} measured from first to last packet;
  * in fwd mode N counts the packets put on the TX ring, not those received.
@@ -56,15 +58,16 @@ int main(int argc, char **argv)
 	struct xsk_umem *umem;
 	struct bpf_object *obj;
 	uint64_t packets = 0, first = 0, last = 0, deadline;
-	int fwd, ifindex, prog_fd, map_fd, fd, err, batch;
+	int fwd, strip, ifindex, prog_fd, map_fd, fd, err, batch;
 	uint32_t i, idx, key = 0;
 	void *area;
 
 	if (argc != 7) {
-		fprintf(stderr, "usage: xsk_ref rxdrop|fwd RX_IF TX_IF BPF_OBJ MAX_SECONDS BATCH\n");
+		fprintf(stderr, "usage: xsk_ref rxdrop|fwd|decap RX_IF TX_IF BPF_OBJ MAX_SECONDS BATCH\n");
 		return 2;
 	}
-	fwd = !strcmp(argv[1], "fwd");
+	fwd = !strcmp(argv[1], "fwd") || !strcmp(argv[1], "decap");
+	strip = !strcmp(argv[1], "decap") ? 50 : 0;
 	batch = atoi(argv[6]);
 	ifindex = if_nametoindex(argv[2]);
 	if (!ifindex)
@@ -144,8 +147,8 @@ int main(int argc, char **argv)
 					const struct xdp_desc *d = xsk_ring_cons__rx_desc(&rx, ridx + i);
 					struct xdp_desc *o = xsk_ring_prod__tx_desc(&tx, tidx + i);
 
-					o->addr = d->addr;
-					o->len = d->len;
+					o->addr = d->addr + (d->len > (uint32_t)strip ? strip : 0);
+					o->len = d->len - (d->len > (uint32_t)strip ? strip : 0);
 					o->options = 0;
 				}
 				xsk_ring_prod__submit(&tx, n);
