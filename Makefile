@@ -1,5 +1,5 @@
 # Makefile - shortcuts for developers; README's two commands are tools/run-demo.sh and tools/run-tests.sh.
-.PHONY: setup demo test unit lint format bench bench-xsk bench-classifier clean
+.PHONY: setup demo test unit lint format bench bench-xsk bench-classifier bench-overlay bench-sched bench-perf ab clean
 
 setup:
 	bash tools/setup.sh
@@ -21,7 +21,7 @@ lint:
 format:
 	.venv/bin/ruff format prism_xdp tests tools ffi setup.py
 
-bench: bench-xsk bench-classifier
+bench: bench-xsk bench-classifier bench-overlay bench-sched bench-perf
 
 bench-xsk:
 	.venv/bin/python tools/bench_xsk.py
@@ -31,3 +31,15 @@ clean:
 
 bench-classifier:
 	.venv/bin/python tools/bench_classifier.py
+
+bench-overlay:
+	.venv/bin/python tools/bench_overlay.py
+
+bench-sched:
+	.venv/bin/python tools/bench_sched.py
+
+bench-perf:
+	.venv/bin/python tools/bench_perf.py
+
+ab:
+	.venv/bin/prism-xdp bench
