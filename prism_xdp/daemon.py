@@ -18,11 +18,12 @@ from prism_xdp import __version__, xdp
 from prism_xdp import layout as L
 from prism_xdp.config import Config, Rules, load
 from prism_xdp.control import ControlServer
-from prism_xdp.datapath import Datapath, DatapathParams, Programs, Runner, online_cpus
+from prism_xdp.datapath import DatapathParams, Programs, online_cpus
 from prism_xdp.errors import ConfigError, PrismError
 from prism_xdp.hist import Histogram
 from prism_xdp.metrics import MetricsServer
 from prism_xdp.sched import Mode
+from prism_xdp.workers import WorkerProcess
 from prism_xdp.xsk import XskParams, rx_queue_count
 
 log = logging.getLogger("prism_xdp")
@@ -107,8 +108,7 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.started = time.time()
-        self.workers: list[Datapath] = []
-        self.runners: list[Runner] = []
+        self.workers: list[WorkerProcess] = []
         self._rules: dict[str, dict[int, int]] = {"port": {}, "dscp": {}, "vni": {}}
         self._lock = threading.Lock()  # control requests come from several threads
         self._undo = contextlib.ExitStack()
@@ -141,16 +141,14 @@ class Daemon:
                 ttl=cfg.ttl, batch_size=cfg.batch, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
                 frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind),
                 attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None)
-            dp = Datapath(params, list(cfg.containers), list(cfg.vteps), programs)
-            self._undo.callback(dp.close)
-            self.workers.append(dp)
+            # One process per queue: queues run in parallel, each with its own
+            # interpreter; the programs' maps are shared through inherited fds.
+            worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs)
+            self._undo.callback(worker.stop)
+            self.workers.append(worker)
         self._apply_rules(cfg.rules)
         programs.attach(cfg.uplink, cfg.xdp_mode)
         self._undo.callback(programs.detach)  # first thing undone: traffic stops reaching sockets
-        for dp in self.workers:
-            runner = Runner(dp).start()
-            self._undo.callback(runner.stop)
-            self.runners.append(runner)
         control = ControlServer(cfg.control_socket, self)
         self._undo.callback(control.close)
         control.start()
@@ -180,9 +178,9 @@ class Daemon:
                         self.reload()
                     except (ConfigError, PrismError) as exc:
                         log.error("reload refused, rules unchanged: %s", exc)
-                for r in self.runners:
-                    if r.error is not None or not r.alive:
-                        log.error("worker for queue %d stopped: %s", r.dp.params.queue, r.error)
+                for w in self.workers:
+                    if not w.alive:
+                        log.error("worker for queue %d stopped (exit code %s)", w.queue, w.proc.exitcode)
                         return 1
             return 0
         finally:
@@ -212,8 +210,10 @@ class Daemon:
 
     def set_rule(self, kind: str, value: int, cls: int) -> None:
         with self._lock:
-            for dp in self.workers:
-                {"port": dp.set_port, "dscp": dp.set_dscp, "vni": dp.set_vni}[kind](value, cls)
+            steer = self.programs.uplink  # the egress programs share its rule maps
+            {"port": steer.set_port, "dscp": steer.set_dscp, "vni": steer.set_vni}[kind](value, cls)
+            for w in self.workers:
+                w.call("rule", kind, value, cls)
             if cls:
                 self._rules[kind][value] = cls
             else:
@@ -240,24 +240,13 @@ class Daemon:
 
     # mode ---------------------------------------------------------------------
     def mode(self) -> str:
-        return self.workers[0].mode.value
+        return str(self.workers[0].call("mode?"))
 
     def set_mode(self, mode: str) -> None:
         """Every worker switches on its own thread; returns when all have."""
         with self._lock:
-            done = []
-            for dp in self.workers:
-                ev = threading.Event()
-
-                def switch(dp: Datapath = dp, ev: threading.Event = ev) -> None:
-                    dp.switch_mode(mode)
-                    ev.set()
-
-                dp.call_soon(switch)
-                done.append(ev)
-            for ev in done:
-                if not ev.wait(5):
-                    raise PrismError(errno.ETIMEDOUT, "mode switch", mode, "a worker did not answer in 5 s")
+            for w in self.workers:
+                w.call("mode", mode)
             log.info("scheduling mode: %s", mode)
 
     # statistics ---------------------------------------------------------------
@@ -273,8 +262,9 @@ class Daemon:
 
     def stats(self) -> dict[str, Any]:
         """Totals over queues (counters summed, histograms merged) and each queue's own."""
-        per_queue = {str(dp.params.queue): dp.stats() for dp in self.workers}
+        per_queue = {str(w.queue): w.call("stats") for w in self.workers}
         totals: dict[str, Any] = {"stages": {}, "ports": {}, "steer": {}, "xsk": {}}
+        merged: dict[str, Histogram] = {}
         for s in per_queue.values():
             for k, v in s["stages"].items():
                 totals["stages"][k] = totals["stages"].get(k, 0) + v
@@ -283,23 +273,21 @@ class Daemon:
                 for k, v in counters.items():
                     dst[k] = dst.get(k, 0) + v
             totals["xsk"].update({f"q{s['queue']}:{k}": v for k, v in s["xsk"].items()})
-        totals["steer"] = self.workers[0].steer.counters().as_dict()  # per-CPU map: already all queues
+            for name, raw in s.pop("histograms").items():
+                merged.setdefault(name, Histogram()).merge(
+                    Histogram(raw["buckets"], raw["count"], raw["total"], raw["min"], raw["max"]))
+        totals["steer"] = self.programs.uplink.counters().as_dict()  # per-CPU map: every queue already
         totals["egress"] = {c.name: eg.counters().as_dict()
                             for c, eg in zip(self.cfg.containers, self.programs.egress, strict=True)}
-        latency: dict[str, Any] = {}
-        for cls in range(2):
-            merged, merged_poll = Histogram(), Histogram()
-            for dp in self.workers:
-                merged.merge(dp.overlay.histogram(cls)[0])
-                merged_poll.merge(dp.overlay.histogram(cls, from_poll=True)[0])
-            latency[L.CLASS_NAMES[cls]] = {"latency_us": merged.summary(), "pipeline_us": merged_poll.summary()}
-        totals["latency"] = latency
+        totals["latency"] = {cls: {"latency_us": merged[f"{cls}/xdp"].summary(),
+                                   "pipeline_us": merged[f"{cls}/poll"].summary()}
+                             for cls in (L.CLASS_NAMES[0], L.CLASS_NAMES[1])}
         return {"mode": self.mode(), "uptime_s": round(time.time() - self.started, 1), "totals": totals,
                 "queues": per_queue}
 
     def reset_stats(self) -> None:
-        for dp in self.workers:
-            dp.call_soon(dp.overlay.reset_histograms)
+        for w in self.workers:
+            w.call("reset")
 
 
 def run(config_path: str) -> int:

@@ -105,6 +105,17 @@ def ping(ns: str, dst: str, count: int = 3) -> int:
     return min(got, count)
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and f"PPid:\t{pid}\n" in Path(f"/proc/{entry}/status").read_text():
+                out.append(int(entry))
+        except OSError:
+            pass  # gone meanwhile
+    return out
+
+
 def nothing_left(host: OverlayHost, tmp: Path) -> None:
     for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
         assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
@@ -243,3 +254,28 @@ def test_prometheus_endpoint(host: OverlayHost, tmp_path: Path) -> None:
     finally:
         assert d.stop() == 0
     nothing_left(host, tmp_path)
+
+
+def test_two_queues_two_worker_processes(testbed: netns.Testbed, tmp_path: Path) -> None:
+    host = create_overlay_host(testbed, PREFIX, containers=1, queues=2)
+    text = config_text(host, tmp_path).replace("[uplink]\n", "[uplink]\nqueues = 2\n")
+    (tmp_path / "prism.toml").write_text(text)
+    d = Daemon(host, tmp_path)
+    try:
+        assert ping(host.remote_ns, host.containers[0].ip) == 3
+        c = host.containers[0]
+        for sport in range(40000, 40032):  # flows hash onto both of the remote's transmit queues
+            r = run_in(host.remote_ns, [sys.executable, "-c",
+                                        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                                        f"s.bind(('{host.remote_overlay_ip}', {sport})); "
+                                        f"[s.sendto(b'x' * 32, ('{c.ip}', 9000)) for _ in range(5)]"],
+                       capture_output=True, timeout=10)
+            assert r.returncode == 0
+        stats = d.call("stats")
+        per_queue = {q: s["stages"]["decap_in"] for q, s in stats["queues"].items()}  # type: ignore[index]
+        assert set(per_queue) == {"0", "1"} and all(n > 0 for n in per_queue.values()), per_queue
+        assert len(children(d.proc.pid)) == 2  # one worker process per queue
+    finally:
+        assert d.stop() == 0
+    for ifname in (host.uplink.host_if, host.containers[0].host_if):
+        assert xdp.attached(ifname) is None
