@@ -38,11 +38,33 @@ def cpu_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and f"PPid:\t{pid}\n" in Path(f"/proc/{entry}/status").read_text():
+                out.append(int(entry))
+        except OSError:
+            pass
+    return out
+
+
+def _field_kb(path: str, name: str) -> int:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The daemon and its worker processes: the sum of their proportional set sizes (shared
+    pages counted once across them), in MB."""
+    return sum(_field_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in [pid, *_children(pid)]) / 1024
+
+
+def rss_sum_mb(pid: int) -> float:
+    """The same as a sum of resident sizes (pages shared after fork counted in every process)."""
+    return sum(_field_kb(f"/proc/{p}/status", "VmRSS") for p in [pid, *_children(pid)]) / 1024
 
 
 def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame: bytes, seconds: float,
@@ -84,7 +106,9 @@ def measure_memory(cpu: int) -> dict[str, float]:
         try:
             daemon.start()
             time.sleep(1.0)
-            out[f"queues={queues},containers={containers}"] = round(rss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
+            key = f"queues={queues},containers={containers}"
+            out[key] = round(rss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
+            out[key + ",rss_sum"] = round(rss_sum_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
         finally:
             daemon.stop()
             for f in workdir.iterdir():
