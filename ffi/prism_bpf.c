@@ -311,12 +311,19 @@ static int log_min_level;
 
 static int print_to_python(int level, const char *fmt, va_list ap)
 {
-	char buf[512];
+	/* A verifier log arrives as one message and its verdict is at the end:
+	 * keep the tail of a long one.
+	 */
+	char buf[16384];
+	int n;
 
 	if (level > log_min_level)
 		return 0;
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	prism_log(level, buf);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (n >= (int)sizeof(buf) - 1 && n > 4096)
+		prism_log(level, buf + strlen(buf) - 4096);
+	else
+		prism_log(level, buf);
 	return 0;
 }
 

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import NetNS
-
 from prism_xdp import topo
 from prism_xdp.control import ControlClient
 from prism_xdp.errors import ConfigError, PrismError
@@ -92,12 +90,6 @@ class BenchParams:
     low_port: int = 9
     configs: list[str] = field(default_factory=list)  # empty: every one available
     proc: str = "/proc"
-
-
-def _rx_packets(host: OverlayHost) -> int:
-    c = host.containers[0]
-    with NetNS(c.ns) as ipr:
-        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
 
 
 def _cpu_jiffies() -> tuple[int, int]:
@@ -263,10 +255,10 @@ def _measure(host: OverlayHost, probe: RttProbe, gen: LiveFrameGenerator, low: b
     busy0, all0 = _cpu_jiffies()
     pid = daemon.proc.pid if daemon.proc else None
     d0 = _proc_cpu_seconds(pid) if pid else 0.0
-    rx0, t0 = _rx_packets(host), time.monotonic()
+    rx0, t0 = host.containers[0].rx_packets(), time.monotonic()
     result = probe.run(params.probes, params.interval_ms / 1000)
     secs = time.monotonic() - t0
-    rx = _rx_packets(host) - rx0
+    rx = host.containers[0].rx_packets() - rx0
     busy1, all1 = _cpu_jiffies()
     d1 = _proc_cpu_seconds(pid) if pid else 0.0
     if load == "loaded":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyroute2 import NetNS
+
 from prism_xdp.netns import Testbed, link_mac, run_in, unique_name
 from prism_xdp.overlay import ContainerSpec, VtepSpec
 from prism_xdp.testhost import Uplink
@@ -23,6 +25,10 @@ class Container:
     ip: str
     mac: str
     vni: int
+
+    def rx_packets(self) -> int:
+        """What the container's own interface has received (where every path's delivery is counted)."""
+        return container_rx_packets(self)
 
     def spec(self) -> ContainerSpec:
         return ContainerSpec(self.name, self.host_if, self.mac, self.vni, self.ip)
@@ -114,3 +120,9 @@ def add_kernel_overlay(tb: Testbed, host: OverlayHost, prefix: str,
     # in NAPI mode: with an XDP program, or with GRO on.
     run_in(None, ["ethtool", "-K", up.host_if, "gro", "on"], check=True, capture_output=True)
     return vx, br
+
+
+def container_rx_packets(c: Container) -> int:
+    """rx_packets of the container's interface, read inside its namespace."""
+    with NetNS(c.ns) as ipr:
+        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-from pyroute2 import NetNS
-
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.netns import Testbed
@@ -22,13 +20,6 @@ from prism_xdp.topology import OverlayHost, add_kernel_overlay, create_overlay_h
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxo"
-
-
-def rx_packets(ifname: str, ns: str) -> int:
-    """What the container's interface has received (the same point for both paths)."""
-    with NetNS(ns) as ipr:
-        link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
-        return int(link.get_attr("IFLA_STATS64")["rx_packets"])
 
 
 def frame_for(host: OverlayHost, inner_size: int) -> bytes:
@@ -48,12 +39,12 @@ def frame_for(host: OverlayHost, inner_size: int) -> bytes:
 def measure(host: OverlayHost, gen: LiveFrameGenerator, frame: bytes, count: int) -> tuple[int, float]:
     """(packets delivered to the container, seconds the generator took to send count)."""
     c = host.containers[0]
-    before = rx_packets(c.cont_if, c.ns)
+    before = c.rx_packets()
     t0 = time.monotonic()
     gen.send(frame, count)
     seconds = time.monotonic() - t0
     time.sleep(0.3)  # what is still in rings and queues arrives
-    return rx_packets(c.cont_if, c.ns) - before, seconds
+    return c.rx_packets() - before, seconds
 
 
 def main() -> int:

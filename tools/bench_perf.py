@@ -14,57 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyroute2 import NetNS
-
 from prism_xdp import topo, xdp
 from prism_xdp.abbench import PrismDaemon
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
-from prism_xdp.topology import OverlayHost
+from prism_xdp.procinfo import pss_mb, rss_sum_mb
+from prism_xdp.topology import OverlayHost, container_rx_packets
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pxp"
 CONFIGS = ("kernel", "prism-vanilla", "prism-batch", "prism-sync", "c-reference")
 
 
-def rx_packets(host: OverlayHost) -> int:
-    c = host.containers[0]
-    with NetNS(c.ns) as ipr:
-        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
-
-
 def cpu_busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and f"PPid:\t{pid}\n" in Path(f"/proc/{entry}/status").read_text():
-                out.append(int(entry))
-        except OSError:
-            pass
-    return out
-
-
-def _field_kb(path: str, name: str) -> int:
-    for line in Path(path).read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def rss_mb(pid: int) -> float:
-    """The daemon and its worker processes: the sum of their proportional set sizes (shared
-    pages counted once across them), in MB."""
-    return sum(_field_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in [pid, *_children(pid)]) / 1024
-
-
-def rss_sum_mb(pid: int) -> float:
-    """The same as a sum of resident sizes (pages shared after fork counted in every process)."""
-    return sum(_field_kb(f"/proc/{p}/status", "VmRSS") for p in [pid, *_children(pid)]) / 1024
 
 
 def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame: bytes, seconds: float,
@@ -73,9 +37,9 @@ def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame
     for gen, cpu in gens:
         gen.start_for(frame, seconds=warmup + seconds + 1, cpu=cpu)
     time.sleep(warmup)
-    rx0, cpu0, t0 = rx_packets(host), cpu_busy_seconds(), time.monotonic()
+    rx0, cpu0, t0 = container_rx_packets(host.containers[0]), cpu_busy_seconds(), time.monotonic()
     time.sleep(seconds)
-    rx1, cpu1, t1 = rx_packets(host), cpu_busy_seconds(), time.monotonic()
+    rx1, cpu1, t1 = container_rx_packets(host.containers[0]), cpu_busy_seconds(), time.monotonic()
     for gen, _ in gens:
         gen.stop()
     delivered = rx1 - rx0
@@ -107,7 +71,7 @@ def measure_memory(cpu: int) -> dict[str, float]:
             daemon.start()
             time.sleep(1.0)
             key = f"queues={queues},containers={containers}"
-            out[key] = round(rss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
+            out[key] = round(pss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
             out[key + ",rss_sum"] = round(rss_sum_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
         finally:
             daemon.stop()
@@ -160,7 +124,7 @@ def main() -> int:
                             daemon.start()
                             daemon.call("mode-set", mode=config.split("-", 1)[1])
                             if config == "prism-batch" and size == sizes[0] and rep == 0:
-                                memory[f"queues={queues}"] = round(rss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
+                                memory[f"queues={queues}"] = round(pss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
                         else:
                             daemon.stop()
                             if config == "c-reference":

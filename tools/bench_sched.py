@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from pyroute2 import NetNS
-
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.hist import Histogram
@@ -27,12 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxm"
 HIGH_PORT = 7000
 MODES = ("vanilla", "batch", "sync")
-
-
-def rx_packets(host: OverlayHost) -> int:
-    c = host.containers[0]
-    with NetNS(c.ns) as ipr:
-        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
 
 
 def low_frame(host: OverlayHost, size: int) -> bytes:
@@ -101,9 +93,9 @@ def main() -> int:
                             gen.start_for(frame, seconds=args.probes * args.interval_ms / 1000 * 2 + 2, cpu=gen_cpu,
                                           background=True)
                             time.sleep(0.3)  # rings full first
-                        before, t0 = rx_packets(host), time.monotonic()
+                        before, t0 = host.containers[0].rx_packets(), time.monotonic()
                         result = probe.run(args.probes, args.interval_ms / 1000)
-                        delivered, secs = rx_packets(host) - before, time.monotonic() - t0
+                        delivered, secs = host.containers[0].rx_packets() - before, time.monotonic() - t0
                         if load == "loaded":
                             gen.stop()
                             low_mpps.setdefault(mode, []).append(delivered / secs / 1e6)

@@ -191,4 +191,37 @@ static __always_inline int redirect_stamped(struct xdp_md *ctx,
 	return bpf_redirect_map(&xsks, slot, XDP_DROP);
 }
 
+/* The last step of both programs: class cls of this queue goes to its
+ * socket. An empty slot falls back to the queue's LOW socket; with no socket
+ * at all (daemon not ready, or gone) the kernel keeps the packet.
+ */
+static __always_inline int steer_to_socket(struct xdp_md *ctx, const struct prism_steer_config *conf,
+					   struct prism_steer_counters *cnt, int cls, __u64 bytes)
+{
+	__u32 slot;
+
+	cls = fold_class(conf, cls);
+	if (cls < 0 || cls >= PRISM_NCLASS || ctx->rx_queue_index >= PRISM_MAX_QUEUES)
+		goto pass;
+	/* A no-op after the check, but the verifier then sees the bound on the
+	 * very register the compiler indexes the counters with.
+	 */
+	cls &= PRISM_NCLASS - 1;
+	slot = ctx->rx_queue_index * PRISM_NCLASS + cls;
+	if (!bpf_map_lookup_elem(&xsks, &slot)) {
+		cnt->no_socket[cls]++;
+		slot = ctx->rx_queue_index * PRISM_NCLASS;
+		cls = PRISM_CLASS_LOW;
+		if (!bpf_map_lookup_elem(&xsks, &slot))
+			goto pass;
+	}
+	cnt->steered[cls]++;
+	cnt->steered_bytes[cls] += bytes;
+	return redirect_stamped(ctx, conf, slot);
+
+pass:
+	cnt->passed++;
+	return XDP_PASS;
+}
+
 #endif /* PRISM_CLASSIFY_H */

@@ -29,7 +29,7 @@ int xdp_prism_egress(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	struct prism_steer_counters *cnt;
 	struct prism_steer_config *conf;
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 	int cls;
 
 	cnt = bpf_map_lookup_elem(&steer_counters, &zero);
@@ -45,25 +45,7 @@ int xdp_prism_egress(struct xdp_md *ctx)
 			cnt->malformed[reason]++;
 		cls = PRISM_CLASS_LOW;
 	}
-	cls = fold_class(conf, cls);
-	if (cls >= PRISM_NCLASS || ctx->rx_queue_index >= PRISM_MAX_QUEUES)
-		goto pass;
-
-	slot = ctx->rx_queue_index * PRISM_NCLASS + cls;
-	if (!bpf_map_lookup_elem(&xsks, &slot)) {
-		cnt->no_socket[cls]++;
-		slot = ctx->rx_queue_index * PRISM_NCLASS;
-		cls = PRISM_CLASS_LOW;
-		if (!bpf_map_lookup_elem(&xsks, &slot))
-			goto pass;
-	}
-	cnt->steered[cls]++;
-	cnt->steered_bytes[cls] += end - data;
-	return redirect_stamped(ctx, conf, slot);
-
-pass:
-	cnt->passed++;
-	return XDP_PASS;
+	return steer_to_socket(ctx, conf, cnt, cls, end - data);
 }
 
 char LICENSE[] SEC("license") = "GPL";

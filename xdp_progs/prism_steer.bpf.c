@@ -32,7 +32,7 @@ int xdp_prism_steer(struct xdp_md *ctx)
 	struct udphdr *udp;
 	struct iphdr *ip;
 	void *pos = data;
-	__u32 zero = 0, slot, ihl;
+	__u32 zero = 0, ihl;
 	__be16 proto;
 	int cls;
 
@@ -74,24 +74,7 @@ int xdp_prism_steer(struct xdp_md *ctx)
 			cnt->malformed[reason]++;
 		return XDP_DROP;
 	}
-	cls = fold_class(conf, cls);
-	if (cls >= PRISM_NCLASS || ctx->rx_queue_index >= PRISM_MAX_QUEUES)
-		goto pass;
-
-	slot = ctx->rx_queue_index * PRISM_NCLASS + cls;
-	/* An empty slot falls back to the queue's LOW socket; with no socket at
-	 * all (daemon not ready) the kernel keeps the packet.
-	 */
-	if (!bpf_map_lookup_elem(&xsks, &slot)) {
-		cnt->no_socket[cls]++;
-		slot = ctx->rx_queue_index * PRISM_NCLASS;
-		cls = PRISM_CLASS_LOW;
-		if (!bpf_map_lookup_elem(&xsks, &slot))
-			goto pass;
-	}
-	cnt->steered[cls]++;
-	cnt->steered_bytes[cls] += end - data;
-	return redirect_stamped(ctx, conf, slot);
+	return steer_to_socket(ctx, conf, cnt, cls, end - data);
 
 pass:
 	cnt->passed++;

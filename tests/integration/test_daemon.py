@@ -20,6 +20,7 @@ from conftest import PREFIX
 from prism_xdp import netns, xdp
 from prism_xdp.control import ControlClient
 from prism_xdp.netns import run_in
+from prism_xdp.procinfo import children
 from prism_xdp.topology import OverlayHost, create_overlay_host
 
 PRISM = [sys.executable, "-m", "prism_xdp.cli"]
@@ -103,17 +104,6 @@ def ping(ns: str, dst: str, count: int = 3) -> int:
     r = run_in(ns, ["ping", "-c", str(count), "-i", "0.05", "-w", "3", dst], capture_output=True, text=True)
     got = next((int(line.split(",")[1].split()[0]) for line in r.stdout.splitlines() if "received" in line), 0)
     return min(got, count)
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and f"PPid:\t{pid}\n" in Path(f"/proc/{entry}/status").read_text():
-                out.append(int(entry))
-        except OSError:
-            pass  # gone meanwhile
-    return out
 
 
 def nothing_left(host: OverlayHost, tmp: Path) -> None:
