@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from collections.abc import Callable
@@ -51,7 +52,16 @@ class Uplink:
             self._tx = socket_in(self.remote_ns, socket.AF_PACKET, socket.SOCK_RAW)
             self._tx.bind((self.remote_if, 0))
         for frame in frames:
-            self._tx.send(frame)
+            deadline = time.monotonic() + 1.0
+            while True:
+                try:
+                    self._tx.send(frame)
+                    break
+                except OSError as exc:
+                    # A veth whose peer ring is full pushes back: wait, do not drop.
+                    if exc.errno != errno.ENOBUFS or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.0001)
 
     def close(self) -> None:
         if self._tx is not None:

@@ -88,7 +88,8 @@ def test_high_waits_less_in_batch_and_sync_than_in_vanilla_under_low_load(host: 
                 hist = dp.overlay.histogram(1)[0]
                 low_hist = dp.overlay.histogram(0)[0]
                 gen.stop()
-                assert hist.count >= 100, f"{mode}: HIGH flow barely moved ({hist.count})"
+                # Vanilla drops requests that meet a full ring (that is its defect), so fewer arrive.
+                assert hist.count >= (30 if mode == "vanilla" else 100), f"{mode}: HIGH flow barely moved ({hist.count})"
                 assert low_hist.count > 100 * hist.count, f"{mode}: LOW load did not saturate"
                 p99[mode] = hist.percentile(99)
     finally:
