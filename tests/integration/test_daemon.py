@@ -279,3 +279,11 @@ def test_two_queues_two_worker_processes(testbed: netns.Testbed, tmp_path: Path)
         assert d.stop() == 0
     for ifname in (host.uplink.host_if, host.containers[0].host_if):
         assert xdp.attached(ifname) is None
+
+
+def test_a_dead_worker_stops_the_daemon_cleanly(host: OverlayHost, tmp_path: Path) -> None:
+    d = Daemon(host, tmp_path)
+    [worker] = children(d.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    assert d.proc.wait(20) == 1  # noticed, reported, and everything removed in order
+    nothing_left(host, tmp_path)
