@@ -287,3 +287,14 @@ def test_a_dead_worker_stops_the_daemon_cleanly(host: OverlayHost, tmp_path: Pat
     os.kill(worker, signal.SIGKILL)
     assert d.proc.wait(20) == 1  # noticed, reported, and everything removed in order
     nothing_left(host, tmp_path)
+
+
+def test_busy_poll_socket_options(host: OverlayHost, tmp_path: Path) -> None:
+    text = config_text(host, tmp_path).replace("[control]", "[scheduler]\nbusy_poll_usecs = 50\nbusy_poll_budget = 32\n\n[control]")
+    (tmp_path / "prism.toml").write_text(text)
+    d = Daemon(host, tmp_path)
+    try:
+        assert ping(host.remote_ns, host.containers[0].ip) == 3 and ping(host.containers[1].ns, host.containers[0].ip) == 3
+    finally:
+        assert d.stop() == 0
+    nothing_left(host, tmp_path)
