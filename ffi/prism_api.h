@@ -269,5 +269,8 @@ int prism_deliver_batch(prism_overlay *o, uint32_t cls, struct prism_batch *b);
  * fill_level frames (the uplink to uplink_fill); returns frames reaped.
  */
 int prism_overlay_service(prism_overlay *o, uint32_t uplink_fill, uint32_t fill_level);
+/* rx (up to max) + decap or encap + deliver in one call; packets taken. */
+int prism_overlay_through(prism_overlay *o, prism_xsk *x, uint32_t src_port, uint32_t cls,
+			  struct prism_batch *in, struct prism_batch *out, uint32_t max);
 /* Kick until every TX ring is empty (before a flow may change sockets). */
 int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);

@@ -941,3 +941,25 @@ int prism_overlay_flush_tx(struct prism_overlay *o, uint32_t max_rounds)
 	}
 	return -EAGAIN;
 }
+
+/* One batch from a socket through every stage to its TX kick, in one call:
+ * PRISM-batch's unit of work (and PRISM-sync's, with max 1). Returns the
+ * packets taken off the RX ring.
+ */
+int prism_overlay_through(struct prism_overlay *o, struct prism_xsk *x, uint32_t src_port,
+			  uint32_t cls, struct prism_batch *in, struct prism_batch *out, uint32_t max)
+{
+	int n;
+
+	in->n = 0;
+	out->n = 0;
+	n = prism_rx_upto(x, in, max);
+	if (n <= 0)
+		return n;
+	if (src_port == PRISM_UPLINK_PORT)
+		prism_decap_batch(o, in, out);
+	else
+		prism_encap_batch(o, src_port, in, out);
+	prism_deliver_batch(o, cls, out);
+	return n;
+}

@@ -441,6 +441,9 @@ class DatapathOps:
         self._rx = lib.prism_rx_upto
         self._calls = 0
         self._delivered_since = 0
+        self._through = lib.prism_overlay_through
+        self._in_batch, self._out_batch = Batch(dp.params.batch_size), Batch(dp.params.batch_size * 4)
+        self._in, self._out = self._in_batch.ptr, self._out_batch.ptr
 
     def sources(self) -> list[Source]:
         return self._sources
@@ -462,6 +465,12 @@ class DatapathOps:
             return None
         work.src, work.n = src, n
         return work
+
+    def through(self, src: Source, limit: int) -> int:
+        n = self._through(self._overlay, src.xsk.ptr, src.port, src.cls, self._in, self._out, limit)
+        if n > 0:
+            self._delivered_since += 1
+        return max(0, n)
 
     def process(self, work: _Work) -> None:
         src = work.src

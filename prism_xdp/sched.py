@@ -61,6 +61,10 @@ class Ops(Protocol):
         """TX on each packet's port, kick; the work item is done."""
         ...
 
+    def through(self, src: Any, limit: int) -> int:
+        """rx + process + deliver of one batch from src in one go; packets taken (0: ring empty)."""
+        ...
+
     def service(self) -> None:
         """Completions back to the pool, fill rings topped up."""
         ...
@@ -120,6 +124,12 @@ class Scheduler:
                     self._next[g] = (start + 1) % len(rotations)
                     return i
         return None
+
+    def _through(self, i: int, limit: int) -> int:
+        self.stats.rx_calls += 1
+        n = self.ops.through(self.sources[i], limit)
+        self.stats.packets += n
+        return n
 
     def _rx(self, i: int, limit: int) -> Work | None:
         self.stats.rx_calls += 1
@@ -245,13 +255,9 @@ class BatchScheduler(Scheduler):
         if i is None:
             self.ops.service()
             return 0
-        work = self._rx(i, self.batch)
-        if work is None:
-            return 0
-        self.ops.process(work)
-        self.ops.deliver(work)
+        n = self._through(i, self.batch)  # rx, process, deliver: the batch is never interrupted
         self.ops.service()
-        return work.n
+        return n
 
 
 class SyncScheduler(Scheduler):
@@ -273,12 +279,10 @@ class SyncScheduler(Scheduler):
             i = self._pick(mask)
             if i is None:
                 return done
-            work = self._rx(i, 1)
-            if work is None:
+            n = self._through(i, 1)
+            if not n:
                 return done
-            self.ops.process(work)
-            self.ops.deliver(work)
-            done += work.n
+            done += n
 
     def step(self) -> int:
         moved = self._serve_high()

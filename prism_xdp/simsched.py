@@ -148,6 +148,14 @@ class SimOps:
             p.done = self.clock
         self.delivered += work.packets
 
+    def through(self, src: SimSource, limit: int) -> int:
+        work = self.rx(src, limit)
+        if work is None:
+            return 0
+        self.process(work)
+        self.deliver(work)
+        return work.n
+
     def service(self) -> None:
         self.clock += self.costs.service
         self._admit()
