@@ -266,12 +266,6 @@ class Datapath:
         p = self.params
         return self.overlay.service(p.uplink_fill, p.container_fill)
 
-    def process(self, src: Source, batch: Batch, out: Batch) -> int:
-        """decap (from the uplink) or encap (from a container): batch -> out."""
-        if src.from_uplink:
-            return self.overlay.decap(batch, out)
-        return self.overlay.encap(src.port, batch, out)
-
     def poll(self) -> int:
         """One scheduling step (and any pending control request); packets or stage steps done."""
         while not self._requests.empty():
