@@ -162,6 +162,7 @@ class ControlServer:
 
     def __init__(self, path: str, api: ControlApi) -> None:
         self.path = path
+        self._made_dir = not os.path.isdir(os.path.dirname(path) or ".")
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         if os.path.exists(path):
             # Left by a daemon that died: nobody answers on it any more.
@@ -208,6 +209,9 @@ class ControlServer:
         self._server.server_close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        if self._made_dir:
+            with contextlib.suppress(OSError):  # the directory it made, if it is empty now
+                os.rmdir(os.path.dirname(self.path))
 
 
 def _answers(path: str) -> bool:

@@ -77,6 +77,7 @@ class PidFile:
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
+        self._made_dir = not self.path.parent.is_dir()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             old = int(self.path.read_text().strip() or 0)
@@ -92,6 +93,9 @@ class PidFile:
         with contextlib.suppress(FileNotFoundError, ValueError):
             if int(self.path.read_text().strip()) == os.getpid():
                 self.path.unlink()
+        if self._made_dir:
+            with contextlib.suppress(OSError):  # the directory it made, if it is empty now
+                self.path.parent.rmdir()
 
 
 def _alive(pid: int) -> bool:

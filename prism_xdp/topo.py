@@ -92,6 +92,11 @@ def down(name: str) -> dict[str, Any] | None:
         return None
     Testbed.remove(state["made"])
     _state_path(name).unlink(missing_ok=True)
+    for d in (STATE_DIR, STATE_DIR.parent):  # ours, when nothing else is left in them
+        try:
+            d.rmdir()
+        except OSError:
+            break
     return state
 
 
