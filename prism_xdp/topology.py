@@ -126,3 +126,15 @@ def container_rx_packets(c: Container) -> int:
     """rx_packets of the container's interface, read inside its namespace."""
     with NetNS(c.ns) as ipr:
         return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
+
+
+def set_rps(c: Container, mask: str) -> None:
+    """Steer the container's receive processing to the CPUs of a hex mask (RPS; "0" = off).
+
+    A poll-mode data path transmits into the container from its worker's CPU,
+    and the container's receive path would run there too, inside the TX kick;
+    RPS moves it to the CPUs given. Needs the namespace's own sysfs, hence
+    `ip netns exec`.
+    """
+    run_in(None, ["ip", "netns", "exec", c.ns, "sh", "-c",
+                  f"echo {mask} > /sys/class/net/{c.cont_if}/queues/rx-0/rps_cpus"], check=True)
