@@ -137,7 +137,7 @@ def _topo(args: argparse.Namespace) -> int:
 
     if args.action == "up":
         spec = topo.TopoSpec(args.name, args.containers, args.queues, args.vni, args.vxlan_port,
-                             not args.no_kernel_path)
+                             not args.no_kernel_path, args.container_rps)
         _, created = topo.up(spec)
         print(("created" if created else "already up") + "\n" + topo.show(args.name))
     elif args.action == "down":
@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--vni", type=int, default=42)
     tp.add_argument("--vxlan-port", type=int, default=4789)
     tp.add_argument("--no-kernel-path", action="store_true", help="without the host's VXLAN device + bridge")
+    tp.add_argument("--container-rps", default="0", metavar="MASK",
+                    help="hex CPU mask for the containers' receive processing (RPS); 0 = off. A poll-mode "
+                         "data path transmits from its worker's CPU: e.g. 1 keeps the containers' stacks on CPU 0")
     tp.set_defaults(func=_topo)
 
     inj = sub.add_parser(

@@ -18,6 +18,7 @@ from prism_xdp.topology import (
     add_kernel_overlay,
     create_overlay_host,
     fixed_name,
+    set_rps,
 )
 
 STATE_DIR = Path(os.environ.get("PRISM_XDP_STATE", "/run/prism-xdp/topo"))
@@ -33,6 +34,7 @@ class TopoSpec:
     vni: int = 42
     vxlan_port: int = 4789
     kernel_path: bool = True  # the stock VXLAN device + bridge on the host, for A/B runs
+    container_rps: str = "0"  # hex CPU mask for the containers' receive processing; 0 = off (stock)
 
     def check(self) -> None:
         if not _NAME.match(self.name):
@@ -43,6 +45,8 @@ class TopoSpec:
             raise ConfigError(f"queues: must be in 1..16, not {self.queues}")
         if not 0 <= self.vni < 1 << 24:
             raise ConfigError(f"vni: must be in 0..16777215, not {self.vni}")
+        if not re.match(r"^[0-9a-fA-F]{1,16}$", self.container_rps):
+            raise ConfigError(f"container_rps: must be a hex CPU mask such as 1 or 3, not {self.container_rps!r}")
 
 
 def _state_path(name: str) -> Path:
@@ -75,6 +79,8 @@ def up(spec: TopoSpec) -> tuple[dict[str, Any], bool]:
         host = create_overlay_host(tb, spec.name, spec.containers, spec.vni, spec.queues, spec.vxlan_port,
                                    naming=fixed_name)
         kernel = add_kernel_overlay(tb, host, spec.name, naming=fixed_name) if spec.kernel_path else None
+        for c in host.containers:
+            set_rps(c, spec.container_rps)
     except BaseException:
         tb.close()
         raise

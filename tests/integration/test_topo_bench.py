@@ -153,3 +153,16 @@ def test_short_bench_is_complete_and_real(topology: dict, tmp_path: Path) -> Non
         by_run.setdefault((s["config"], s["load"]), []).append(s["rtt_us"])
     assert all(runs[0] != runs[1] for runs in by_run.values())  # measured, not made up
     assert len(list(tmp_path.glob("ab-*-cdf.png"))) == 1 and len(list(tmp_path.glob("ab-*-low.png"))) == 1
+
+
+def test_container_rps_is_set_inside_the_namespace(state_dir: Path) -> None:
+    state, _ = topo.up(topo.TopoSpec(NAME, containers=1, kernel_path=False, container_rps="1"))
+    try:
+        c = state["host"]["containers"][0]
+        r = subprocess.run(["ip", "netns", "exec", c["ns"], "cat", f"/sys/class/net/{c['cont_if']}/queues/rx-0/rps_cpus"],
+                           capture_output=True, text=True, timeout=10)
+        assert int(r.stdout.strip().replace(",", ""), 16) == 1
+    finally:
+        topo.down(NAME)
+    with pytest.raises(Exception, match="hex CPU mask"):
+        topo.up(topo.TopoSpec(NAME, container_rps="all"))
