@@ -323,27 +323,38 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n\nHIGH round trip in µs."
 
 
+def plot_cdf(series: dict[str, dict[str, list[float]]], path: str) -> None:
+    """One panel per load (idle, loaded), one HIGH round-trip CDF per configuration in it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(11, 4), sharey=True, squeeze=False)
+    for ax, (load, by_label) in zip(axes[0], series.items(), strict=True):
+        for label, values in by_label.items():
+            v = sorted(values)
+            if v:
+                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("HIGH round trip (µs)")
+        ax.set_title(f"LOW background: {load}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("fraction of probes")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot(samples: list[Sample], configs: list[str], rows: list[dict[str, Any]], base: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, load in zip(axes, LOADS, strict=True):
-        for config in configs:
-            v = sorted(r for s in samples if s.config == config and s.load == load for r in s.rtt_us)
-            if v:
-                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=config)
-        ax.set_xscale("log")
-        ax.set_xlabel("HIGH round trip (µs)")
-        ax.set_title(f"LOW background: {load}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("fraction of probes")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(f"{base}-cdf.png", dpi=120)
-    plt.close(fig)
+    plot_cdf({load: {c: [r for s in samples if s.config == c and s.load == load for r in s.rtt_us]
+                     for c in configs} for load in LOADS}, f"{base}-cdf.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = [r["config"] for r in rows]

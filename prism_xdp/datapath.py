@@ -294,6 +294,25 @@ class Datapath:
         """Run fn on the worker's thread between two steps (rings are single-threaded)."""
         self._requests.put(fn)
 
+    def run_on_worker(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run fn on the running worker's thread and wait for its result (or its exception)."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def task() -> None:
+            try:
+                box["result"] = fn()
+            except Exception as exc:
+                box["error"] = exc
+            done.set()
+
+        self.call_soon(task)
+        if not done.wait(timeout):
+            raise TimeoutError("the worker thread did not answer")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
     # control -----------------------------------------------------------------
     def set_vanilla(self, on: bool) -> None:
         self.programs.set_vanilla(on)

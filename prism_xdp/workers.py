@@ -117,26 +117,6 @@ def _worker_main(conn: Connection, params: DatapathParams, containers: list[Cont
         log.error("worker for queue %d failed: %s", params.queue, runner.error)
 
 
-def _on_worker(dp: Datapath, fn: Any, timeout: float = 5.0) -> Any:
-    """Run fn on the worker thread (its rings are single-threaded) and return its result."""
-    done = threading.Event()
-    box: dict[str, Any] = {}
-
-    def task() -> None:
-        try:
-            box["result"] = fn()
-        except Exception as exc:
-            box["error"] = exc
-        done.set()
-
-    dp.call_soon(task)
-    if not done.wait(timeout):
-        raise TimeoutError("the worker thread did not answer")
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
-
-
 def _handle(dp: Datapath, op: str, args: tuple[Any, ...]) -> Any:
     if op == "rule":  # the maps are shared and already set by the daemon: only the measurement mirror here
         kind, value, cls = args
@@ -144,10 +124,10 @@ def _handle(dp: Datapath, op: str, args: tuple[Any, ...]) -> Any:
          "vni": dp.overlay.set_vni_class}[kind](value, cls)
         return None
     if op == "mode":
-        _on_worker(dp, lambda: dp.switch_mode(args[0]))
+        dp.run_on_worker(lambda: dp.switch_mode(args[0]))
         return dp.mode.value
     if op == "reset":
-        _on_worker(dp, dp.overlay.reset_histograms)
+        dp.run_on_worker(dp.overlay.reset_histograms)
         return None
     if op == "stats":
         stats = dp.stats()

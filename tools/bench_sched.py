@@ -13,41 +13,18 @@ import sys
 import time
 from pathlib import Path
 
+from prism_xdp.abbench import percentile, plot_cdf
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.hist import Histogram
+from prism_xdp.inject import Flow, build
 from prism_xdp.netns import Testbed, popen_in
-from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
 from prism_xdp.probe import RttProbe, pm_qos_low_latency
-from prism_xdp.topology import OverlayHost, create_overlay_host
+from prism_xdp.topology import create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxm"
 HIGH_PORT = 7000
 MODES = ("vanilla", "batch", "sync")
-
-
-def low_frame(host: OverlayHost, size: int) -> bytes:
-    up, c = host.uplink, host.containers[0]
-    inner = inner_packet(Inner(src_mac="02:00:00:00:ee:01", dst_mac=c.mac, src_ip=host.remote_overlay_ip,
-                               dst_ip=c.ip), 40000, 9, payload=bytes(max(0, size - 42)))
-    return encapsulate(Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip), inner, host.vni)
-
-
-def switch(dp: Datapath, mode: str) -> None:
-    dp.call_soon(lambda: dp.switch_mode(mode))
-    deadline = time.monotonic() + 5
-    while dp.mode.value != mode:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"mode switch to {mode} did not happen")
-        time.sleep(0.005)
-
-
-def pct(values: list[float], p: float) -> float:
-    h = Histogram()
-    for v in values:
-        h.record(int(v * 1000))
-    return h.percentile(p) / 1000
 
 
 def main() -> int:
@@ -77,7 +54,7 @@ def main() -> int:
         assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
         gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
         tb.defer(gen.close)
-        frame = low_frame(host, args.low_size)
+        frame = build(host, Flow("low", 9), args.low_size)
         params = DatapathParams(host.uplink.host_if, mode="vanilla", cpu=worker_cpu)
         with Datapath(params, host.specs(), host.vteps()) as dp, Runner(dp):
             dp.set_port(HIGH_PORT)
@@ -88,7 +65,7 @@ def main() -> int:
                 for load in ("idle", "loaded"):
                     for mode in MODES:
                         key = f"{mode}/{load}"
-                        switch(dp, mode)
+                        dp.run_on_worker(lambda m=mode: dp.switch_mode(m))
                         if load == "loaded":
                             gen.start_for(frame, seconds=args.probes * args.interval_ms / 1000 * 2 + 2, cpu=gen_cpu,
                                           background=True)
@@ -101,8 +78,8 @@ def main() -> int:
                             low_mpps.setdefault(mode, []).append(delivered / secs / 1e6)
                         rtts.setdefault(key, []).extend(result.rtt_us)
                         lost[key] = lost.get(key, 0) + result.lost
-                        print(f"run {rep + 1}/{args.runs} {key:15} p50 {pct(result.rtt_us, 50):8.1f} µs  "
-                              f"p99 {pct(result.rtt_us, 99):8.1f} µs  lost {result.lost:4}  "
+                        print(f"run {rep + 1}/{args.runs} {key:15} p50 {percentile(result.rtt_us, 50):8.1f} µs  "
+                              f"p99 {percentile(result.rtt_us, 99):8.1f} µs  lost {result.lost:4}  "
                               f"LOW {delivered / secs / 1e6:.3f} Mpps", file=sys.stderr)
 
     rows = []
@@ -110,8 +87,8 @@ def main() -> int:
         row: dict[str, object] = {"mode": mode}
         for load in ("idle", "loaded"):
             v = rtts.get(f"{mode}/{load}", [])
-            row[load] = {"p50_us": round(pct(v, 50), 1), "p99_us": round(pct(v, 99), 1),
-                         "p99.9_us": round(pct(v, 99.9), 1), "samples": len(v), "lost": lost.get(f"{mode}/{load}", 0)}
+            row[load] = {"p50_us": round(percentile(v, 50), 1), "p99_us": round(percentile(v, 99), 1),
+                         "p99.9_us": round(percentile(v, 99.9), 1), "samples": len(v), "lost": lost.get(f"{mode}/{load}", 0)}
         row["low_mpps"] = round(statistics.median(low_mpps[mode]), 4)
         row["low_mpps_runs"] = [round(x, 4) for x in low_mpps[mode]]
         rows.append(row)
@@ -148,33 +125,12 @@ def main() -> int:
     text = "\n".join(table) + "\n\nTargets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items())
     base.with_suffix(".md").write_text(f"# Scheduling modes\n\nHIGH round trip in µs, {args.runs} runs x {args.probes} "
                                        f"probes; kernel {platform.release()}\n\n{text}\n")
-    plot(rtts, base.with_suffix(".png"))
+    plot_cdf({load: {m: rtts.get(f"{m}/{load}", []) for m in MODES} for load in ("idle", "loaded")},
+             str(base.with_suffix(".png")))
     print(text)
     print(f"written: {base}.json, .md, .png")
     return 0
 
-
-def plot(rtts: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, load in zip(axes, ("idle", "loaded"), strict=True):
-        for mode in MODES:
-            v = sorted(rtts.get(f"{mode}/{load}", []))
-            if v:
-                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=mode)
-        ax.set_xscale("log")
-        ax.set_xlabel("HIGH round trip (µs)")
-        ax.set_title(f"LOW background: {load}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("fraction of probes")
-    axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

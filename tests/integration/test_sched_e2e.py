@@ -16,8 +16,8 @@ from conftest import PREFIX
 from prism_xdp import netns
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
+from prism_xdp.inject import Flow, build
 from prism_xdp.netns import popen_in, run_in
-from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
 from prism_xdp.topology import OverlayHost, create_overlay_host
 
 HIGH_PORT = 7000
@@ -45,18 +45,12 @@ def warm_up(host: OverlayHost) -> None:
 
 
 def switch(dp: Datapath, mode: str) -> None:
-    dp.call_soon(lambda: dp.switch_mode(mode))
-    deadline = time.monotonic() + 5
-    while dp.mode.value != mode:
-        assert time.monotonic() < deadline, f"switch to {mode} did not happen"
-        time.sleep(0.005)
+    dp.run_on_worker(lambda: dp.switch_mode(mode))
+    assert dp.mode.value == mode
 
 
 def frame_to_container(host: OverlayHost, dport: int) -> bytes:
-    up, c = host.uplink, host.containers[0]
-    inner = inner_packet(Inner(src_mac="02:00:00:00:ee:01", dst_mac=c.mac, src_ip=host.remote_overlay_ip,
-                               dst_ip=c.ip), 40000, dport, payload=bytes(22))
-    return encapsulate(Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip), inner, host.vni)
+    return build(host, Flow("test", dport), 64)
 
 
 def test_high_waits_less_in_batch_and_sync_than_in_vanilla_under_low_load(host: OverlayHost, dp: Datapath) -> None:
