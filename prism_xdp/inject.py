@@ -12,7 +12,7 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from prism_xdp.errors import ConfigError
-from prism_xdp.netns import link_mac, socket_in
+from prism_xdp.netns import link_mac, send_frame, socket_in
 from prism_xdp.packets import Outer, encapsulate
 from prism_xdp.topology import OverlayHost
 
@@ -61,16 +61,8 @@ def send(host: OverlayHost, flows: list[Flow], count: int, rate: float, size: in
     try:
         for _ in range(count):
             for f, frame in zip(flows, frames, strict=True):
-                while True:
-                    try:
-                        sock.send(frame)
-                        break
-                    except BlockingIOError:
-                        time.sleep(0.0001)
-                    except OSError as exc:  # ENOBUFS: the uplink pushes back; wait, do not drop
-                        if exc.errno != 105:
-                            raise
-                        time.sleep(0.0001)
+                if not send_frame(sock, frame, timeout=5.0):
+                    raise OSError(105, f"{host.uplink.remote_if} refused frames for 5 s")
                 sent[f.label + ":" + str(f.dport)] += 1
                 total += 1
                 ahead = start + total * interval - time.monotonic()

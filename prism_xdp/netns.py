@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -58,6 +59,27 @@ def socket_in(ns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket that lives in namespace ns (a socket keeps the netns it was made in)."""
     with inside(ns):
         return socket.socket(family, kind, proto)
+
+
+def send_frame(sock: socket.socket, frame: bytes, timeout: float = 1.0) -> bool:
+    """Send one raw frame, waiting while the device pushes back; False if it still did at timeout.
+
+    A veth whose peer's ring is full answers ENOBUFS (backpressure, kernel >= 6.x):
+    the frame waits to get on the wire instead of being dropped here.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.send(frame)
+            return True
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0001)
 
 
 def _enter_fn(ns: str | None) -> Callable[[], None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import struct
@@ -11,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prism_xdp.netns import link_mac, socket_in
+from prism_xdp.netns import link_mac, send_frame, socket_in
 from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
 from prism_xdp.topology import OverlayHost
 
@@ -82,7 +81,7 @@ class RttProbe:
             out.sent += 1
             # A veth whose peer's ring is full pushes back (ENOBUFS): the
             # request waits to get on the wire, and that wait is part of its RTT.
-            if not self._send(frame, start + int(timeout * 1e9)):
+            if not send_frame(self._tx, frame, timeout):
                 out.lost += 1
                 continue
             rtt = self._await(seq, start, timeout)
@@ -94,18 +93,6 @@ class RttProbe:
             if spent < interval:
                 time.sleep(interval - spent)
         return out
-
-    def _send(self, frame: bytes, deadline_ns: int) -> bool:
-        while True:
-            try:
-                self._tx.send(frame)
-                return True
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS or time.clock_gettime_ns(time.CLOCK_REALTIME) > deadline_ns:
-                    if exc.errno == errno.ENOBUFS:
-                        return False
-                    raise
-                time.sleep(0)
 
     def _await(self, seq: int, start: int, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout

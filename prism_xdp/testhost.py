@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prism_xdp.batch import Batch
-from prism_xdp.netns import Testbed, link_mac, socket_in, unique_name
+from prism_xdp.netns import Testbed, link_mac, send_frame, socket_in, unique_name
 from prism_xdp.packets import Outer
 from prism_xdp.xsk import XskSocket
 
@@ -52,16 +52,8 @@ class Uplink:
             self._tx = socket_in(self.remote_ns, socket.AF_PACKET, socket.SOCK_RAW)
             self._tx.bind((self.remote_if, 0))
         for frame in frames:
-            deadline = time.monotonic() + 1.0
-            while True:
-                try:
-                    self._tx.send(frame)
-                    break
-                except OSError as exc:
-                    # A veth whose peer ring is full pushes back: wait, do not drop.
-                    if exc.errno != errno.ENOBUFS or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.0001)
+            if not send_frame(self._tx, frame):
+                raise OSError(errno.ENOBUFS, f"{self.remote_if} refused a frame for 1 s")
 
     def close(self) -> None:
         if self._tx is not None:
