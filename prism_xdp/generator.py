@@ -28,7 +28,7 @@ class LiveFrameGenerator:
                 self._set_port(tx_port, link_index(ifname, ns))
         else:
             self._set_port(tx_port, link_index(ifname))
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -48,11 +48,11 @@ class LiveFrameGenerator:
             except BaseException as exc:  # reported by join()
                 self.error = exc
 
-        self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=work, name="prism-gen", daemon=True)]
+        self._threads[0].start()
 
     def start_for(self, frame: bytes, seconds: float, chunk: int = 100_000, cpu: int | None = None,
-                  background: bool = False) -> None:
+                  background: bool = False, call_seconds: float | None = None, threads: int = 1) -> None:
         """Send in chunks until `seconds` have passed (or stop()): a load bounded in time.
 
         cpu pins the sending thread, so that it does not share a CPU with a
@@ -60,31 +60,46 @@ class LiveFrameGenerator:
         background runs it as SCHED_IDLE: anything else on that CPU (an echo
         server, ksoftirqd) goes first, so a latency probe measures the data
         path and not a CPU taken for milliseconds by the load generator.
+
+        Each BPF_PROG_RUN call has a fixed cost of ~25 ms in which it sends
+        nothing (its frame pool is set up and torn down). A path that drains
+        frames faster than a call lasts then sees a load with holes in it.
+        call_seconds sizes each call by time instead of by `chunk` (starting
+        from chunk, rescaled after every call); threads > 1 runs overlapping
+        senders on the same CPU, so one sender's gap is another's busy time.
         """
         self._halt = threading.Event()
         deadline = time.monotonic() + seconds
+        self._threads = []
 
         def work() -> None:
+            size = chunk
             try:
                 if cpu is not None:
                     os.sched_setaffinity(0, {cpu})
                 if background:
                     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-                while time.monotonic() < deadline and not self._halt.is_set():
-                    self.send(frame, chunk)
+                while (left := deadline - time.monotonic()) > 0 and not self._halt.is_set():
+                    t0 = time.monotonic()
+                    self.send(frame, size)
+                    if call_seconds:
+                        took = max(time.monotonic() - t0, 1e-3)
+                        size = int(min(max(size * min(call_seconds, left) / took, 1000), 50_000_000))
             except BaseException as exc:  # reported by join()
                 self.error = exc
 
-        self._thread = threading.Thread(target=work, name="prism-gen", daemon=True)
-        self._thread.start()
+        for i in range(threads):
+            t = threading.Thread(target=work, name=f"prism-gen-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
         if self.error is not None:
             raise self.error
 

@@ -7,14 +7,16 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from prism_xdp import topo, xdp
+from prism_xdp import cpuprof, topo, xdp
 from prism_xdp.abbench import PrismDaemon
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
@@ -26,24 +28,41 @@ NAME = "pxp"
 CONFIGS = ("kernel", "prism-vanilla", "prism-batch", "prism-sync", "c-reference")
 
 
-def cpu_busy_seconds() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+# How long each BPF_PROG_RUN call of the generator lasts. A call has a fixed
+# ~25 ms in which nothing is sent; with calls of a fixed 100k frames (28 ms at
+# the 3.6 Mpps the generator reaches when prism_xdp is the receiver) the load had
+# holes half of the time and prism_xdp, whose rings hold only a few ms, was
+# measured at 0.48 instead of 0.76 Mpps. Long calls keep the offered load
+# continuous but for ~5% (--gen-threads 2 fills that too).
+GEN_CALL_SECONDS = 0.5
+
+
+@dataclass
+class Sample:
+    mpps: float
+    cpu_s_per_mpkt: float
+    cpu_shares: dict[int, dict[str, float]]
+    profile: dict[int, list[dict[str, object]]] | None = None
 
 
 def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame: bytes, seconds: float,
-            warmup: float = 0.4) -> tuple[float, float]:
-    """(delivered Mpps at the container, CPU seconds per million delivered) over a window of steady load."""
+            warmup: float = 0.4, profile_seconds: float = 0.0, gen_threads: int = 1) -> Sample:
+    """Delivered Mpps at the container, CPU seconds per million delivered and each CPU's
+    shares over a window of steady load; then, if asked, a perf profile of the same load
+    (separately, so that sampling does not weigh on the numbers)."""
     for gen, cpu in gens:
-        gen.start_for(frame, seconds=warmup + seconds + 1, cpu=cpu)
+        gen.start_for(frame, seconds=warmup + seconds + profile_seconds + 1, cpu=cpu, call_seconds=GEN_CALL_SECONDS,
+                      threads=gen_threads)
     time.sleep(warmup)
-    rx0, cpu0, t0 = container_rx_packets(host.containers[0]), cpu_busy_seconds(), time.monotonic()
+    rx0, c0, t0 = container_rx_packets(host.containers[0]), cpuprof.read_cpu_times(), time.monotonic()
     time.sleep(seconds)
-    rx1, cpu1, t1 = container_rx_packets(host.containers[0]), cpu_busy_seconds(), time.monotonic()
+    rx1, c1, t1 = container_rx_packets(host.containers[0]), cpuprof.read_cpu_times(), time.monotonic()
+    prof = cpuprof.profile(profile_seconds, Path(tempfile.gettempdir()) / f"pxp-perf-{os.getpid()}.data") if profile_seconds else None
     for gen, _ in gens:
         gen.stop()
     delivered = rx1 - rx0
-    return delivered / (t1 - t0) / 1e6, (cpu1 - cpu0) / max(1, delivered) * 1e6
+    busy = cpuprof.busy_seconds(c1) - cpuprof.busy_seconds(c0)
+    return Sample(delivered / (t1 - t0) / 1e6, busy / max(1, delivered) * 1e6, cpuprof.shares(c0, c1), prof)
 
 
 def reference(exe: Path, host: OverlayHost, cpu: int, seconds: float) -> subprocess.Popen[str]:
@@ -90,11 +109,22 @@ def main() -> int:
     ap.add_argument("--sizes", default="64,1400")
     ap.add_argument("--queues", default="1,2")
     ap.add_argument("--container-rps", default="0",
-                    help="hex CPU mask for the container's receive processing (RPS), the same for every "
-                         "configuration; 0 = off (stock)")
+                    help="comma-separated hex CPU masks for the container's receive processing (RPS), each "
+                         "applied to every configuration in turn; 0 = off (stock)")
+    ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                    help="also record a system-wide perf profile of each configuration (first run) for this long")
+    ap.add_argument("--gen-threads", type=int, default=1,
+                    help="overlapping senders per generator CPU (2 fills the ~25 ms gaps between BPF_PROG_RUN "
+                         "calls, but makes senders contend on the kernel path, where sending runs the stack)")
     ap.add_argument("--no-memory", action="store_true", help="skip the daemon memory measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
+    masks = [m.strip() for m in args.container_rps.split(",")]
+    for m in masks:
+        if not re.fullmatch(r"[0-9a-fA-F]+", m):
+            ap.error(f"--container-rps: {m!r} is not a hex CPU mask")
+    if args.profile and not cpuprof.perf_available():
+        ap.error("--profile: perf cannot record system-wide here (install linux-perf; needs root)")
     args.out.mkdir(parents=True, exist_ok=True)
     exe = args.out / "xsk_ref"
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(exe), str(ROOT / "tools" / "xsk_ref.c"), "-lxdp",
@@ -102,14 +132,13 @@ def main() -> int:
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, side_cpu = cpus[-1], cpus[0]
     sizes = [int(s) for s in args.sizes.split(",")]
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[Sample]] = {}
     memory: dict[str, float] = {}
     os.sched_setaffinity(0, {side_cpu})  # this process and what it starts stay off the worker's CPU
     for queues in (int(q) for q in args.queues.split(",")):
         topo.down(NAME)
         state, _ = topo.up(topo.TopoSpec(NAME, containers=1, queues=queues))
         host = topo.host_of(state)
-        set_rps(host.containers[0], args.container_rps)
         workdir = Path(tempfile.mkdtemp(prefix="pxp-"))
         # One generator per queue, each on its own CPU: veth hands a frame to the
         # receive queue of the CPU that sends it.
@@ -121,29 +150,34 @@ def main() -> int:
                                                                    f"cpus = {worker_cpus}"))
         try:
             for rep in range(args.runs):
-                for size in sizes:
-                    frame = build(host, Flow("low", 9), size)
-                    for config in CONFIGS:
-                        ref = None
-                        if config.startswith("prism-"):
-                            daemon.start()
-                            daemon.call("mode-set", mode=config.split("-", 1)[1])
-                            if config == "prism-batch" and size == sizes[0] and rep == 0:
-                                memory[f"queues={queues}"] = round(pss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
-                        else:
-                            daemon.stop()
-                            if config == "c-reference":
-                                if queues > 1:
-                                    continue  # the reference serves queue 0 only
-                                ref = reference(exe, host, worker_cpu, args.seconds + 2)
-                        mpps, cpu_per_m = measure(host, gens, frame, args.seconds)
-                        if ref is not None:
-                            ref.wait(15)  # it stops 300 ms after the last packet and detaches
-                            xdp.detach_stale(host.uplink.host_if)
-                        key = f"{config}/{size}/{queues}"
-                        results.setdefault(key, []).append((mpps, cpu_per_m))
-                        print(f"run {rep + 1}/{args.runs} q{queues} {size:5} B {config:14} {mpps:7.3f} Mpps "
-                              f"{cpu_per_m:6.2f} CPU-s/Mpkt", file=sys.stderr)
+                for mask in masks:
+                    set_rps(host.containers[0], mask)
+                    for size in sizes:
+                        frame = build(host, Flow("low", 9), size)
+                        for config in CONFIGS:
+                            ref = None
+                            if config.startswith("prism-"):
+                                daemon.start()
+                                daemon.call("mode-set", mode=config.split("-", 1)[1])
+                                if config == "prism-batch" and size == sizes[0] and rep == 0:
+                                    memory[f"queues={queues}"] = round(pss_mb(daemon.proc.pid), 1)  # type: ignore[union-attr]
+                            else:
+                                daemon.stop()
+                                if config == "c-reference":
+                                    if queues > 1:
+                                        continue  # the reference serves queue 0 only
+                                    ref = reference(exe, host, worker_cpu, args.seconds + args.profile + 2)
+                            sample = measure(host, gens, frame, args.seconds,
+                                             profile_seconds=args.profile if rep == 0 else 0.0,
+                                             gen_threads=args.gen_threads)
+                            if ref is not None:
+                                ref.wait(15)  # it stops 300 ms after the last packet and detaches
+                                xdp.detach_stale(host.uplink.host_if)
+                            results.setdefault(f"{config}/{size}/{queues}/{mask}", []).append(sample)
+                            busy = " ".join(f"cpu{c} {_busy(v):.0%}" for c, v in sorted(sample.cpu_shares.items()))
+                            print(f"run {rep + 1}/{args.runs} q{queues} rps {mask} {size:5} B {config:14} "
+                                  f"{sample.mpps:7.3f} Mpps {sample.cpu_s_per_mpkt:6.2f} CPU-s/Mpkt  busy: {busy}",
+                                  file=sys.stderr)
         finally:
             daemon.stop()
             for gen, _ in gens:
@@ -153,43 +187,78 @@ def main() -> int:
             workdir.rmdir()
             topo.down(NAME)
 
-    rows = []
-    for key, vals in results.items():
-        config, size, queues = key.split("/")
-        mpps = statistics.median(v[0] for v in vals)
-        rows.append({"config": config, "bytes": int(size), "queues": int(queues), "mpps": round(mpps, 4),
-                     "gbps": round(mpps * int(size) * 8 / 1e3, 3),
-                     "cpu_s_per_mpkt": round(statistics.median(v[1] for v in vals), 3),
-                     "runs_mpps": [round(v[0], 4) for v in vals]})
-    by = {(r["config"], r["bytes"], r["queues"]): r for r in rows}
-    for r in rows:
-        ref = by.get(("c-reference", r["bytes"], 1))
-        kern = by.get(("kernel", r["bytes"], r["queues"]))
-        r["vs_c_reference"] = round(r["mpps"] / ref["mpps"], 2) if ref and ref["mpps"] else None
-        r["vs_kernel"] = round(r["mpps"] / kern["mpps"], 2) if kern and kern["mpps"] else None
+    rows = summarize(results)
     if not args.no_memory:
         memory.update(measure_memory(side_cpu))
     report = {"benchmark": "issue 8: kernel path vs prism_xdp vs C reference, same topology, one run",
               "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
               "params": {"seconds": args.seconds, "runs": args.runs, "statistic": "median",
-                         "generator": "prism_gen (BPF_PROG_RUN live frames), one per queue, pinned",
+                         "generator": f"prism_gen (BPF_PROG_RUN live frames, calls of {GEN_CALL_SECONDS} s, "
+                                      f"{args.gen_threads} sender(s)), one per queue, pinned",
                          "worker_cpu": worker_cpu, "measured_at": "container interface rx_packets",
-                         "container_rps_mask": args.container_rps,
+                         "container_rps_masks": masks,
                          "c_reference": "tools/xsk_ref.c decap: uplink socket -> container veth socket, same UMEM, "
-                                        "descriptor moved past the outer headers, libxdp, no Python"},
+                                        "descriptor moved past the outer headers, libxdp, no Python",
+                         "cpu_shares": "per CPU, fraction of the window in user/kernel/softirq/idle (/proc/stat)",
+                         "profile": "perf record -a -e cpu-clock; percent of all samples"},
               "results": rows, "daemon_rss_mb": memory}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"perf-{stamp}.json").write_text(json.dumps(report, indent=2))
-    lines = ["| config | bytes | queues | Mpps | Gbit/s | CPU s / Mpkt | vs C ref | vs kernel |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["queues"], r["bytes"], CONFIGS.index(r["config"]))):
-        lines.append(f"| {r['config']} | {r['bytes']} | {r['queues']} | {r['mpps']:.3f} | {r['gbps']:.2f} | "
-                     f"{r['cpu_s_per_mpkt']:.2f} | {r['vs_c_reference']} | {r['vs_kernel']} |")
-    text = "\n".join(lines) + f"\n\ncontainer RPS mask: {args.container_rps}; daemon memory (MB): {memory}"
+    text = render(rows) + f"\n\ndaemon memory (MB, PSS): {memory}"
     (args.out / f"perf-{stamp}.md").write_text(f"# Performance\n\n{text}\n")
     print(text)
     print(f"written: {args.out}/perf-{stamp}.json and .md")
     return 0
+
+
+def _busy(share: dict[str, float] | None) -> float:
+    return 0.0 if share is None else 1 - share["idle"] - share.get("steal", 0.0)
+
+
+def summarize(results: dict[str, list[Sample]]) -> list[dict[str, object]]:
+    """One row per configuration: medians over the runs, ratios to the C reference and to
+    the kernel path under the same packet size, queue count and RPS mask."""
+    rows: list[dict[str, object]] = []
+    for key, samples in results.items():
+        config, size, queues, mask = key.split("/")
+        mpps = statistics.median(s.mpps for s in samples)
+        cpus = sorted(samples[0].cpu_shares)
+        rows.append({"config": config, "bytes": int(size), "queues": int(queues), "container_rps": mask,
+                     "mpps": round(mpps, 4), "gbps": round(mpps * int(size) * 8 / 1e3, 3),
+                     "cpu_s_per_mpkt": round(statistics.median(s.cpu_s_per_mpkt for s in samples), 3),
+                     "cpu_busy": {c: round(statistics.median(_busy(s.cpu_shares.get(c)) for s in samples), 3)
+                                  for c in cpus},
+                     "steal_max": round(max(v.get("steal", 0.0) for s in samples for v in s.cpu_shares.values()), 3),
+                     "cpu_shares_first_run": samples[0].cpu_shares,
+                     "runs_mpps": [round(s.mpps, 4) for s in samples],
+                     "profile": samples[0].profile})
+    by = {(r["config"], r["bytes"], r["queues"], r["container_rps"]): r for r in rows}
+    for r in rows:
+        ref = by.get(("c-reference", r["bytes"], 1, r["container_rps"]))
+        kern = by.get(("kernel", r["bytes"], r["queues"], r["container_rps"]))
+        r["vs_c_reference"] = round(r["mpps"] / ref["mpps"], 2) if ref and ref["mpps"] else None  # type: ignore[operator]
+        r["vs_kernel"] = round(r["mpps"] / kern["mpps"], 2) if kern and kern["mpps"] else None  # type: ignore[operator]
+    return rows
+
+
+def render(rows: list[dict[str, object]]) -> str:
+    """The readable table, then each configuration's profile if one was taken."""
+    lines = ["| config | bytes | queues | container RPS | Mpps | Gbit/s | CPU s / Mpkt | CPU busy | vs C ref "
+             "| vs kernel |", "|---|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(rows, key=lambda r: (r["queues"], r["container_rps"], r["bytes"],
+                                        CONFIGS.index(str(r["config"]))))
+    for r in order:
+        busy = " ".join(f"{v:.0%}" for _, v in sorted(r["cpu_busy"].items()))  # type: ignore[attr-defined]
+        lines.append(f"| {r['config']} | {r['bytes']} | {r['queues']} | {r['container_rps']} | {r['mpps']:.3f} | "
+                     f"{r['gbps']:.2f} | {r['cpu_s_per_mpkt']:.2f} | {busy} | {r['vs_c_reference']} | "
+                     f"{r['vs_kernel']} |")
+    profiled = [r for r in order if r["profile"]]
+    if profiled:
+        lines += ["", "Hottest symbols per CPU (perf, percent of all samples):", ""]
+        for r in profiled:
+            lines.append(f"- {r['config']} {r['bytes']} B, {r['queues']} queue(s), RPS {r['container_rps']}:")
+            lines += [f"  - {line}" for line in cpuprof.format_profile(r["profile"])]  # type: ignore[arg-type]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
