@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prism_xdp import topo
+from prism_xdp import cpuprof, topo
 from prism_xdp.control import ControlClient
 from prism_xdp.errors import ConfigError, PrismError
 from prism_xdp.generator import LiveFrameGenerator
@@ -90,13 +90,6 @@ class BenchParams:
     low_port: int = 9
     configs: list[str] = field(default_factory=list)  # empty: every one available
     proc: str = "/proc"
-
-
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def _proc_cpu_seconds(pid: int) -> float:
@@ -248,23 +241,23 @@ def _measure(host: OverlayHost, probe: RttProbe, gen: LiveFrameGenerator, low: b
         # the generator runs at normal priority on the CPU the kernel path leaves
         # idle (worker_cpu), and the kernel processes its frames there.
         if config.startswith("prism-"):
-            gen.start_for(low, seconds=duration * 2 + 3, cpu=side_cpu, background=True)
+            gen.start_for(low, seconds=duration * 2 + 3, cpu=side_cpu, background=True, call_seconds=0.25)
         else:
-            gen.start_for(low, seconds=duration * 2 + 3, cpu=worker_cpu)
+            gen.start_for(low, seconds=duration * 2 + 3, cpu=worker_cpu, call_seconds=0.25)
         time.sleep(0.3)  # queues fill first
-    busy0, all0 = _cpu_jiffies()
+    cpu0 = cpuprof.read_cpu_times()
     pid = daemon.proc.pid if daemon.proc else None
     d0 = _proc_cpu_seconds(pid) if pid else 0.0
     rx0, t0 = host.containers[0].rx_packets(), time.monotonic()
     result = probe.run(params.probes, params.interval_ms / 1000)
     secs = time.monotonic() - t0
     rx = host.containers[0].rx_packets() - rx0
-    busy1, all1 = _cpu_jiffies()
+    cpu1 = cpuprof.read_cpu_times()
     d1 = _proc_cpu_seconds(pid) if pid else 0.0
     if load == "loaded":
         gen.stop()
     return Sample(config, load, rep, result.rtt_us, result.lost, rx / secs / 1e6 if load == "loaded" else 0.0,
-                  round(100 * (busy1 - busy0) / max(1, all1 - all0), 1),
+                  round(100 * cpuprof.busy_fraction(cpu0, cpu1), 1),
                   round(100 * (d1 - d0) / secs, 1) if pid else None)
 
 

@@ -44,6 +44,7 @@ class Config:
     cpus: tuple[int, ...] = ()
     busy_poll_usecs: int = 0
     busy_poll_budget: int = 64
+    timestamps: bool = True
     frame_size: int = 2048
     ring_size: int = 2048
     uplink_fill: int = 2048
@@ -180,6 +181,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         raise ConfigError(f"scheduler.cpus: one CPU per queue ({len(queues)}), not {len(cpus)}")
     busy_poll_usecs = sc.int_in("busy_poll_usecs", 0, 1_000_000, 0)
     busy_poll_budget = sc.int_in("busy_poll_budget", 1, 1024, 64)
+    timestamps = sc.get("timestamps", bool, True)
     sc.done()
 
     um = _Table(top.get("umem", dict, {}), "umem")
@@ -238,7 +240,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     rules = parse_rules(top.get("rules", dict, {}))
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
-                  tuple(cpus), busy_poll_usecs, busy_poll_budget, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
+                  tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
                   prometheus, log_level, tuple(vteps), tuple(containers), rules)
 
 

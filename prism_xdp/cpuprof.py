@@ -50,6 +50,14 @@ def busy_seconds(times: dict[int, CpuTimes]) -> float:
     return sum(t.total - t.idle - t.steal for t in times.values()) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_fraction(before: dict[int, CpuTimes], after: dict[int, CpuTimes]) -> float:
+    """The share of all CPUs' time in an interval that was spent here (not idle, not stolen)."""
+    def busy(t: CpuTimes) -> int:
+        return t.total - t.idle - t.steal
+    total = sum(a.total - before[c].total for c, a in after.items() if c in before)
+    return sum(busy(a) - busy(before[c]) for c, a in after.items() if c in before) / max(1, total)
+
+
 def shares(before: dict[int, CpuTimes], after: dict[int, CpuTimes]) -> dict[int, dict[str, float]]:
     """Per CPU, the fraction of the interval spent in user space, kernel (system + irq),
     softirq, idle and stolen by the hypervisor: shows which CPU was the bottleneck of a

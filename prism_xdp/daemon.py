@@ -136,7 +136,7 @@ class Daemon:
         pid = PidFile(cfg.pid_file)
         self._undo.callback(pid.close)
         mode = Mode.parse(cfg.mode)
-        programs = Programs(cfg.vxlan_port, 2, mode is Mode.VANILLA, list(cfg.containers))
+        programs = Programs(cfg.vxlan_port, 2, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
         self._undo.callback(programs.close)
         self.programs = programs
         for i, q in enumerate(cfg.queues):
@@ -145,7 +145,8 @@ class Daemon:
                 ttl=cfg.ttl, batch_size=cfg.batch, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
                 frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
                               busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget),
-                attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None)
+                attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None,
+                timestamps=cfg.timestamps)
             # One process per queue: queues run in parallel, each with its own
             # interpreter; the programs' maps are shared through inherited fds.
             worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs)
@@ -259,7 +260,7 @@ class Daemon:
         cfg = self.cfg
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
-                "poll": cfg.poll, "vxlan_port": cfg.vxlan_port,
+                "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],

@@ -70,6 +70,10 @@ class DatapathParams:
     mode: str = "batch"  # vanilla | batch | sync (scheduling; vanilla also steers all to class 0)
     poll: str = "busy"  # busy: spin; blocking: poll() when idle, no CPU while idle
     cpu: int | None = None  # pin the worker's thread to this CPU
+    # XDP stamps each packet with the time it saw it, so latency includes the
+    # wait on the RX ring; off saves a clock read per packet on the receiving
+    # CPU (latency is then measured from the worker's poll).
+    timestamps: bool = True
 
     def check(self) -> None:
         Mode.parse(self.mode)
@@ -117,17 +121,19 @@ class Programs:
     """The XDP programs of one host: the classifier on the uplink and prism_egress on every
     container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
 
-    def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec]) -> None:
-        # Every packet carries the time XDP saw it: latency includes its wait
-        # on the RX ring, which is where vanilla makes a HIGH packet wait.
+    def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
+                 timestamps: bool = True) -> None:
+        # By default every packet carries the time XDP saw it: latency includes
+        # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
         self.containers = list(containers)
+        self.timestamps = timestamps
         self.attached: list[tuple[Steering, str]] = []
-        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=True)
+        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps)
         self.egress: list[Steering] = []
         try:
             for spec in self.containers:
                 self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
-                                            rules_from=self.uplink, vni=spec.vni, timestamps=True))
+                                            rules_from=self.uplink, vni=spec.vni, timestamps=timestamps))
         except BaseException:
             self.close()
             raise
@@ -199,7 +205,7 @@ class Datapath:
 
         if self._programs is None:
             self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
-                                      self.containers)
+                                      self.containers, timestamps=p.timestamps)
             self._undo.callback(self._programs.close)
         self.programs = self._programs
         self.steer = self.programs.uplink
@@ -243,7 +249,7 @@ class Datapath:
         for cls in range(self.params.nclass):
             sock = XskSocket(self.umem, ifname, self.params.queue, self.params.xsk)
             self._undo.callback(sock.close)
-            sock.set_rx_stamped(True)
+            sock.set_rx_stamped(self.programs.timestamps)  # what the shared programs write
             steer.add_socket(sock, cls)
             # A closed socket leaves its XSKMAP slot by itself; saying so
             # explicitly keeps a shared program clean while other queues run.

@@ -116,6 +116,8 @@ def main() -> int:
     ap.add_argument("--gen-threads", type=int, default=1,
                     help="overlapping senders per generator CPU (2 fills the ~25 ms gaps between BPF_PROG_RUN "
                          "calls, but makes senders contend on the kernel path, where sending runs the stack)")
+    ap.add_argument("--no-timestamps", dest="timestamps", action="store_false",
+                    help="run the daemon with scheduler.timestamps = false (no clock read per packet in XDP)")
     ap.add_argument("--no-memory", action="store_true", help="skip the daemon memory measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
@@ -146,8 +148,9 @@ def main() -> int:
                 for q in range(queues)]
         worker_cpus = [worker_cpu] if queues == 1 else [cpus[q % len(cpus)] for q in range(queues)]
         daemon = PrismDaemon(state, workdir, worker_cpu)
+        stamps = "" if args.timestamps else "\ntimestamps = false"
         daemon.config.write_text(daemon.config.read_text().replace(f"cpus = {[worker_cpu] * queues}",
-                                                                   f"cpus = {worker_cpus}"))
+                                                                   f"cpus = {worker_cpus}{stamps}"))
         try:
             for rep in range(args.runs):
                 for mask in masks:
@@ -196,7 +199,7 @@ def main() -> int:
                          "generator": f"prism_gen (BPF_PROG_RUN live frames, calls of {GEN_CALL_SECONDS} s, "
                                       f"{args.gen_threads} sender(s)), one per queue, pinned",
                          "worker_cpu": worker_cpu, "measured_at": "container interface rx_packets",
-                         "container_rps_masks": masks,
+                         "container_rps_masks": masks, "daemon_timestamps": args.timestamps,
                          "c_reference": "tools/xsk_ref.c decap: uplink socket -> container veth socket, same UMEM, "
                                         "descriptor moved past the outer headers, libxdp, no Python",
                          "cpu_shares": "per CPU, fraction of the window in user/kernel/softirq/idle (/proc/stat)",
@@ -204,7 +207,8 @@ def main() -> int:
               "results": rows, "daemon_rss_mb": memory}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"perf-{stamp}.json").write_text(json.dumps(report, indent=2))
-    text = render(rows) + f"\n\ndaemon memory (MB, PSS): {memory}"
+    text = (render(rows) + f"\n\ndaemon timestamps: {'on' if args.timestamps else 'off'}; "
+            f"daemon memory (MB, PSS): {memory}")
     (args.out / f"perf-{stamp}.md").write_text(f"# Performance\n\n{text}\n")
     print(text)
     print(f"written: {args.out}/perf-{stamp}.json and .md")

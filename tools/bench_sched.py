@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -50,7 +51,8 @@ def main() -> int:
         echo = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "echo", "--bind", c.ip, "--ports",
                                str(HIGH_PORT), "--seconds", str(seconds), "--cpu", str(gen_cpu)],
                     stdout=subprocess.PIPE, text=True)
-        tb.defer(lambda: (echo.kill(), echo.wait()))
+        tb.defer(echo.wait)  # deferred calls run last-in first-out: kill, then reap
+        tb.defer(echo.kill)
         assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
         gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
         tb.defer(gen.close)
@@ -65,10 +67,10 @@ def main() -> int:
                 for load in ("idle", "loaded"):
                     for mode in MODES:
                         key = f"{mode}/{load}"
-                        dp.run_on_worker(lambda m=mode: dp.switch_mode(m))
+                        dp.run_on_worker(functools.partial(dp.switch_mode, mode))
                         if load == "loaded":
                             gen.start_for(frame, seconds=args.probes * args.interval_ms / 1000 * 2 + 2, cpu=gen_cpu,
-                                          background=True)
+                                          background=True, call_seconds=0.25)
                             time.sleep(0.3)  # rings full first
                         before, t0 = host.containers[0].rx_packets(), time.monotonic()
                         result = probe.run(args.probes, args.interval_ms / 1000)

@@ -68,6 +68,7 @@ DELETE = object()
     ("scheduler.cpus", [0, 1], r"scheduler.cpus: one CPU per queue \(1\), not 2"),
     ("scheduler.busy_poll_usecs", -1, r"scheduler.busy_poll_usecs: must be in 0..1000000"),
     ("scheduler.busy_poll_budget", 0, r"scheduler.busy_poll_budget: must be in 1..1024"),
+    ("scheduler.timestamps", 1, r"scheduler.timestamps: must be bool, not int 1"),
     ("umem.frame_size", 3000, r"umem.frame_size: must be a power of two"),
     ("umem.ring_size", 32, r"umem.ring_size: must be in 64..65536"),
     ("control.socket", "relative.sock", r"control.socket: must be an absolute path"),
