@@ -227,7 +227,7 @@ def summarize(results: dict[str, list[Sample]]) -> list[dict[str, object]]:
         config, size, queues, mask = key.split("/")
         mpps = statistics.median(s.mpps for s in samples)
         cpus = sorted(samples[0].cpu_shares)
-        rows.append({"config": config, "bytes": int(size), "queues": int(queues), "container_rps": mask,
+        rows.append({"key": key, "config": config, "bytes": int(size), "queues": int(queues), "container_rps": mask,
                      "mpps": round(mpps, 4), "gbps": round(mpps * int(size) * 8 / 1e3, 3),
                      "cpu_s_per_mpkt": round(statistics.median(s.cpu_s_per_mpkt for s in samples), 3),
                      "cpu_busy": {c: round(statistics.median(_busy(s.cpu_shares.get(c)) for s in samples), 3)
@@ -236,26 +236,39 @@ def summarize(results: dict[str, list[Sample]]) -> list[dict[str, object]]:
                      "cpu_shares_first_run": samples[0].cpu_shares,
                      "runs_mpps": [round(s.mpps, 4) for s in samples],
                      "profile": samples[0].profile})
-    by = {(r["config"], r["bytes"], r["queues"], r["container_rps"]): r for r in rows}
+    # Ratios are paired: each run of a configuration against the kernel path (or
+    # the C reference) measured seconds apart in the same round, and the median
+    # of those. On a shared VM the whole machine's speed drifts between rounds
+    # (by +-30% here); pairing cancels what a round has in common.
     for r in rows:
-        ref = by.get(("c-reference", r["bytes"], 1, r["container_rps"]))
-        kern = by.get(("kernel", r["bytes"], r["queues"], r["container_rps"]))
-        r["vs_c_reference"] = round(r["mpps"] / ref["mpps"], 2) if ref and ref["mpps"] else None  # type: ignore[operator]
-        r["vs_kernel"] = round(r["mpps"] / kern["mpps"], 2) if kern and kern["mpps"] else None  # type: ignore[operator]
+        for name, base in (("vs_c_reference", "c-reference"), ("vs_kernel", "kernel")):
+            ref = results.get(f"{base}/{r['bytes']}/{r['queues']}/{r['container_rps']}")
+            if not ref:
+                r[name] = r[name + "_range"] = None
+                continue
+            ratios = sorted(a.mpps / b.mpps for a, b in zip(results[r["key"]], ref, strict=True) if b.mpps)  # type: ignore[index]
+            r[name] = round(statistics.median(ratios), 2) if ratios else None
+            r[name + "_range"] = [round(ratios[0], 2), round(ratios[-1], 2)] if ratios else None
+    for r in rows:
+        del r["key"]
     return rows
+
+
+def _span(lo_hi: object) -> str:
+    return f"({lo_hi[0]}-{lo_hi[1]})" if isinstance(lo_hi, list) else ""
 
 
 def render(rows: list[dict[str, object]]) -> str:
     """The readable table, then each configuration's profile if one was taken."""
     lines = ["| config | bytes | queues | container RPS | Mpps | Gbit/s | CPU s / Mpkt | CPU busy | vs C ref "
-             "| vs kernel |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| vs kernel (range) |", "|---|---|---|---|---|---|---|---|---|---|"]
     order = sorted(rows, key=lambda r: (r["queues"], r["container_rps"], r["bytes"],
                                         CONFIGS.index(str(r["config"]))))
     for r in order:
         busy = " ".join(f"{v:.0%}" for _, v in sorted(r["cpu_busy"].items()))  # type: ignore[attr-defined]
         lines.append(f"| {r['config']} | {r['bytes']} | {r['queues']} | {r['container_rps']} | {r['mpps']:.3f} | "
                      f"{r['gbps']:.2f} | {r['cpu_s_per_mpkt']:.2f} | {busy} | {r['vs_c_reference']} | "
-                     f"{r['vs_kernel']} |")
+                     f"{r['vs_kernel']} {_span(r['vs_kernel_range'])} |")
     profiled = [r for r in order if r["profile"]]
     if profiled:
         lines += ["", "Hottest symbols per CPU (perf, percent of all samples):", ""]
