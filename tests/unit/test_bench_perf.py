@@ -36,4 +36,21 @@ def test_a_row_without_its_baseline_has_no_ratio() -> None:
     assert rows[0]["vs_kernel"] is None and rows[0]["vs_c_reference"] is None
     assert rows[0]["cpu_busy"][0] == 0.75
     table = render(rows)
-    assert "| prism-sync | 1400 | 2 | 2 | 0.400 |" in table and "75% 100%" in table
+    assert "| prism-sync | 1400 | 2 | 2 | 1/1 | 0.400 |" in table and "75% 100%" in table
+
+
+def test_runs_the_hypervisor_took_are_left_out() -> None:
+    def stolen_sample(mpps: float) -> Sample:
+        s = sample(mpps)
+        s.cpu_shares[1] = {"user": 0.3, "kernel": 0.0, "softirq": 0.0, "idle": 0.0, "steal": 0.7}
+        return s
+
+    results = {"kernel/64/1/0": [sample(0.5), stolen_sample(0.1), sample(0.6)],
+               "prism-batch/64/1/0": [sample(0.8), sample(0.2), sample(0.9)]}
+    rows = {r["config"]: r for r in summarize(results)}
+    assert rows["kernel"]["mpps"] == 0.55 and rows["kernel"]["runs_clean"] == 2
+    assert rows["prism-batch"]["mpps"] == 0.8  # its own runs were all clean
+    # The second round's pair is out: 0.8/0.5 and 0.9/0.6.
+    assert rows["prism-batch"]["vs_kernel"] == 1.55 and rows["prism-batch"]["vs_kernel_range"] == [1.5, 1.6]
+    assert rows["kernel"]["steal_max"] == 0.7
+    assert "| 2/3 |" in render(list(rows.values()))
