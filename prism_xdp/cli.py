@@ -9,6 +9,7 @@ import sys
 
 from prism_xdp import __version__
 from prism_xdp.errors import ConfigError
+from prism_xdp.signals import cleanup_on_sigterm
 
 EPILOG = """examples:
   prism-xdp run --config /etc/prism-xdp/prism.toml   # the daemon
@@ -363,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prism-xdp {args.command}: needs root (XDP, AF_XDP, network namespaces)",
               file=sys.stderr)
         return 2
+    if args.command != "run":  # the daemon handles its own signals
+        cleanup_on_sigterm()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.native import check_rc, ffi, lib
 from prism_xdp.netns import Testbed
 from prism_xdp.packets import vxlan_packet
+from prism_xdp.signals import cleanup_on_sigterm
 from prism_xdp.steer import Steering
 from prism_xdp.testhost import Uplink
 from prism_xdp.umem import Umem
@@ -107,6 +108,7 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=20.0, help="upper bound of one run")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
+    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
     args.out.mkdir(parents=True, exist_ok=True)
     configs = ["redirect", "ports-1", "ports-100", "ports-10000"]
 

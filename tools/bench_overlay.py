@@ -16,6 +16,7 @@ from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.netns import Testbed
 from prism_xdp.packets import Outer, encapsulate
+from prism_xdp.signals import cleanup_on_sigterm
 from prism_xdp.topology import OverlayHost, add_kernel_overlay, create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each configuration")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
+    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
 

@@ -21,6 +21,7 @@ from prism_xdp.abbench import PrismDaemon
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
 from prism_xdp.procinfo import pss_mb, rss_sum_mb
+from prism_xdp.signals import cleanup_on_sigterm
 from prism_xdp.topology import OverlayHost, container_rx_packets, set_rps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,7 @@ def main() -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the daemon memory measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
+    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
     masks = [m.strip() for m in args.container_rps.split(",")]
     for m in masks:
         if not re.fullmatch(r"[0-9a-fA-F]+", m):

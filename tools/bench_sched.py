@@ -20,6 +20,7 @@ from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
 from prism_xdp.netns import Testbed, popen_in
 from prism_xdp.probe import RttProbe, pm_qos_low_latency
+from prism_xdp.signals import cleanup_on_sigterm
 from prism_xdp.topology import create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="repetitions, interleaved")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
+    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
     args.out.mkdir(parents=True, exist_ok=True)
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, gen_cpu = cpus[-1], cpus[0]

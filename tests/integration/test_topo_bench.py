@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +167,44 @@ def test_container_rps_is_set_inside_the_namespace(state_dir: Path) -> None:
         topo.down(NAME)
     with pytest.raises(Exception, match="hex CPU mask"):
         topo.up(topo.TopoSpec(NAME, container_rps="all"))
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (cmd := (entry / "cmdline").read_text().replace("\0", " ")):
+                out.append(f"{entry.name}: {cmd}")
+        except OSError:
+            pass  # gone meanwhile
+    return out
+
+
+def test_a_terminated_bench_removes_what_it_made(state_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM (kill, timeout) in the middle of a bench: its test host, daemon, echo
+    server and programs are removed as on a normal end."""
+    before_links = root_links()
+    bench = subprocess.Popen([*PRISM, "bench", "--topo", NAME, "--runs", "20", "--probes", "2000",
+                              "--configs", "prism-sync,kernel", "--out", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # Wait until the daemon runs: the bench is then in the thick of it.
+        while not _processes_mentioning("pxd-bench-") and time.monotonic() < deadline:
+            assert bench.poll() is None, bench.communicate()[1][-2000:]
+            time.sleep(0.1)
+        assert _processes_mentioning("pxd-bench-"), "the bench's daemon never started"
+        time.sleep(1.0)
+        bench.terminate()
+        _, err = bench.communicate(timeout=60)
+        # Checked before the safety net below removes anything.
+        assert bench.returncode == 128 + 15, err[-2000:]
+        assert not [n for n in namespaces() if n.startswith(NAME)]
+        assert root_links() == before_links
+        assert _processes_mentioning("pxd-bench-") == [] and _processes_mentioning("prism_xdp.udpflows") == []
+        assert not list(tmp_path.glob("ab-*.json"))  # no report from an interrupted run
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        topo.down(NAME)
