@@ -11,6 +11,12 @@ from prism_xdp.netns import inside, link_index
 from prism_xdp.xdp import XdpProgram
 
 
+def next_call_size(size: int, took: float, target: float) -> int:
+    """Frames for the next BPF_PROG_RUN call so that it lasts about `target` seconds,
+    given that `size` frames took `took`; within 1000..50M (a call cannot be stopped)."""
+    return int(min(max(size * target / max(took, 1e-3), 1000), 50_000_000))
+
+
 class LiveFrameGenerator:
     """Sends `count` copies of a frame out of ifname (in namespace ns), as fast as one CPU can.
 
@@ -83,8 +89,7 @@ class LiveFrameGenerator:
                     t0 = time.monotonic()
                     self.send(frame, size)
                     if call_seconds:
-                        took = max(time.monotonic() - t0, 1e-3)
-                        size = int(min(max(size * min(call_seconds, left) / took, 1000), 50_000_000))
+                        size = next_call_size(size, time.monotonic() - t0, min(call_seconds, left))
             except BaseException as exc:  # reported by join()
                 self.error = exc
 

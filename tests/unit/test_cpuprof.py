@@ -84,3 +84,4 @@ def test_busy_fraction_over_all_cpus() -> None:
     before, after = cpuprof.parse_proc_stat(STAT_BEFORE), cpuprof.parse_proc_stat(STAT_AFTER)
     # 160 busy jiffies of 200; the 10 stolen count neither as busy nor as ours.
     assert cpuprof.busy_fraction(before, after) == pytest.approx(160 / 200)
+
