@@ -65,8 +65,10 @@ class Ops(Protocol):
         """rx + process + deliver of one batch from src in one go; packets taken (0: ring empty)."""
         ...
 
-    def service(self) -> None:
-        """Completions back to the pool, fill rings topped up."""
+    def service(self, now: bool = False) -> None:
+        """Completions back to the pool, fill rings topped up. Called after every step.
+        now: it must run now (the step found nothing to do, so the rings may be starved
+        of frames; or a drain wants the rings clean); otherwise it may be batched."""
         ...
 
     def set_vanilla(self, on: bool) -> None:
@@ -189,7 +191,7 @@ class VanillaScheduler(Scheduler):
             if mask >> i & 1:
                 self._schedule(i)
         if not self.poll_list:
-            self.ops.service()
+            self.ops.service(now=True)
             return 0
         dev = self.poll_list.popleft()
         self._listed.discard(dev)
@@ -221,7 +223,7 @@ class VanillaScheduler(Scheduler):
         else:
             self._schedule(dev)  # backlog full: the ring waits its next turn
             moved = 1 if self.process_q or self.deliver_q else 0
-        self.ops.service()
+        self.ops.service(now=moved == 0)
         return moved
 
     def in_flight(self) -> int:
@@ -237,7 +239,7 @@ class VanillaScheduler(Scheduler):
             self.ops.deliver(self.deliver_q.popleft())
         self.poll_list.clear()
         self._listed.clear()
-        self.ops.service()
+        self.ops.service(now=True)
 
 
 class BatchScheduler(Scheduler):
@@ -253,10 +255,10 @@ class BatchScheduler(Scheduler):
     def step(self) -> int:
         i = self._pick(self.ops.pending())
         if i is None:
-            self.ops.service()
+            self.ops.service(now=True)
             return 0
         n = self._through(i, self.batch)  # rx, process, deliver: the batch is never interrupted
-        self.ops.service()
+        self.ops.service(now=n == 0)
         return n
 
 
@@ -295,7 +297,7 @@ class SyncScheduler(Scheduler):
                 self.ops.process(work)
                 self._serve_high()
                 self.ops.deliver(work)
-        self.ops.service()
+        self.ops.service(now=moved == 0)
         return moved
 
 
@@ -366,7 +368,7 @@ class Engine:
                     count -= work.n
                     self.ops.process(work)
                     self.ops.deliver(work)
-            self.ops.service()
+            self.ops.service(now=True)
         # A flow's packets may now leave through another socket (vanilla sends
         # everything through class 0): what waits on the old TX ring goes first.
         self.ops.flush_tx()

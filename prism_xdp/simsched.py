@@ -156,7 +156,7 @@ class SimOps:
         self.deliver(work)
         return work.n
 
-    def service(self) -> None:
+    def service(self, now: bool = False) -> None:
         self.clock += self.costs.service
         self._admit()
 
