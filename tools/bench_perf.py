@@ -68,9 +68,9 @@ def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame
     return Sample(delivered / (t1 - t0) / 1e6, busy / max(1, delivered) * 1e6, cpuprof.shares(c0, c1), prof)
 
 
-def reference(exe: Path, host: OverlayHost, cpu: int, seconds: float) -> subprocess.Popen[str]:
+def reference(exe: Path, host: OverlayHost, cpu: int, seconds: float, batch: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen([str(exe), "decap", host.uplink.host_if, host.containers[0].host_if,
-                             xdp.bpf_object_path("prism_redirect"), str(int(seconds + 5)), "64"],
+                             xdp.bpf_object_path("prism_redirect"), str(int(seconds + 5)), str(batch)],
                             stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -121,6 +121,8 @@ def main() -> int:
                          "calls, but makes senders contend on the kernel path, where sending runs the stack)")
     ap.add_argument("--no-timestamps", dest="timestamps", action="store_false",
                     help="run the daemon with scheduler.timestamps = false (no clock read per packet in XDP)")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="the daemon's scheduler.batch (descriptors per batch; default: the daemon's, 64)")
     ap.add_argument("--no-memory", action="store_true", help="skip the daemon memory measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
@@ -152,9 +154,9 @@ def main() -> int:
                 for q in range(queues)]
         worker_cpus = [worker_cpu] if queues == 1 else [cpus[q % len(cpus)] for q in range(queues)]
         daemon = PrismDaemon(state, workdir, worker_cpu)
-        stamps = "" if args.timestamps else "\ntimestamps = false"
+        extra = ("" if args.timestamps else "\ntimestamps = false") + (f"\nbatch = {args.batch}" if args.batch else "")
         daemon.config.write_text(daemon.config.read_text().replace(f"cpus = {[worker_cpu] * queues}",
-                                                                   f"cpus = {worker_cpus}{stamps}"))
+                                                                   f"cpus = {worker_cpus}{extra}"))
         try:
             for rep in range(args.runs):
                 for mask in masks:
@@ -173,7 +175,7 @@ def main() -> int:
                                 if config == "c-reference":
                                     if queues > 1:
                                         continue  # the reference serves queue 0 only
-                                    ref = reference(exe, host, worker_cpu, args.seconds + args.profile + 2)
+                                    ref = reference(exe, host, worker_cpu, args.seconds + args.profile + 2, args.batch or 64)
                             sample = measure(host, gens, frame, args.seconds,
                                              profile_seconds=args.profile if rep == 0 else 0.0,
                                              gen_threads=args.gen_threads)
@@ -204,6 +206,7 @@ def main() -> int:
                                       f"{args.gen_threads} sender(s)), one per queue, pinned",
                          "worker_cpu": worker_cpu, "measured_at": "container interface rx_packets",
                          "container_rps_masks": masks, "daemon_timestamps": args.timestamps,
+                         "daemon_batch": args.batch or 64,
                          "c_reference": "tools/xsk_ref.c decap: uplink socket -> container veth socket, same UMEM, "
                                         "descriptor moved past the outer headers, libxdp, no Python",
                          "cpu_shares": "per CPU, fraction of the window in user/kernel/softirq/idle (/proc/stat)",
@@ -212,6 +215,7 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"perf-{stamp}.json").write_text(json.dumps(report, indent=2))
     text = (render(rows) + f"\n\ndaemon timestamps: {'on' if args.timestamps else 'off'}; "
+            f"batch: {args.batch or 64}; "
             f"daemon memory (MB, PSS): {memory}")
     (args.out / f"perf-{stamp}.md").write_text(f"# Performance\n\n{text}\n")
     print(text)
