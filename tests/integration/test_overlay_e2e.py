@@ -222,8 +222,9 @@ def test_without_timestamps_traffic_flows_and_latency_counts_from_the_poll(testb
         assert ping(c0.ns, host.remote_overlay_ip) == 3
         latency = dp.run_on_worker(dp.latency)
         low = latency["low"]
-        assert low["latency_us"]["count"] == 0  # nothing stamped by XDP
-        assert low["pipeline_us"]["count"] >= 6  # both directions, from the poll
+        assert low["pipeline_us"]["count"] >= 6  # both directions
+        # No arrival stamp: a packet's latency starts when the worker polled it.
+        assert low["latency_us"] == low["pipeline_us"]
     finally:
         try:
             runner.stop()
