@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from prism_xdp import topo
+from prism_xdp import cpuprof, topo
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.netns import socket_in
 
@@ -208,3 +208,23 @@ def test_a_terminated_bench_removes_what_it_made(state_dir: Path, tmp_path: Path
             bench.kill()
             bench.wait()
         topo.down(NAME)
+
+
+def test_perf_profile_puts_a_busy_loop_on_its_cpu(tmp_path: Path) -> None:
+    """bench_perf --profile: perf samples every CPU and names what ran where."""
+    assert cpuprof.perf_available(), "perf cannot record here (tools/setup.sh installs linux-perf)"
+    cpu = max(os.sched_getaffinity(0))
+    spin = subprocess.Popen([sys.executable, "-c", f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\n"
+                             "t = time.time() + 20\nwhile time.time() < t: pass"])
+    try:
+        time.sleep(0.3)
+        rows = cpuprof.profile(1.0, tmp_path / "p.data")
+    finally:
+        spin.kill()
+        spin.wait()
+    assert not list(tmp_path.iterdir())  # the data file is removed
+    python_share = sum(float(r["percent"]) for r in rows[cpu]  # type: ignore[arg-type]
+                       if r["space"] == "user" and "python" in str(r["dso"]))
+    # The spinning interpreter is ~1/ncpu of all samples; well above noise on its CPU.
+    assert python_share > 40 / len(os.sched_getaffinity(0)), rows[cpu]
+    assert cpuprof.format_profile(rows)[0].startswith("CPU ")
