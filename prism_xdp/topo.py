@@ -16,6 +16,7 @@ from prism_xdp.topology import (
     Container,
     OverlayHost,
     add_kernel_overlay,
+    check_rps_mask,
     create_overlay_host,
     fixed_name,
     set_rps,
@@ -45,8 +46,7 @@ class TopoSpec:
             raise ConfigError(f"queues: must be in 1..16, not {self.queues}")
         if not 0 <= self.vni < 1 << 24:
             raise ConfigError(f"vni: must be in 0..16777215, not {self.vni}")
-        if not re.match(r"^[0-9a-fA-F]{1,16}$", self.container_rps):
-            raise ConfigError(f"container_rps: must be a hex CPU mask such as 1 or 3, not {self.container_rps!r}")
+        check_rps_mask(self.container_rps)
 
 
 def _state_path(name: str) -> Path:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyroute2 import NetNS
 
+from prism_xdp.errors import ConfigError
 from prism_xdp.netns import Testbed, link_mac, run_in, unique_name
 from prism_xdp.overlay import ContainerSpec, VtepSpec
 from prism_xdp.testhost import Uplink
@@ -128,6 +130,13 @@ def container_rx_packets(c: Container) -> int:
         return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
 
 
+def check_rps_mask(mask: str, what: str = "container_rps") -> str:
+    """A hex CPU mask as sysfs takes it (1, 3, ff), or ConfigError naming `what`."""
+    if not re.fullmatch(r"[0-9a-fA-F]{1,16}", mask):
+        raise ConfigError(f"{what}: must be a hex CPU mask such as 1 or 3, not {mask!r}")
+    return mask
+
+
 def set_rps(c: Container, mask: str) -> None:
     """Steer the container's receive processing to the CPUs of a hex mask (RPS; "0" = off).
 
@@ -136,5 +145,6 @@ def set_rps(c: Container, mask: str) -> None:
     RPS moves it to the CPUs given. Needs the namespace's own sysfs, hence
     `ip netns exec`.
     """
+    check_rps_mask(mask)  # it goes into a shell command line
     run_in(None, ["ip", "netns", "exec", c.ns, "sh", "-c",
                   f"echo {mask} > /sys/class/net/{c.cont_if}/queues/rx-0/rps_cpus"], check=True)

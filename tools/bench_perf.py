@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -18,11 +17,12 @@ from pathlib import Path
 
 from prism_xdp import cpuprof, topo, xdp
 from prism_xdp.abbench import PrismDaemon
+from prism_xdp.errors import ConfigError
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
 from prism_xdp.procinfo import pss_mb, rss_sum_mb
 from prism_xdp.signals import cleanup_on_sigterm
-from prism_xdp.topology import OverlayHost, container_rx_packets, set_rps
+from prism_xdp.topology import OverlayHost, check_rps_mask, container_rx_packets, set_rps
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pxp"
@@ -128,9 +128,11 @@ def main() -> int:
     args = ap.parse_args()
     cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
     masks = [m.strip() for m in args.container_rps.split(",")]
-    for m in masks:
-        if not re.fullmatch(r"[0-9a-fA-F]+", m):
-            ap.error(f"--container-rps: {m!r} is not a hex CPU mask")
+    try:
+        for m in masks:
+            check_rps_mask(m, "--container-rps")
+    except ConfigError as exc:
+        ap.error(str(exc))
     if args.profile and not cpuprof.perf_available():
         ap.error("--profile: perf cannot record system-wide here (install linux-perf; needs root)")
     args.out.mkdir(parents=True, exist_ok=True)
