@@ -9,6 +9,7 @@ DEB_PACKAGES=(
   clang llvm libxdp-dev xdp-tools libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
   gcc python3 python3-dev python3-venv
   iproute2 ethtool iperf3 sockperf tcpdump iputils-ping linux-perf
+  memcached libmemcached-tools nginx-light wrk
 )
 PY_PACKAGES=(
   "setuptools>=70" wheel "cffi>=1.16" "pyroute2>=0.9,<0.10" "scapy>=2.6" "matplotlib>=3.7"
