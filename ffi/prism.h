@@ -6,6 +6,8 @@
 #include <linux/types.h>
 #include <linux/if_xdp.h>
 
+#include "prism_uapi.h"
+
 #include "../xdp_progs/prism_common.h"
 #include "prism_api.h"
 

@@ -23,6 +23,7 @@ struct prism_batch {
 	uint16_t *port;
 	uint8_t *cls;
 	uint64_t *poll_ts; /* when the RX ring was polled (ts: when XDP saw it, if stamped) */
+	uint32_t *csum; /* TX checksum request: csum_start << 16 | csum_offset, 0 = none */
 };
 
 /* XDP_STATISTICS of one socket; fields the kernel does not report are 0. */
@@ -88,6 +89,9 @@ uint8_t *prism_umem_area(prism_umem *u);
 uint32_t prism_umem_frame_size(prism_umem *u);
 uint32_t prism_umem_headroom(prism_umem *u);
 uint32_t prism_umem_pool_count(prism_umem *u);
+/* Bytes of TX metadata in front of each frame: PRISM_TXMD_LEN when the kernel
+ * takes a checksum request with a frame (probed at create), else 0. */
+uint32_t prism_umem_tx_metadata(prism_umem *u);
 void prism_umem_account(prism_umem *u, struct prism_frame_account *out);
 
 /* Frames between the pool and a batch, without the kernel. */
@@ -158,6 +162,34 @@ int prism_prog_run_test(int prog_fd, const uint8_t *frame, uint32_t len, uint32_
 uint64_t prism_now_ns(void);
 void prism_install_log(int min_level);
 
+/* ---- Checksums of TCP/UDP over IPv4 (prism_csum.c) ---------------------
+ * How a container's (possibly partial) checksum is finished: OFFLOAD writes
+ * the pseudo-header seed and asks the kernel through TX metadata; SOFTWARE
+ * computes the whole sum.
+ */
+#define PRISM_CSUM_OFFLOAD 1
+#define PRISM_CSUM_SOFTWARE 2
+
+struct prism_l4 {
+	uint32_t l3; /* IPv4 header, from the frame's first byte */
+	uint32_t start; /* TCP/UDP header */
+	uint32_t offset; /* checksum field, from start */
+	uint32_t l4len;
+	uint32_t end; /* the IPv4 packet's end; Ethernet padding follows */
+	uint8_t proto;
+};
+
+/* 1 and *l filled for an unfragmented IPv4 TCP/UDP packet with a checksum. */
+int prism_l4_locate(const uint8_t *f, uint32_t len, struct prism_l4 *l);
+uint16_t prism_l4_seed(const uint8_t *f, const struct prism_l4 *l);
+void prism_l4_write_seed(uint8_t *f, const struct prism_l4 *l);
+int prism_l4_is_seed(const uint8_t *f, const struct prism_l4 *l);
+void prism_l4_complete(uint8_t *f, const struct prism_l4 *l);
+/* 1 if the frame's TCP/UDP checksum is right, 0 if wrong, -EINVAL if none. */
+int prism_l4_valid(const uint8_t *f, uint32_t len);
+/* Finish every packet's checksum as `how` says; returns packets handled. */
+int prism_csum_batch(prism_umem *u, struct prism_batch *b, uint32_t how);
+
 /* ---- The overlay: forwarding table and the decap / encap / deliver stages.
  * Port 0 is the uplink; ports 1.. are containers' host-side veths. Remote
  * VTEPs are reached through port 0 with the outer headers encap writes.
@@ -173,6 +205,11 @@ struct prism_overlay_config {
 	uint32_t uplink_mtu; /* an encapsulated packet's IP length must fit */
 	uint8_t ttl;
 	uint32_t learn; /* learn remote inner MACs from decapsulated frames */
+	uint32_t checksum; /* PRISM_CSUM_*: how containers' checksums are finished */
+	/* From the uplink, a checksum field that holds exactly the pseudo-header
+	 * seed is taken as partial (a veth "wire" leaves it so) and finished like
+	 * a container's; any other value is left for the container to verify. */
+	uint32_t accept_partial;
 };
 
 /* Per stage and per reason; every packet a stage takes is counted once
@@ -199,6 +236,9 @@ struct prism_overlay_counters {
 	uint64_t drop_batch_full;
 	uint64_t drop_tx_full;
 	uint64_t drop_no_port;
+	uint64_t csum_offload; /* checksums handed to the kernel with TX metadata */
+	uint64_t csum_software; /* checksums completed here */
+	uint64_t csum_partial_in; /* partial checksums from the uplink (accept_partial) */
 };
 
 struct prism_port_counters {

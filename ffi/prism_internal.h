@@ -31,7 +31,10 @@
 struct prism_rings {
 	struct xsk_ring_prod fq;
 	struct xsk_ring_cons cq;
-	struct xsk_umem *kumem; /* this pair's registration of the area */
+	int fd; /* the socket that registered the area for this pair */
+	int fd_taken; /* ... and is bound as the pair's first socket */
+	void *fq_map, *cq_map;
+	size_t fq_len, cq_len;
 	int ifindex;
 	uint32_t queue;
 	int refs; /* sockets using this pair */
@@ -47,6 +50,7 @@ struct prism_umem {
 	uint32_t headroom;
 	uint32_t fill_size;
 	uint32_t comp_size;
+	uint32_t txmd_len; /* TX metadata in front of each frame: 0 or PRISM_TXMD_LEN */
 	struct prism_rings *rings; /* one pair per (device, queue) */
 	struct prism_xsk *sockets; /* every socket, for ring occupancy */
 	uint64_t *pool;
@@ -59,7 +63,8 @@ struct prism_umem {
 struct prism_xsk {
 	struct xsk_ring_cons rx;
 	struct xsk_ring_prod tx;
-	struct xsk_socket *xsk;
+	void *rx_map, *tx_map;
+	size_t rx_len, tx_len;
 	struct prism_umem *umem;
 	struct prism_rings *rings;
 	struct prism_xsk *next; /* in umem->sockets */
@@ -67,6 +72,8 @@ struct prism_xsk {
 	int rx_stamped; /* the XDP program puts a timestamp in front of each packet */
 	struct prism_xsk_counters cnt;
 };
+
+#define PRISM_CSUM_REQ(start, offset) ((uint32_t)(start) << 16 | (uint32_t)(offset))
 
 static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)
 {
@@ -79,5 +86,6 @@ static inline void pool_put(struct prism_umem *u, uint64_t addr)
 }
 
 int prism_xsk_kick(struct prism_xsk *x);
+int prism_probe_tx_metadata(struct prism_umem *u);
 
 #endif /* PRISM_INTERNAL_H */

@@ -145,8 +145,14 @@ int prism_overlay_new(struct prism_overlay **out, struct prism_umem *u,
 {
 	struct prism_overlay *o;
 
-	if (!cfg->vxlan_port || cfg->uplink_mtu < 68 || !cfg->ttl)
+	if (!cfg->vxlan_port || cfg->uplink_mtu < 68 || !cfg->ttl ||
+	    (cfg->checksum != PRISM_CSUM_OFFLOAD && cfg->checksum != PRISM_CSUM_SOFTWARE))
 		return -EINVAL;
+	/* Offload needs a kernel that reads TX metadata (a UMEM without the
+	 * kernel, in unit tests, only records the requests).
+	 */
+	if (cfg->checksum == PRISM_CSUM_OFFLOAD && u->registered && !u->txmd_len)
+		return -EOPNOTSUPP;
 	o = calloc(1, sizeof(*o));
 	if (!o)
 		return -ENOMEM;
@@ -275,7 +281,7 @@ static inline void drop(struct prism_overlay *o, uint64_t addr, uint64_t *reason
 }
 
 static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
-		       uint32_t len, uint64_t ts, uint32_t port, uint8_t cls)
+		       uint32_t len, uint64_t ts, uint32_t port, uint8_t cls, uint32_t csum)
 {
 	uint64_t poll_ts = o->cur_poll_ts;
 
@@ -289,6 +295,7 @@ static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_
 	out->port[out->n] = port;
 	out->cls[out->n] = cls;
 	out->poll_ts[out->n] = poll_ts;
+	out->csum[out->n] = csum;
 	out->n++;
 	return 0;
 }
@@ -505,6 +512,66 @@ void prism_overlay_hist_reset(struct prism_overlay *o)
 	memset(o->hist_poll, 0, sizeof(o->hist_poll));
 }
 
+/* ---- checksums: what a frame asks of the kernel when it is sent ------- */
+
+/* Offload needs room for the TX metadata in front of the frame (always
+ * there for a received frame: the kernel leaves XDP_PACKET_HEADROOM).
+ */
+static inline int csum_can_offload(const struct prism_overlay *o, uint64_t addr, uint32_t extra)
+{
+	return o->cfg.checksum == PRISM_CSUM_OFFLOAD &&
+	       addr - frame_base(o->u, addr) >= extra + o->u->txmd_len;
+}
+
+/* A frame a container sent: its checksum may be partial (the veth's TX
+ * offload), so it is always finished; see prism_csum.c. Ethernet padding
+ * is cut, since an offloaded sum runs to the frame's end. Returns the TX
+ * request, relative to the frame's first byte (0 when done here).
+ */
+static uint32_t csum_local(struct prism_overlay *o, uint64_t addr, uint32_t *len)
+{
+	uint8_t *f = pkt(o, addr);
+	struct prism_l4 l;
+
+	if (!prism_l4_locate(f, *len, &l))
+		return 0;
+	*len = l.end;
+	/* PRISM_ENCAP_LEN: it may yet be encapsulated in front */
+	if (csum_can_offload(o, addr, PRISM_ENCAP_LEN)) {
+		prism_l4_write_seed(f, &l);
+		o->cnt.csum_offload++;
+		return PRISM_CSUM_REQ(l.start, l.offset);
+	}
+	prism_l4_complete(f, &l);
+	o->cnt.csum_software++;
+	return 0;
+}
+
+/* A frame from the wire keeps its checksum, so that the container's stack
+ * verifies it and drops a corrupted one (the frame reaches it as
+ * CHECKSUM_NONE). The exception is accept_partial (a veth uplink on a test
+ * host): a field holding exactly the pseudo-header seed was left partial
+ * by the sender's veth, and is finished like a container's. A corrupted
+ * frame passes that way only if its field happened to equal the seed.
+ */
+static uint32_t csum_ingress(struct prism_overlay *o, uint64_t addr, uint32_t *len)
+{
+	uint8_t *f = pkt(o, addr);
+	struct prism_l4 l;
+
+	if (!o->cfg.accept_partial || !prism_l4_locate(f, *len, &l) || !prism_l4_is_seed(f, &l))
+		return 0;
+	o->cnt.csum_partial_in++;
+	*len = l.end;
+	if (csum_can_offload(o, addr, 0)) {
+		o->cnt.csum_offload++;
+		return PRISM_CSUM_REQ(l.start, l.offset);
+	}
+	prism_l4_complete(f, &l);
+	o->cnt.csum_software++;
+	return 0;
+}
+
 /* ---- decap: uplink -> containers -------------------------------------- */
 
 int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct prism_batch *out)
@@ -513,7 +580,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 
 	for (i = 0; i < n; i++) {
 		uint64_t addr = in->addr[i], ts = in->ts[i];
-		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p;
+		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p, csum;
 		const uint8_t *inner;
 		int kind, first;
 		uint8_t pcls;
@@ -542,13 +609,14 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		len -= hdr;
 		inner = pkt(o, addr);
 		pcls = inner_class(o, inner, len, vni);
+		csum = csum_ingress(o, addr, &len);
 		if (o->cfg.learn && !(inner[6] & 1))
 			fdb_set(o, vni, inner + 6, FDB_REMOTE, (uint16_t)kind);
 
 		if (!(inner[0] & 1)) {
 			kind = prism_overlay_lookup(o, vni, inner, &idx);
 			if (kind == FDB_LOCAL) {
-				if (!emit(o, out, addr, len, ts, idx, pcls))
+				if (!emit(o, out, addr, len, ts, idx, pcls, csum))
 					o->cnt.decap_out++;
 				continue;
 			}
@@ -569,7 +637,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 				continue; /* the original goes last, after the copies */
 			}
 			copy = copy_frame(o, addr, len);
-			if (copy && !emit(o, out, copy, len, ts, p, pcls))
+			if (copy && !emit(o, out, copy, len, ts, p, pcls, csum))
 				o->cnt.decap_out++;
 		}
 		if (first) {
@@ -578,7 +646,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		}
 		for (p = 1; p < o->nports && o->ports[p].vni != vni; p++)
 			;
-		if (!emit(o, out, addr, len, ts, p, pcls))
+		if (!emit(o, out, addr, len, ts, p, pcls, csum))
 			o->cnt.decap_out++;
 	}
 	in->n = 0;
@@ -636,7 +704,7 @@ static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *le
 	if (ip_len > o->cfg.uplink_mtu)
 		return &o->cnt.drop_mtu;
 	if (*addr - frame_base(o->u, *addr) < PRISM_ENCAP_LEN)
-		return &o->cnt.drop_no_headroom;
+		return &o->cnt.drop_no_headroom; /* csum_local checked the metadata's room */
 	sport = flow_sport(pkt(o, *addr), *len);
 	*addr -= PRISM_ENCAP_LEN;
 	*len += PRISM_ENCAP_LEN;
@@ -688,7 +756,7 @@ static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *le
 }
 
 static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
-			 uint32_t len, uint64_t ts, const struct vtep *v, uint8_t cls)
+			 uint32_t len, uint64_t ts, const struct vtep *v, uint8_t cls, uint32_t csum)
 {
 	uint64_t *reason = encap_one(o, &addr, &len, v);
 
@@ -696,7 +764,9 @@ static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint6
 		drop(o, addr, reason);
 		return;
 	}
-	if (!emit(o, out, addr, len, ts, PRISM_UPLINK_PORT, cls))
+	if (csum) /* the checksum moved back with the packet's start */
+		csum += PRISM_CSUM_REQ(PRISM_ENCAP_LEN, 0);
+	if (!emit(o, out, addr, len, ts, PRISM_UPLINK_PORT, cls, csum))
 		o->cnt.encap_out++;
 }
 
@@ -714,7 +784,7 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 	vni = o->ports[src_port].vni;
 	for (i = 0; i < n; i++) {
 		uint64_t addr = in->addr[i], ts = in->ts[i], copy;
-		uint32_t len = in->len[i], targets = 0;
+		uint32_t len = in->len[i], targets = 0, csum;
 		const uint8_t *f = pkt(o, addr);
 		uint8_t pcls;
 		int kind;
@@ -726,17 +796,18 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 			continue;
 		}
 		pcls = inner_class(o, f, len, vni);
+		csum = csum_local(o, addr, &len); /* before flooding copies it */
 		if (!(f[0] & 1)) {
 			kind = prism_overlay_lookup(o, vni, f, &idx);
 			if (kind == FDB_LOCAL) {
 				if (idx == src_port)
 					drop(o, addr, &o->cnt.drop_unknown_dst); /* no hairpin */
-				else if (!emit(o, out, addr, len, ts, idx, pcls))
+				else if (!emit(o, out, addr, len, ts, idx, pcls, csum))
 					o->cnt.local_out++;
 				continue;
 			}
 			if (kind == FDB_REMOTE && idx < o->nvteps) {
-				send_to_vtep(o, out, addr, len, ts, &o->vteps[idx], pcls);
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[idx], pcls, csum);
 				continue;
 			}
 		}
@@ -755,24 +826,24 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 			if (p == src_port || o->ports[p].vni != vni)
 				continue;
 			if (--targets == 0) {
-				if (!emit(o, out, addr, len, ts, p, pcls))
+				if (!emit(o, out, addr, len, ts, p, pcls, csum))
 					o->cnt.local_out++;
 				break;
 			}
 			copy = copy_frame(o, addr, len);
-			if (copy && !emit(o, out, copy, len, ts, p, pcls))
+			if (copy && !emit(o, out, copy, len, ts, p, pcls, csum))
 				o->cnt.local_out++;
 		}
 		for (v = 0; targets && v < o->nvteps; v++) {
 			if (o->vteps[v].vni != vni)
 				continue;
 			if (--targets == 0) {
-				send_to_vtep(o, out, addr, len, ts, &o->vteps[v], pcls);
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[v], pcls, csum);
 				break;
 			}
 			copy = copy_frame(o, addr, len);
 			if (copy)
-				send_to_vtep(o, out, copy, len, ts, &o->vteps[v], pcls);
+				send_to_vtep(o, out, copy, len, ts, &o->vteps[v], pcls, csum);
 		}
 	}
 	in->n = 0;
@@ -803,6 +874,15 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 			d->addr = b->addr[idx[i]];
 			d->len = b->len[idx[i]];
 			d->options = 0;
+			if (b->csum[idx[i]] && o->u->txmd_len) {
+				struct xsk_tx_metadata *md =
+					(void *)(pkt(o, d->addr) - o->u->txmd_len);
+
+				md->flags = XDP_TXMD_FLAGS_CHECKSUM;
+				md->request.csum_start = b->csum[idx[i]] >> 16;
+				md->request.csum_offset = b->csum[idx[i]] & 0xffff;
+				d->options = XDP_TX_METADATA;
+			}
 			bytes += d->len;
 		}
 		xsk_ring_prod__submit(&x->tx, room);

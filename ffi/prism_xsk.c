@@ -42,7 +42,8 @@ struct prism_batch *prism_batch_new(uint32_t cap)
 	b->port = calloc(cap, sizeof(*b->port));
 	b->cls = calloc(cap, sizeof(*b->cls));
 	b->poll_ts = calloc(cap, sizeof(*b->poll_ts));
-	if (!b->addr || !b->len || !b->ts || !b->port || !b->cls || !b->poll_ts) {
+	b->csum = calloc(cap, sizeof(*b->csum));
+	if (!b->addr || !b->len || !b->ts || !b->port || !b->cls || !b->poll_ts || !b->csum) {
 		prism_batch_delete(b);
 		return NULL;
 	}
@@ -59,6 +60,7 @@ void prism_batch_delete(struct prism_batch *b)
 	free(b->port);
 	free(b->cls);
 	free(b->poll_ts);
+	free(b->csum);
 	free(b);
 }
 
@@ -100,6 +102,11 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	u->pool_n = frame_count;
 
 	u->registered = !!register_kernel;
+	if (u->registered) {
+		int md = prism_probe_tx_metadata(u);
+
+		u->txmd_len = md > 0 ? md : 0; /* an error shows again at bind */
+	}
 	*out = u;
 	return 0;
 fail:
@@ -134,6 +141,11 @@ uint32_t prism_umem_frame_size(struct prism_umem *u)
 uint32_t prism_umem_headroom(struct prism_umem *u)
 {
 	return u->headroom;
+}
+
+uint32_t prism_umem_tx_metadata(struct prism_umem *u)
+{
+	return u->txmd_len;
 }
 
 uint32_t prism_umem_pool_count(struct prism_umem *u)
@@ -174,6 +186,7 @@ int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, u
 		b->len[b->n + i] = len;
 		b->ts[b->n + i] = 0;
 		b->poll_ts[b->n + i] = 0;
+		b->csum[b->n + i] = 0;
 		b->port[b->n + i] = 0;
 		b->cls[b->n + i] = 0;
 	}
@@ -210,122 +223,6 @@ int prism_copy_frames_batch(struct prism_umem *u, struct prism_batch *b, uint32_
 		b->len[start + i] = len;
 	}
 	return n;
-}
-
-/* The ring pair of (ifindex, queue), registering the area for it if new. */
-static int rings_get(struct prism_umem *u, int ifindex, uint32_t queue, struct prism_rings **out)
-{
-	struct xsk_umem_config cfg = {
-		.fill_size = u->fill_size,
-		.comp_size = u->comp_size,
-		.frame_size = u->frame_size,
-		.frame_headroom = u->headroom,
-		.flags = 0,
-	};
-	struct prism_rings *r;
-	int err;
-
-	for (r = u->rings; r; r = r->next) {
-		if (r->ifindex == ifindex && r->queue == queue) {
-			*out = r;
-			return 0;
-		}
-	}
-	r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	err = xsk_umem__create(&r->kumem, u->area, u->size, &r->fq, &r->cq, &cfg);
-	if (err) {
-		free(r);
-		return err;
-	}
-	r->ifindex = ifindex;
-	r->queue = queue;
-	r->next = u->rings;
-	u->rings = r;
-	*out = r;
-	return 0;
-}
-
-static void rings_put(struct prism_umem *u, struct prism_rings *r)
-{
-	struct prism_rings **pp;
-
-	if (r->refs > 0)
-		return;
-	/* Frames the kernel still held on this pair's rings are gone with
-	 * the socket: the kernel does not give them back on close.
-	 */
-	xsk_umem__delete(r->kumem);
-	for (pp = &u->rings; *pp; pp = &(*pp)->next) {
-		if (*pp == r) {
-			*pp = r->next;
-			free(r);
-			return;
-		}
-	}
-}
-
-int prism_xsk_create(struct prism_xsk **out, struct prism_umem *u, const char *ifname,
-		     uint32_t queue, uint32_t rx_size, uint32_t tx_size, uint32_t bind_flags)
-{
-	struct xsk_socket_config cfg = {
-		.rx_size = rx_size,
-		.tx_size = tx_size,
-		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
-		.xdp_flags = 0,
-		.bind_flags = bind_flags,
-	};
-	struct prism_rings *r;
-	struct prism_xsk *x;
-	int ifindex, err;
-
-	if (!u->registered)
-		return -EINVAL;
-	ifindex = if_nametoindex(ifname);
-	if (!ifindex)
-		return -ENODEV;
-	x = calloc(1, sizeof(*x));
-	if (!x)
-		return -ENOMEM;
-	err = rings_get(u, ifindex, queue, &r);
-	if (err) {
-		free(x);
-		return err;
-	}
-	err = xsk_socket__create_shared(&x->xsk, ifname, queue, r->kumem, &x->rx, &x->tx, &r->fq,
-					&r->cq, &cfg);
-	if (err) {
-		rings_put(u, r);
-		free(x);
-		return err;
-	}
-	r->refs++;
-	x->rings = r;
-	x->umem = u;
-	x->fd = xsk_socket__fd(x->xsk);
-	x->next = u->sockets;
-	u->sockets = x;
-	*out = x;
-	return 0;
-}
-
-void prism_xsk_delete(struct prism_xsk *x)
-{
-	if (!x)
-		return;
-	struct prism_xsk **pp;
-
-	xsk_socket__delete(x->xsk);
-	x->rings->refs--;
-	rings_put(x->umem, x->rings);
-	for (pp = &x->umem->sockets; *pp; pp = &(*pp)->next) {
-		if (*pp == x) {
-			*pp = x->next;
-			break;
-		}
-	}
-	free(x);
 }
 
 void prism_xsk_set_rx_stamped(struct prism_xsk *x, int on)
@@ -451,6 +348,7 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 		b->len[b->n + i] = len;
 		b->ts[b->n + i] = ts;
 		b->poll_ts[b->n + i] = now;
+		b->csum[b->n + i] = 0;
 		b->port[b->n + i] = 0;
 		b->cls[b->n + i] = 0;
 		bytes += len;

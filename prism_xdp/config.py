@@ -45,6 +45,8 @@ class Config:
     busy_poll_usecs: int = 0
     busy_poll_budget: int = 64
     timestamps: bool = True
+    checksum: str = "auto"  # checksum.method
+    partial_checksums: str = "auto"  # checksum.partial_from_uplink
     frame_size: int = 2048
     ring_size: int = 2048
     uplink_fill: int = 2048
@@ -184,6 +186,11 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     timestamps = sc.get("timestamps", bool, True)
     sc.done()
 
+    cs = _Table(top.get("checksum", dict, {}), "checksum")
+    checksum = cs.choice("method", ("auto", "offload", "software"), "auto")
+    partial_checksums = cs.choice("partial_from_uplink", ("auto", "accept", "verify"), "auto")
+    cs.done()
+
     um = _Table(top.get("umem", dict, {}), "umem")
     frame_size = _power_of_two(um, "frame_size", 2048, 2048, 65536)
     ring_size = _power_of_two(um, "ring_size", 2048, 64, 1 << 16)
@@ -240,7 +247,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     rules = parse_rules(top.get("rules", dict, {}))
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
-                  tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
+                  tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
                   prometheus, log_level, tuple(vteps), tuple(containers), rules)
 
 

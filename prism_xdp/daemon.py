@@ -16,6 +16,8 @@ from typing import Any
 
 from prism_xdp import __version__, xdp
 from prism_xdp import layout as L
+from prism_xdp.checksum import ChecksumPolicy
+from prism_xdp.checksum import resolve as resolve_checksum
 from prism_xdp.config import Config, Rules, load
 from prism_xdp.control import ControlServer
 from prism_xdp.datapath import DatapathParams, Programs, online_cpus
@@ -113,6 +115,7 @@ class Daemon:
         self.cfg = cfg
         self.started = time.time()
         self.workers: list[WorkerProcess] = []
+        self.checksum = ChecksumPolicy()  # decided at start
         self._rules: dict[str, dict[int, int]] = {"port": {}, "dscp": {}, "vni": {}}
         self._lock = threading.Lock()  # control requests come from several threads
         self._undo = contextlib.ExitStack()
@@ -136,6 +139,10 @@ class Daemon:
         pid = PidFile(cfg.pid_file)
         self._undo.callback(pid.close)
         mode = Mode.parse(cfg.mode)
+        # Probed once here, so that every worker does the same and status says what.
+        self.checksum = resolve_checksum(cfg.checksum, cfg.partial_checksums, cfg.uplink)
+        log.info("checksums: %s; partial checksums from the uplink: %s", self.checksum.describe()["how"],
+                 self.checksum.describe()["partial_from_uplink"])
         programs = Programs(cfg.vxlan_port, 2, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
         self._undo.callback(programs.close)
         self.programs = programs
@@ -146,7 +153,7 @@ class Daemon:
                 frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
                               busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget),
                 attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None,
-                timestamps=cfg.timestamps)
+                timestamps=cfg.timestamps, checksum=self.checksum)
             # One process per queue: queues run in parallel, each with its own
             # interpreter; the programs' maps are shared through inherited fds.
             worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs)
@@ -261,6 +268,7 @@ class Daemon:
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
+                "checksum": self.checksum.describe(),
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],

@@ -18,6 +18,8 @@ from pyroute2 import IPRoute
 
 from prism_xdp import layout as L
 from prism_xdp.batch import Batch
+from prism_xdp.checksum import ChecksumPolicy
+from prism_xdp.checksum import resolve as resolve_checksum
 from prism_xdp.errors import ConfigError, PrismError
 from prism_xdp.native import ffi, lib
 from prism_xdp.netns import link_mac
@@ -74,6 +76,9 @@ class DatapathParams:
     # wait on the RX ring; off saves a clock read per packet on the receiving
     # CPU (latency is then measured from the worker's poll).
     timestamps: bool = True
+    # How containers' checksums are finished; None: decided for this kernel
+    # and uplink (checksum.resolve("auto", "auto", uplink)).
+    checksum: ChecksumPolicy | None = None
 
     def check(self) -> None:
         Mode.parse(self.mode)
@@ -211,8 +216,9 @@ class Datapath:
         self.steer = self.programs.uplink
         self.egress = self.programs.egress
 
+        checksum = p.checksum or resolve_checksum("auto", "auto", p.uplink, self.umem.tx_metadata)
         self.overlay = Overlay(self.umem, p.vxlan_port, link_mac(p.uplink), local_ip,
-                               p.uplink_mtu or mtu, p.ttl, p.learn)
+                               p.uplink_mtu or mtu, p.ttl, p.learn, checksum)
         self._undo.callback(self.overlay.close)
 
         self.sources: list[Source] = []

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prism_xdp.batch import Batch
+from prism_xdp.checksum import ChecksumPolicy
 from prism_xdp.errors import ConfigError, PrismError
 from prism_xdp.hist import Histogram
 from prism_xdp.native import check_rc, ffi, lib
@@ -132,7 +133,8 @@ class Overlay:
     """
 
     def __init__(self, umem: Umem, vxlan_port: int, local_mac: str, local_ip: str, uplink_mtu: int,
-                 ttl: int = 64, learn: bool = True) -> None:
+                 ttl: int = 64, learn: bool = True, checksum: ChecksumPolicy | None = None) -> None:
+        checksum = checksum or ChecksumPolicy("offload" if umem.tx_metadata else "software")
         cfg = ffi.new("struct prism_overlay_config *")
         cfg.vxlan_port = vxlan_port
         cfg.local_mac = parse_mac(local_mac, "uplink mac")
@@ -140,9 +142,12 @@ class Overlay:
         cfg.uplink_mtu = uplink_mtu
         cfg.ttl = ttl
         cfg.learn = 1 if learn else 0
+        cfg.checksum = checksum.c_method()
+        cfg.accept_partial = 1 if checksum.accept_partial else 0
         out = ffi.new("prism_overlay **")
         check_rc(lib.prism_overlay_new(out, umem.ptr, cfg), "create overlay",
-                 hint="vxlan_port, uplink MTU (>= 68) and ttl must be set")
+                 hint="vxlan_port, uplink MTU (>= 68) and ttl must be set; checksum offload needs TX metadata")
+        self.checksum = checksum
         self._ptr: Any = out[0]
         self.umem = umem
         self.ports: list[str] = []  # port number -> name

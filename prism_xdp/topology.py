@@ -58,16 +58,32 @@ class OverlayHost:
         return [c.spec() for c in self.containers]
 
 
-def checksum_offload_off(ifname: str, ns: str | None) -> None:
-    """Make the kernel write full checksums into frames it sends on ifname.
+OFFLOADS = ("stock", "tx-off")
 
-    On a veth the stack leaves TCP/UDP checksums to "hardware" that never
-    computes them; a frame that leaves through an AF_XDP socket instead of
-    an skb path keeps the bad sum and is dropped by the receiver. Containers
-    served by an AF_XDP datapath need this (Open vSwitch's AF_XDP docs say the
-    same); a real NIC's received frames carry real checksums.
+
+def set_tx_checksum(ifname: str, ns: str | None, on: bool) -> None:
+    """TX checksum offload of one interface (ethtool -K IF tx on|off).
+
+    Stock veths leave TCP/UDP checksums to "hardware" (the pseudo-header
+    seed only); prism_xdp finishes them (prism_xdp/checksum.py). "tx off"
+    is what AF_XDP data paths without that (Open vSwitch's) ask containers
+    for; the bench measures the kernel path that way too, for comparison.
     """
-    run_in(ns, ["ethtool", "-K", ifname, "tx", "off"], check=True, capture_output=True)
+    run_in(ns, ["ethtool", "-K", ifname, "tx", "on" if on else "off"], check=True, capture_output=True)
+
+
+def tx_checksum_interfaces(host: OverlayHost) -> list[tuple[str, str | None]]:
+    """Where a sender's checksum offload matters: the remote's VXLAN device and uplink, and each container."""
+    found: list[tuple[str, str | None]] = [(host.vxlan_if, host.remote_ns), (host.uplink.remote_if, host.remote_ns)]
+    return found + [(c.cont_if, c.ns) for c in host.containers]
+
+
+def set_offloads(host: OverlayHost, offloads: str) -> None:
+    """stock: as the kernel made the interfaces; tx-off: TX checksum offload off on every sender."""
+    if offloads not in OFFLOADS:
+        raise ConfigError(f"offloads: must be one of {', '.join(OFFLOADS)}, not {offloads!r}")
+    for ifname, ns in tx_checksum_interfaces(host):
+        set_tx_checksum(ifname, ns, offloads == "stock")
 
 
 def fixed_name(prefix: str, tag: str) -> str:
@@ -80,18 +96,18 @@ def fixed_name(prefix: str, tag: str) -> str:
 
 def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int = 42,
                         queues: int = 1, vxlan_port: int = 4789,
-                        naming: Callable[[str, str], str] = unique_name) -> OverlayHost:
+                        naming: Callable[[str, str], str] = unique_name,
+                        offloads: str = "stock") -> OverlayHost:
     """remote ns [vxlan vni -> host's uplink IP] <-uplink veth-> root ns (prism_xdp) <-veths-> containers.
 
     The containers' MTU leaves room for the 50 bytes of encapsulation on the
-    uplink, as Docker and Flannel set it up.
+    uplink, as Docker and Flannel set it up. Offloads stay as the kernel
+    makes them unless offloads="tx-off".
     """
     up = Uplink.create(tb, prefix, queues=queues, naming=naming)
     vx = naming(prefix, "v")
     tb.add_vxlan(vx, vni, up.remote_ip, up.host_ip, up.remote_if, up.remote_ns, port=vxlan_port)
     tb.add_addr(vx, REMOTE_OVERLAY_IP, OVERLAY_PREFIXLEN, up.remote_ns)
-    checksum_offload_off(vx, up.remote_ns)
-    checksum_offload_off(up.remote_if, up.remote_ns)
     host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP, vxlan_port=vxlan_port)
     for i in range(containers):
         ns = tb.add_netns(naming(prefix, f"c{i}"))
@@ -99,8 +115,9 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
         tb.add_veth(host_if, cont_if, None, ns, queues=queues, mtu=1450)
         ip = f"{OVERLAY_NET}.{i + 1}"
         tb.add_addr(cont_if, ip, OVERLAY_PREFIXLEN, ns)
-        checksum_offload_off(cont_if, ns)
         host.containers.append(Container(f"c{i}", ns, host_if, cont_if, ip, link_mac(cont_if, ns), vni))
+    if offloads != "stock":
+        set_offloads(host, offloads)
     return host
 
 

@@ -101,6 +101,11 @@ class Umem:
         return self._ptr
 
     @property
+    def tx_metadata(self) -> bool:
+        """The kernel takes a checksum request with each frame (AF_XDP TX metadata, probed at create)."""
+        return bool(lib.prism_umem_tx_metadata(self.ptr))
+
+    @property
     def free_frames(self) -> int:
         return int(lib.prism_umem_pool_count(self.ptr))
 
