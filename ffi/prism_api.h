@@ -187,7 +187,8 @@ int prism_l4_is_seed(const uint8_t *f, const struct prism_l4 *l);
 void prism_l4_complete(uint8_t *f, const struct prism_l4 *l);
 /* 1 if the frame's TCP/UDP checksum is right, 0 if wrong, -EINVAL if none. */
 int prism_l4_valid(const uint8_t *f, uint32_t len);
-/* Finish every packet's checksum as `how` says; returns packets handled. */
+/* Finish every packet's checksum as `how` says (0: only find it, a
+ * benchmark's baseline); returns packets with a checksum. */
 int prism_csum_batch(prism_umem *u, struct prism_batch *b, uint32_t how);
 
 /* ---- The overlay: forwarding table and the decap / encap / deliver stages.
