@@ -121,9 +121,10 @@ int prism_xsk_map_insert(prism_xsk *x, int map_fd, uint32_t slot);
 int prism_fill_batch(prism_xsk *x, uint32_t max);
 int prism_rx_batch(prism_xsk *x, struct prism_batch *b);
 int prism_rx_upto(prism_xsk *x, struct prism_batch *b, uint32_t max);
-/* Bit i set when socket i (i < 32) has packets on its RX ring: one call
- * tells a scheduler where work waits. */
-uint32_t prism_xsk_pending_mask(prism_xsk **xs, uint32_t n);
+/* Bit i set when socket i has packets on its RX ring: one call tells a
+ * scheduler where work waits. Sockets 0-63 are the returned word; with more
+ * than 64, sockets 64.. go to more[0..(n - 1) / 64 - 1], 64 a word. */
+uint64_t prism_xsk_pending_mask(prism_xsk **xs, uint32_t n, uint64_t *more);
 int prism_tx_batch(prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n);
 int prism_complete_batch(prism_xsk *x, uint32_t max);
 int prism_xsk_kick(prism_xsk *x);
@@ -195,7 +196,7 @@ int prism_csum_batch(prism_umem *u, struct prism_batch *b, uint32_t how);
  * Port 0 is the uplink; ports 1.. are containers' host-side veths. Remote
  * VTEPs are reached through port 0 with the outer headers encap writes.
  */
-#define PRISM_MAX_PORTS 256
+#define PRISM_MAX_PORTS 512 /* the uplink and up to 511 containers */
 #define PRISM_MAX_VTEPS 256
 #define PRISM_UPLINK_PORT 0
 

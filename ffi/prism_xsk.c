@@ -445,16 +445,24 @@ int prism_xsk_rx_pending(struct prism_xsk *x)
 	return x->rx.cached_prod - x->rx.cached_cons;
 }
 
-uint32_t prism_xsk_pending_mask(struct prism_xsk **xs, uint32_t n)
+uint64_t prism_xsk_pending_mask(struct prism_xsk **xs, uint32_t n, uint64_t *more)
 {
-	uint32_t i, mask = 0;
+	uint64_t word = 0, first = 0;
+	uint32_t i;
 
-	for (i = 0; i < n && i < 32; i++)
+	for (i = 0; i < n; i++) {
 		if (xsk_cons_nb_avail(&xs[i]->rx, 1))
-			mask |= 1u << i;
-	return mask;
+			word |= 1ull << (i & 63);
+		if ((i & 63) == 63 || i == n - 1) {
+			if (i < 64)
+				first = word;
+			else
+				more[i / 64 - 1] = word;
+			word = 0;
+		}
+	}
+	return first;
 }
-
 int prism_xsk_tx_pending(struct prism_xsk *x)
 {
 	return x->tx.size - xsk_prod_nb_free(&x->tx, x->tx.size);

@@ -9,6 +9,7 @@ from typing import Any
 
 from prism_xdp import layout as L
 from prism_xdp.errors import ConfigError
+from prism_xdp.native import lib
 from prism_xdp.overlay import ContainerSpec, VtepSpec, check_vni, parse_ipv4, parse_mac
 from prism_xdp.sched import Mode
 from prism_xdp.xdp import AttachMode
@@ -237,6 +238,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         if spec.host_if == interface:
             raise ConfigError(f"container[{i}].host_if: {spec.host_if} is the uplink")
         containers.append(spec)
+    if len(containers) > lib.PRISM_MAX_PORTS - 1:
+        raise ConfigError(f"container: at most {lib.PRISM_MAX_PORTS - 1} containers per host, not {len(containers)}")
     names = [c.name for c in containers]
     if len(set(names)) != len(names):
         raise ConfigError(f"container: names must be distinct, {names!r}")

@@ -463,6 +463,10 @@ class DatapathOps:
         self._overlay = dp.overlay.ptr
         self._service = dp.service
         self._mask = lib.prism_xsk_pending_mask
+        # Sockets past the first 64 (32 containers and up) report in words of
+        # their own, read as one little-endian integer.
+        self._more = ffi.new("uint64_t[]", max(1, (self._nxsk - 1) // 64))
+        self._more_bytes = ffi.buffer(self._more)
         self._rx = lib.prism_rx_upto
         self._delivered_since = 0
         self._through = lib.prism_overlay_through
@@ -473,7 +477,10 @@ class DatapathOps:
         return self._sources
 
     def pending(self) -> int:
-        return int(self._mask(self._xsks, self._nxsk))
+        first = int(self._mask(self._xsks, self._nxsk, self._more))
+        if self._nxsk <= 64:
+            return first
+        return first | int.from_bytes(self._more_bytes, "little") << 64
 
     def pending_count(self, src: Source) -> int:
         return src.xsk.rx_pending

@@ -282,3 +282,21 @@ def test_without_timestamps_traffic_flows_and_latency_counts_from_the_poll(testb
             runner.stop()
         finally:
             dp.close()
+
+
+def test_forty_containers_each_served_both_ways(testbed: netns.Testbed) -> None:
+    """82 sockets: every container's rings are polled, not only the first 64 sockets' (32 containers)."""
+    host = create_overlay_host(testbed, PREFIX, containers=40)
+    dp = Datapath(DatapathParams(host.uplink.host_if, container_fill=64), host.specs(), host.vteps())
+    runner = Runner(dp).start()
+    try:
+        missing = [c.name for c in host.containers
+                   if ping(host.remote_ns, c.ip, count=1) != 1 or ping(c.ns, host.remote_overlay_ip, count=1) != 1]
+        assert missing == []
+        ports = dp.stats()["ports"]
+        assert all(ports[c.name]["tx_packets"] >= 2 for c in host.containers)
+    finally:
+        try:
+            runner.stop()
+        finally:
+            dp.close()

@@ -109,3 +109,16 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[uplink\ninterface = 'x'\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(bad)
+
+
+def many_containers(n: int) -> dict:
+    data = copy.deepcopy(GOOD)
+    data["container"] = [{"name": f"c{i}", "host_if": f"veth{i}", "mac": f"02:42:00:00:{i >> 8:02x}:{i & 255:02x}",
+                          "vni": 42} for i in range(1, n + 1)]
+    return data
+
+
+def test_hundreds_of_containers_up_to_the_port_limit() -> None:
+    assert len(config.parse(many_containers(300)).containers) == 300
+    with pytest.raises(ConfigError, match=r"container: at most 511 containers per host, not 512"):
+        config.parse(many_containers(512))
