@@ -12,6 +12,7 @@ import struct
 import threading
 from typing import Any, Protocol
 
+from prism_xdp import rundir
 from prism_xdp.config import CLASS_BY_NAME
 from prism_xdp.errors import ConfigError, PrismError
 
@@ -100,9 +101,13 @@ def dispatch(api: ControlApi, line: bytes | str) -> dict[str, Any]:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         return {"ok": False, "error": f"not a JSON object: {exc}"}
+    except RecursionError:
+        return {"ok": False, "error": "not a JSON object: nested too deeply"}
     if not isinstance(req, dict):
         return {"ok": False, "error": "a request is a JSON object with a 'cmd' field"}
     cmd = req.get("cmd")
+    if cmd is not None and not isinstance(cmd, str):
+        return {"ok": False, "error": f"cmd must be a string naming a command, not {type(cmd).__name__}"}
     if cmd not in COMMANDS:
         return {"ok": False, "error": f"unknown cmd {cmd!r}; one of: {', '.join(COMMANDS)}"}
     try:
@@ -162,8 +167,7 @@ class ControlServer:
 
     def __init__(self, path: str, api: ControlApi) -> None:
         self.path = path
-        self._made_dir = not os.path.isdir(os.path.dirname(path) or ".")
-        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+        self._made_dir = rundir.ensure(os.path.dirname(path) or ".")
         if os.path.exists(path):
             # Left by a daemon that died: nobody answers on it any more.
             if _answers(path):
@@ -171,6 +175,10 @@ class ControlServer:
             os.unlink(path)
 
         outer = self
+
+        class Server(socketserver.ThreadingUnixStreamServer):
+            request_queue_size = 512  # listen backlog: a burst of clients waits, not EAGAIN
+            daemon_threads = True
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
@@ -194,10 +202,9 @@ class ControlServer:
         self.api = api
         old = os.umask(0o177)
         try:
-            self._server = socketserver.ThreadingUnixStreamServer(path, Handler)
+            self._server = Server(path, Handler)
         finally:
             os.umask(old)
-        self._server.daemon_threads = True
         os.chmod(path, 0o600)
         self._thread = threading.Thread(target=self._server.serve_forever, name="prism-control", daemon=True)
 
@@ -209,9 +216,7 @@ class ControlServer:
         self._server.server_close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        if self._made_dir:
-            with contextlib.suppress(OSError):  # the directory it made, if it is empty now
-                os.rmdir(os.path.dirname(self.path))
+        rundir.remove_if_empty(os.path.dirname(self.path) or ".", self._made_dir)
 
 
 def _answers(path: str) -> bool:

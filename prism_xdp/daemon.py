@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prism_xdp import __version__, xdp
+from prism_xdp import __version__, rundir, xdp
 from prism_xdp import layout as L
 from prism_xdp.checksum import ChecksumPolicy
 from prism_xdp.checksum import resolve as resolve_checksum
@@ -79,8 +79,7 @@ class PidFile:
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
-        self._made_dir = not self.path.parent.is_dir()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made_dir = rundir.ensure(self.path.parent)
         try:
             old = int(self.path.read_text().strip() or 0)
         except (OSError, ValueError):
@@ -95,9 +94,7 @@ class PidFile:
         with contextlib.suppress(FileNotFoundError, ValueError):
             if int(self.path.read_text().strip()) == os.getpid():
                 self.path.unlink()
-        if self._made_dir:
-            with contextlib.suppress(OSError):  # the directory it made, if it is empty now
-                self.path.parent.rmdir()
+        rundir.remove_if_empty(self.path.parent, self._made_dir)
 
 
 def _alive(pid: int) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from prism_xdp import metrics, report
-from prism_xdp.control import COMMANDS, dispatch
+from prism_xdp import metrics, report, rundir
+from prism_xdp.control import COMMANDS, ControlServer, dispatch
 
 
 class FakeDaemon:
@@ -76,6 +79,11 @@ def test_rules_and_mode_round_trip() -> None:
     (b"[1, 2]", "a request is a JSON object"),
     (b'{"cmd": "format-disk"}', "unknown cmd 'format-disk'"),
     (b'{"nocmd": 1}', "unknown cmd None"),
+    (b'{"cmd": ["status"]}', "cmd must be a string naming a command, not list"),
+    (b'{"cmd": {"status": 1}}', "cmd must be a string naming a command, not dict"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    (b'{"cmd": "rule-add", "kind": ["port"], "value": 80}', "kind must be a string"),
+    (b'{"cmd": "rule-add", "kind": "port", "value": 80, "class": ["high"]}', "class must be one of"),
     (b'{"cmd": "rule-add", "value": 80}', "missing field 'kind'"),
     (b'{"cmd": "rule-add", "kind": "mac", "value": 80}', "kind must be one of port, dscp, vni"),
     (b'{"cmd": "rule-add", "kind": "port", "value": "80"}', "value must be an integer"),
@@ -127,3 +135,39 @@ def test_readable_table() -> None:
     text = report.render(SAMPLE_STATS, SAMPLE_STATS, 1.0)
     assert "mode sync" in text and "unknown_vni" in text and "malformed vxlan_truncated" in text
     assert "q0:eth1/low" in text and "0/s" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the control socket answers root only")
+def test_a_burst_of_200_clients_is_served(tmp_path: Path) -> None:
+    server = ControlServer(str(tmp_path / "ctl.sock"), FakeDaemon())
+    server.start()
+    clients = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(200)]
+    try:
+        for c in clients:  # all connect before any is served: the listen backlog holds them
+            c.settimeout(10)
+            c.connect(str(tmp_path / "ctl.sock"))
+        for c in clients:
+            c.sendall(b'{"cmd": "mode"}\n')
+        replies = [json.loads(c.makefile("rb").readline()) for c in clients]
+        assert all(r == {"ok": True, "result": {"mode": "batch"}} for r in replies)
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_runtime_directories_go_when_found_empty_at_stop(tmp_path: Path) -> None:
+    left = tmp_path / "prism-xdp"  # made by a daemon that was killed, found by the next one
+    left.mkdir()
+    assert rundir.ensure(left) is False
+    rundir.remove_if_empty(left, made=False)
+    assert not left.exists()
+    users = tmp_path / "mine"  # a directory the user chose, not ours
+    users.mkdir()
+    rundir.remove_if_empty(users, made=rundir.ensure(users))
+    assert users.exists()
+    made = tmp_path / "new" / "run"
+    assert rundir.ensure(made) is True
+    (made / "f").write_text("x")
+    rundir.remove_if_empty(made, made=True)  # not empty: stays
+    assert made.exists()
