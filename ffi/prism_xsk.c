@@ -153,6 +153,15 @@ uint32_t prism_umem_pool_count(struct prism_umem *u)
 	return u->pool_n;
 }
 
+/* Entries on a ring from its shared indices, read with atomic loads: the
+ * cached indices belong to the thread that drives the ring, and another
+ * thread (statistics) must not write them.
+ */
+static inline uint32_t ring_used(const uint32_t *producer, const uint32_t *consumer)
+{
+	return __atomic_load_n(producer, __ATOMIC_ACQUIRE) - __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
+}
+
 void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
 {
 	out->frames = u->frame_count;
@@ -162,12 +171,14 @@ void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
 	out->user = u->user;
 	out->fill_ring = out->rx_ring = out->tx_ring = out->comp_ring = 0;
 	for (struct prism_rings *r = u->rings; r; r = r->next) {
-		out->fill_ring += r->fq.size - xsk_prod_nb_free(&r->fq, r->fq.size);
-		out->comp_ring += xsk_cons_nb_avail(&r->cq, r->cq.size);
+		out->fill_ring += ring_used(r->fq.producer, r->fq.consumer);
+		out->comp_ring += ring_used(r->cq.producer, r->cq.consumer);
 	}
 	for (struct prism_xsk *x = u->sockets; x; x = x->next) {
-		out->rx_ring += xsk_cons_nb_avail(&x->rx, x->rx.size);
-		out->tx_ring += x->tx.size - xsk_prod_nb_free(&x->tx, x->tx.size);
+		if (x->rx_map)
+			out->rx_ring += ring_used(x->rx.producer, x->rx.consumer);
+		if (x->tx_map)
+			out->tx_ring += ring_used(x->tx.producer, x->tx.consumer);
 	}
 }
 
