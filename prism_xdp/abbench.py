@@ -1,360 +1,366 @@
-"""abbench.py - `prism-xdp bench`: the A/B comparison on one test host — the kernel path (stock, and PRISM-batch/sync of the kernel patch when its knobs exist) next to prism_xdp in vanilla, batch and sync — with the same HIGH probe and LOW load, repeated and interleaved; JSON, a table and plots."""
+"""abbench.py - `prism-xdp bench`: the A/B on one test host with the tools researchers use - HIGH request/response applications (sockperf, memcached, nginx + wrk) idle and under LOW bulk loads (iperf3, prism_gen) - through the kernel path and prism_xdp, one placement policy for all, repeated and interleaved."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import signal
-import statistics
-import subprocess
+import math
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prism_xdp import cpuprof, topo
-from prism_xdp.control import ControlClient
-from prism_xdp.errors import ConfigError, PrismError
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.hist import Histogram
-from prism_xdp.inject import Flow, build
-from prism_xdp.netns import popen_in
-from prism_xdp.probe import RttProbe, pm_qos_low_latency
+from prism_xdp import (
+    abconfigs,
+    abreport,
+    cpuprof,
+    iperf,
+    memcache,
+    offloads,
+    sockperf,
+    topo,
+    webserve,
+    workloads,
+)
+from prism_xdp.abconfigs import PrismDaemon
+from prism_xdp.netns import run_in
+from prism_xdp.placement import Placement
+from prism_xdp.probe import pm_qos_low_latency
+from prism_xdp.samples import cdf, summarize
+from prism_xdp.toolproc import Tool, ToolError, Tools
 from prism_xdp.topology import OverlayHost
+from prism_xdp.workloads import High, Low
 
-KNOBS = ("port", "sync", "split")
-PRISM_CONFIGS = ("prism-vanilla", "prism-batch", "prism-sync")
-LOADS = ("idle", "loaded")
-
-
-# ---- the PRISM kernel patch's knobs -----------------------------------------
-
-def kernel_knobs(proc: str = "/proc") -> dict[str, Path] | None:
-    """/proc/port, /proc/sync, /proc/split when the running kernel has the PRISM patch, else None."""
-    paths = {k: Path(proc) / k for k in KNOBS}
-    return paths if all(p.exists() for p in paths.values()) else None
-
-
-def kernel_configs(proc: str = "/proc") -> tuple[list[str], str]:
-    """Kernel configurations to run, and why the patched ones are in or out."""
-    if kernel_knobs(proc) is None:
-        return ["kernel"], f"PRISM kernel patch: absent (no {proc}/port, {proc}/sync, {proc}/split)"
-    return ["kernel", "kernel-prism-batch", "kernel-prism-sync"], f"PRISM kernel patch: present ({proc}/port ...)"
-
-
-class KernelPatch:
-    """Sets the patch's knobs for a configuration and restores stock behaviour after."""
-
-    def __init__(self, proc: str = "/proc") -> None:
-        knobs = kernel_knobs(proc)
-        if knobs is None:
-            raise PrismError(2, "PRISM kernel patch", proc, "no /proc/port, /proc/sync, /proc/split")
-        self.knobs = knobs
-
-    def apply(self, ports: list[int], sync: bool) -> None:
-        if len(ports) > 10:
-            raise ConfigError(f"the kernel patch takes at most 10 ports, not {len(ports)}")
-        self.knobs["port"].write_text(",".join(str(p) for p in ports) + "\n")
-        self.knobs["sync"].write_text("1\n" if sync else "0\n")
-
-    def reset(self) -> None:
-        """An empty port list is stock behaviour."""
-        self.knobs["port"].write_text("0\n")
-        self.knobs["sync"].write_text("0\n")
-
-
-# ---- measurement ------------------------------------------------------------
-
-@dataclass
-class Sample:
-    config: str
-    load: str
-    run: int
-    rtt_us: list[float]
-    lost: int
-    low_mpps: float
-    cpu_busy_pct: float
-    daemon_cpu_pct: float | None
+LEAD_S = 0.5  # a LOW load runs this long before the first HIGH measurement under it
+GAP_S = 0.2  # between HIGH measurements: a client's start and exit
+TAIL_S = 0.5  # the LOW load outlasts the last HIGH measurement by at least this
+TX_FEATURES: tuple[str, ...] = ("tx-checksum-ip-generic", "tx-tcp-segmentation")
 
 
 @dataclass
 class BenchParams:
+    high: list[High]
+    low: list[Low]
+    configs: list[str]
+    placement: Placement
+    duration: int = 10  # seconds of each HIGH measurement
     runs: int = 3
-    probes: int = 500
-    interval_ms: float = 1.0
-    low_size: int = 64
-    high_port: int = 7000
-    low_port: int = 9
-    configs: list[str] = field(default_factory=list)  # empty: every one available
+    steal_max: float = 0.05  # a run in which the hypervisor took more of a CPU is flagged
     proc: str = "/proc"
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def high_seconds(self) -> float:
+        """Every HIGH workload measured once, one after the other."""
+        return sum(self.duration + h.startup_s + GAP_S for h in self.high)
+
+    def low_seconds(self) -> int:
+        """How long a LOW load runs: every HIGH workload is measured under it in turn."""
+        return math.ceil(LEAD_S + self.high_seconds() + TAIL_S)
+
+    def estimate_s(self) -> float:
+        per_config = sum(self.low_seconds() + 1 if lo.kind != "idle" else self.high_seconds() for lo in self.low)
+        return (per_config + 3) * len(self.configs) * self.runs
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], p: float) -> float:
-    h = Histogram()
-    for v in values:
-        h.record(int(v * 1000))
-    return round(h.percentile(p) / 1000, 1)
-
-
-class PrismDaemon:
-    """prism-xdp run on the topology, as users run it; started and stopped between configurations."""
-
-    def __init__(self, state: dict[str, Any], workdir: Path, cpu: int) -> None:
-        self.config = workdir / "prism.toml"
-        text = topo.daemon_config(state, str(workdir))
-        text = text.replace("[control]", f"[scheduler]\ncpus = {[cpu] * state['spec']['queues']}\n\n[control]")
-        self.config.write_text(text)
-        self.socket = workdir / f"{state['spec']['name']}.sock"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        if self.proc is not None:
-            return
-        self.proc = subprocess.Popen([sys.executable, "-m", "prism_xdp.cli", "run", "--config", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                self.proc = None
-                raise PrismError(5, "prism-xdp run", str(self.config), err.strip()[-500:])
-            try:
-                if self.call("status")["pid"] == self.proc.pid:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise PrismError(110, "prism-xdp run", str(self.config), "did not answer in 20 s")
-            time.sleep(0.05)
-
-    def call(self, cmd: str, **fields: Any) -> Any:
-        with ControlClient(str(self.socket)) as c:
-            return c.call(cmd, **fields)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-
-
-def _progress(done: int, total: int, label: str) -> None:
+def progress(done: int, total: int, label: str) -> None:
     width = 30
     filled = int(width * done / total) if total else width
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:32}")
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:48.48}")
     sys.stderr.flush()
     if done == total:
         sys.stderr.write("\n")
 
 
-def run(state: dict[str, Any], params: BenchParams, out_dir: Path) -> dict[str, Any]:
-    """Every configuration x load, runs times, interleaved; returns the report (also written)."""
-    host = topo.host_of(state)
-    kernel, patch_note = kernel_configs(params.proc)
-    configs = params.configs or kernel + list(PRISM_CONFIGS)
-    unknown = [c for c in configs if c not in kernel + list(PRISM_CONFIGS)]
-    if unknown:
-        raise ConfigError(f"configs: {unknown[0]!r} is not available here; choose from {', '.join(kernel + list(PRISM_CONFIGS))}")
-    cpus = sorted(os.sched_getaffinity(0))
-    worker_cpu, side_cpu = cpus[-1], cpus[0]
-    c = host.containers[0]
-    samples: list[Sample] = []
-    workdir = Path(tempfile.mkdtemp(prefix="pxd-bench-"))
-    daemon = PrismDaemon(state, workdir, worker_cpu)
-    patch = KernelPatch(params.proc) if len(kernel) > 1 else None
-    gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
-    low = build(host, Flow("low", params.low_port), params.low_size)
-    seconds = (params.probes * params.interval_ms / 1000 + 3) * len(configs) * len(LOADS) * params.runs + 120
-    echo = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "echo", "--bind", c.ip, "--ports",
-                           str(params.high_port), "--seconds", str(int(seconds)), "--cpu", str(side_cpu)],
-                    stdout=subprocess.PIPE, text=True)
-    total, done = len(configs) * len(LOADS) * params.runs, 0
-    # Everything but the data path's worker (this probe, the echo server, the
-    # load generator, the kernel's softirqs for them) stays on the other CPU,
-    # so that the worker's CPU runs the worker alone. Children inherit this.
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {side_cpu})
-    try:
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        with pm_qos_low_latency() as pm_qos:
-            probe = RttProbe(host, params.high_port)
+class Window:
+    """What the machine did during one measurement: CPU time here and stolen, per CPU."""
+
+    def __init__(self, daemon: PrismDaemon | None) -> None:
+        self.daemon = daemon
+        self.t0, self.cpu0 = time.monotonic(), cpuprof.read_cpu_times()
+        self.d0 = daemon.cpu_seconds() if daemon else None
+
+    def close(self, steal_max: float) -> dict[str, Any]:
+        cpu1, secs = cpuprof.read_cpu_times(), time.monotonic() - self.t0
+        d1 = self.daemon.cpu_seconds() if self.daemon else None
+        shares = cpuprof.shares(self.cpu0, cpu1)
+        steal = max((s["steal"] for s in shares.values()), default=0.0)
+        busy = cpuprof.busy_seconds(cpu1) - cpuprof.busy_seconds(self.cpu0)
+        daemon = d1 - self.d0 if d1 is not None and self.d0 is not None else None
+        return {"seconds": round(secs, 3), "busy_cpu_s": round(busy, 3), "busy_cpus": round(busy / secs, 3),
+                "daemon_cpu_s": round(daemon, 3) if daemon is not None else None,
+                "daemon_cpus": round(daemon / secs, 3) if daemon is not None else None,
+                "per_cpu": {str(c): s for c, s in shares.items()}, "steal_max": steal,
+                "steal_flagged": steal > steal_max}
+
+
+class Bench:
+    """One bench on one topology: servers up, configurations in turn, every cell recorded."""
+
+    def __init__(self, state: dict[str, Any], params: BenchParams, workdir: Path) -> None:
+        self.state, self.p, self.workdir = state, params, workdir
+        self.host: OverlayHost = topo.host_of(state)
+        self.c_high, self.c_low = self.host.containers[0], self.host.containers[1]
+        self.tools = Tools(workdir)
+        self.servers: dict[str, Tool] = {}
+        self.cells: list[dict[str, Any]] = []
+        self.low_runs: list[dict[str, Any]] = []
+        self.errors: list[str] = []  # what failed outside a cell (setting a configuration up or down)
+        self.gen: Any = None
+        self.memc = memcache.client_path() if any(h.name == "memcached" for h in params.high) else ""
+        self.done, self.total = 0, len(params.configs) * params.runs * len(params.low) * len(params.high)
+
+    # ---- servers in container c0, for the whole bench --------------------------
+
+    def _server_argv(self, h: High) -> list[str]:
+        ip = self.c_high.ip
+        if h.name.startswith("sockperf"):
+            return sockperf.server_argv(ip, h.port, h.proto == "tcp")
+        if h.name == "memcached":
+            return memcache.server_argv(ip, h.port)
+        root = self.workdir / "nginx"
+        return webserve.server_argv(webserve.prepare(root, ip, h.port), root)
+
+    def _ensure_server(self, h: High) -> None:
+        """Start h's server (again, if it died: the cell that found it dead fails)."""
+        old = self.servers.get(h.name)
+        if old is not None and old.proc.poll() is None:
+            return
+        self.servers[h.name] = srv = self.tools.start(f"{h.name}-server", self.c_high.ns,
+                                                      self.p.placement.wrap(self._server_argv(h)))
+        srv.wait_listening(h.port, h.proto == "tcp")
+        if old is not None:
+            raise ToolError(f"{h.name} server had exited ({old.proc.returncode}): {old.stderr_tail()}")
+
+    # ---- the bench --------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Every configuration x LOW x HIGH, runs times, interleaved; returns whether PM QoS was held."""
+        from prism_xdp.generator import LiveFrameGenerator  # only when prism_gen is asked for
+
+        if self.p.placement.tool_cpus is not None and shutil.which("taskset") is None:
+            raise ToolError("taskset (util-linux) is needed for a pinned placement policy")  # tools run under it
+        if any(lo.kind == "prism-gen" for lo in self.p.low):
+            self.gen = LiveFrameGenerator(self.host.uplink.remote_if, self.host.remote_ns)
+        try:
+            with pm_qos_low_latency() as held:
+                for h in self.p.high:
+                    self._ensure_server(h)
+                for rep in range(self.p.runs):
+                    for config in self.p.configs:
+                        self._config(config, rep)
+                progress(self.total, self.total, "done")
+            return held
+        finally:
+            self.tools.stop_all()
+            if self.gen is not None:
+                self.gen.close()
+
+    def _config(self, config: str, rep: int) -> None:
+        ports = sorted(h.port for h in self.p.high)
+        worker = self.p.placement.worker_cpus[0] if self.p.placement.worker_cpus else None
+        measured = 0
+        try:
+            with abconfigs.configured(config, self.state, self.host, self.workdir, ports, worker,
+                                      self.p.proc) as daemon:
+                self._settle()
+                for low in self.p.low:
+                    self._block(config, low, rep, daemon)
+                    measured += 1
+        except Exception as exc:  # the configuration itself failed: its cells say why
+            reason = f"{config}: {type(exc).__name__}: {exc}"
+            self.errors.append(f"run {rep + 1}: {reason}")
+            for low in self.p.low[measured:]:
+                self.low_runs.append(self._low_failed(config, low, rep, reason))
+                for h in self.p.high:
+                    self._record(self._high_failed(config, h, low, rep, reason))
+
+    def _settle(self) -> None:
+        """ARP, the bridge's and prism_xdp's learning: done before anything is timed."""
+        for c in (self.c_high, self.c_low):
+            run_in(self.host.remote_ns, ["ping", "-q", "-c", "3", "-i", "0.2", "-w", "3", c.ip])
+
+    def _record(self, cell: dict[str, Any]) -> None:
+        self.cells.append(cell)
+        self.done += 1
+
+    # ---- one LOW load, every HIGH workload under it ---------------------------------
+
+    def _block(self, config: str, low: Low, rep: int, daemon: PrismDaemon | None) -> None:
+        clients: list[Tool] = []
+        started: list[Tool] = []
+        low_run: dict[str, Any] = {"config": config, "low": low.name, "run": rep}
+        cells: list[dict[str, Any]] = []
+        try:
+            rx0, window = self.c_low.rx_packets(), None
+            if low.kind in ("tcp", "udp"):
+                for i in range(low.flows):
+                    port = workloads.LOW_PORT_BASE + i
+                    srv = self.tools.start(f"iperf3-server-{i}", self.c_low.ns,
+                                           self.p.placement.wrap(iperf.server_argv(self.c_low.ip, port)))
+                    started.append(srv)
+                    srv.wait_listening(port, tcp=True)
+                window = Window(daemon)
+                for i in range(low.flows):
+                    argv = iperf.client_argv(self.c_low.ip, workloads.LOW_PORT_BASE + i, self.p.low_seconds(),
+                                             low.payload if low.kind == "udp" else None)
+                    clients.append(self.tools.start(f"iperf3-client-{i}", self.host.remote_ns,
+                                                    self.p.placement.wrap(argv)))
+                started += clients
+                low_run["argv"] = [c.argv for c in clients]
+            elif low.kind == "prism-gen":
+                from prism_xdp.inject import Flow, build
+
+                frame = build(self.host, Flow("low", workloads.GEN_PORT, container=1), workloads.GEN_FRAME)
+                window = Window(daemon)
+                self.gen.start_for(frame, seconds=self.p.low_seconds(), cpu=self.p.placement.generator_cpu(),
+                                   call_seconds=0.25)
+                low_run["argv"] = [f"prism_gen (BPF_PROG_RUN live frames) {workloads.GEN_FRAME} B to "
+                                   f"{self.c_low.ip}:{workloads.GEN_PORT}, thread on CPU "
+                                   f"{self.p.placement.generator_cpu()}"]
+            if window is not None:
+                time.sleep(LEAD_S)
+            low_end = time.monotonic() - LEAD_S + self.p.low_seconds()
+            for h in self.p.high:
+                progress(self.done + len(cells), self.total, f"run {rep + 1} {config} {low.name} {h.name}")
+                cells.append(cell := self._high(config, h, low, rep, daemon))
+                if window is not None and cell["ok"] and time.monotonic() > low_end:
+                    cell.update(ok=False, error="the LOW load ended before this measurement did")
+            if window is not None:
+                low_run.update(self._low_result(low, clients, window, rx0))
+            low_run["ok"] = True
+        except Exception as exc:
+            low_run.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+            cells += [self._high_failed(config, h, low, rep, low_run["error"]) for h in self.p.high[len(cells):]]
+        finally:
+            if self.gen is not None and low.kind == "prism-gen":
+                try:
+                    self.gen.stop()
+                except Exception as exc:  # reported with the LOW run
+                    low_run.update(ok=False, error=f"prism_gen: {exc}")
+            for t in started:
+                t.stop()
+        for cell in cells:
+            if cell["ok"] and not low_run["ok"]:
+                # Measured, but not under the load its row names: kept, not summarised.
+                cell.update(ok=False, error=f"the LOW load failed: {low_run['error']}")
+            self._record(cell)
+        self.low_runs.append(low_run)
+
+    def _low_result(self, low: Low, clients: list[Tool], window: Window, rx0: int) -> dict[str, Any]:
+        if low.kind == "prism-gen":
+            self.gen.stop()  # its error, if any, fails the LOW run
+            cpu = window.close(self.p.steal_max)
+            rx = self.c_low.rx_packets() - rx0
+            pps = rx / cpu["seconds"]
+            return {"gbps": pps * workloads.GEN_FRAME * 8 / 1e9, "mpps": pps / 1e6, "loss_pct": None,
+                    "bytes": rx * workloads.GEN_FRAME, "packets_from": "the container's interface (rx_packets)",
+                    "cpu": cpu}
+        flows = []
+        for c in clients:
+            rc = c.wait(self.p.low_seconds() + 20)
             try:
-                for rep in range(params.runs):
-                    for config in configs:
-                        if config.startswith("prism-"):
-                            daemon.start()
-                            daemon.call("mode-set", mode=config.split("-", 1)[1])
-                            daemon.call("rule-add", kind="port", value=params.high_port)
-                        else:
-                            daemon.stop()
-                            if patch is not None:
-                                if config == "kernel":
-                                    patch.reset()
-                                else:
-                                    patch.apply([params.high_port], sync=config.endswith("sync"))
-                        probe.run(20, timeout=0.5)  # ARP, learning: settled before measuring
-                        for load in LOADS:
-                            _progress(done, total, f"run {rep + 1} {config} {load}")
-                            samples.append(_measure(host, probe, gen, low, daemon, config, load, rep, params,
-                                                    side_cpu, worker_cpu))
-                            done += 1
-                _progress(done, total, "done")
-            finally:
-                probe.close()
-    finally:
-        os.sched_setaffinity(0, affinity)
-        daemon.stop()
-        if patch is not None:
-            patch.reset()
-        gen.close()
-        echo.kill()
-        echo.wait()
-        for f in workdir.iterdir():
-            f.unlink()
-        workdir.rmdir()
-    return report(samples, configs, params, patch_note, pm_qos, out_dir)
-
-
-def _measure(host: OverlayHost, probe: RttProbe, gen: LiveFrameGenerator, low: bytes, daemon: PrismDaemon,
-             config: str, load: str, rep: int, params: BenchParams, side_cpu: int, worker_cpu: int) -> Sample:
-    duration = params.probes * params.interval_ms / 1000
-    if load == "loaded":
-        # The load must saturate the path under test without taking the CPU its
-        # own work needs. prism_xdp: the worker owns worker_cpu, so the generator
-        # runs on the other CPU, yielding to everything there (SCHED_IDLE). The
-        # kernel path does its work in the softirq of whoever hands it frames, so
-        # the generator runs at normal priority on the CPU the kernel path leaves
-        # idle (worker_cpu), and the kernel processes its frames there.
-        if config.startswith("prism-"):
-            gen.start_for(low, seconds=duration * 2 + 3, cpu=side_cpu, background=True, call_seconds=0.25)
+                flows.append(iperf.parse(c.stdout()))
+            except ValueError as exc:
+                raise ToolError(f"{c.name} (exit {rc}): {exc}") from None
+        cpu = window.close(self.p.steal_max)
+        rx = self.c_low.rx_packets() - rx0
+        secs = max(float(f["seconds"] or 0) for f in flows) or cpu["seconds"]
+        out: dict[str, Any] = {"gbps": sum(float(f["gbps"] or 0) for f in flows),
+                               "bytes": sum(int(f["bytes"] or 0) for f in flows), "flows": flows, "cpu": cpu}
+        if low.kind == "udp":
+            got, lost = sum(int(f["packets"] or 0) for f in flows), sum(int(f["lost"] or 0) for f in flows)
+            out.update(mpps=got / secs / 1e6, loss_pct=100 * lost / max(1, got + lost),
+                       packets_from="iperf3's receiver (datagrams received)")
         else:
-            gen.start_for(low, seconds=duration * 2 + 3, cpu=worker_cpu, call_seconds=0.25)
-        time.sleep(0.3)  # queues fill first
-    cpu0 = cpuprof.read_cpu_times()
-    pid = daemon.proc.pid if daemon.proc else None
-    d0 = _proc_cpu_seconds(pid) if pid else 0.0
-    rx0, t0 = host.containers[0].rx_packets(), time.monotonic()
-    result = probe.run(params.probes, params.interval_ms / 1000)
-    secs = time.monotonic() - t0
-    rx = host.containers[0].rx_packets() - rx0
-    cpu1 = cpuprof.read_cpu_times()
-    d1 = _proc_cpu_seconds(pid) if pid else 0.0
-    if load == "loaded":
-        gen.stop()
-    return Sample(config, load, rep, result.rtt_us, result.lost, rx / secs / 1e6 if load == "loaded" else 0.0,
-                  round(100 * cpuprof.busy_fraction(cpu0, cpu1), 1),
-                  round(100 * (d1 - d0) / secs, 1) if pid else None)
+            out.update(mpps=rx / cpu["seconds"] / 1e6, loss_pct=None,
+                       packets_from="the container's interface (rx_packets; a GRO/GSO aggregate counts once)")
+        return out
+
+    # ---- one HIGH measurement -------------------------------------------------------
+
+    def _high_argv(self, h: High, out: Path) -> list[str]:
+        ip, secs = self.c_high.ip, self.p.duration
+        if h.name.startswith("sockperf"):
+            return sockperf.client_argv(ip, h.port, h.proto == "tcp", secs, workloads.SOCKPERF_MSG, str(out))
+        if h.name == "memcached":
+            return memcache.client_argv(self.memc, ip, h.port, secs, str(out))
+        return webserve.client_argv(ip, h.port, secs, self.workdir / "nginx" / "done.lua")
+
+    def _high(self, config: str, h: High, low: Low, rep: int, daemon: PrismDaemon | None) -> dict[str, Any]:
+        cell: dict[str, Any] = {"config": config, "high": h.name, "low": low.name, "run": rep}
+        out = self.workdir / f"{h.name}.log"
+        try:
+            self._ensure_server(h)
+            out.unlink(missing_ok=True)
+            argv = self.p.placement.wrap(self._high_argv(h, out))
+            cell["argv"] = argv
+            window = Window(daemon)
+            client = self.tools.start(f"{h.name}-client", self.host.remote_ns, argv)
+            rc = client.wait(self.p.duration + 30)
+            cell["cpu"] = window.close(self.p.steal_max)
+            values, extra = self._parse(h, client, rc, out)
+            if not values:
+                raise ToolError(f"{h.name}: no requests completed ({extra.get('error') or client.stderr_tail()})")
+            ordered = sorted(values)
+            cell.update(ok=True, requests=len(values), requests_per_s=round(len(values) / self.p.duration, 1),
+                        latency_us=summarize(ordered), cdf=cdf(ordered), latency_from=h.latency_from, tool=extra)
+        except Exception as exc:
+            cell.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            out.unlink(missing_ok=True)
+        return cell
+
+    def _parse(self, h: High, client: Tool, rc: int, out: Path) -> tuple[list[float], dict[str, Any]]:
+        """Latencies in µs and what else the tool said."""
+        if h.name.startswith("sockperf"):
+            summary = sockperf.parse_summary(client.stdout())
+            return sockperf.parse_full_log(out.read_text() if out.exists() else ""), summary
+        if h.name == "memcached":
+            if not out.exists():
+                raise ToolError(f"prism-memc-rtt (exit {rc}): {client.stderr_tail()}")
+            head, values = memcache.parse(out.read_text())
+            return values, {"summary": head, "exit": rc, "error": client.stderr_tail() or None}
+        from prism_xdp.samples import expand_histogram
+
+        try:
+            got = webserve.parse(client.stdout())
+        except ValueError as exc:
+            raise ToolError(f"wrk (exit {rc}): {exc} {client.stderr_tail()}") from None
+        hist = got.pop("histogram")
+        return expand_histogram(hist), got  # type: ignore[arg-type]
+
+    def _high_failed(self, config: str, h: High, low: Low, rep: int, reason: str) -> dict[str, Any]:
+        return {"config": config, "high": h.name, "low": low.name, "run": rep, "ok": False, "error": reason}
+
+    @staticmethod
+    def _low_failed(config: str, low: Low, rep: int, reason: str) -> dict[str, Any]:
+        return {"config": config, "low": low.name, "run": rep, "ok": False, "error": reason}
 
 
-def report(samples: list[Sample], configs: list[str], params: BenchParams, patch_note: str, pm_qos: bool,
-           out_dir: Path) -> dict[str, Any]:
-    rows = []
-    for config in configs:
-        row: dict[str, Any] = {"config": config}
-        for load in LOADS:
-            mine = [s for s in samples if s.config == config and s.load == load]
-            rtts = [r for s in mine for r in s.rtt_us]
-            row[load] = {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99),
-                         "p99.9_us": percentile(rtts, 99.9), "samples": len(rtts), "lost": sum(s.lost for s in mine),
-                         "cpu_busy_pct": round(statistics.mean(s.cpu_busy_pct for s in mine), 1) if mine else None,
-                         "daemon_cpu_pct": (round(statistics.mean(s.daemon_cpu_pct for s in mine
-                                                                  if s.daemon_cpu_pct is not None), 1)
-                                            if any(s.daemon_cpu_pct is not None for s in mine) else None)}
-        loaded = [s.low_mpps for s in samples if s.config == config and s.load == "loaded"]
-        row["low_mpps"] = round(statistics.median(loaded), 4) if loaded else None
-        row["low_mpps_runs"] = [round(x, 4) for x in loaded]
-        rows.append(row)
-    rep = {
-        "benchmark": "A/B: kernel path vs prism_xdp, HIGH request/response under LOW load",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "params": asdict(params) | {"pm_qos_held": pm_qos, "kernel_patch": patch_note,
-                                    "probe": "raw VXLAN requests from the remote namespace, UDP echo in the container, "
-                                             "replies timestamped by the remote kernel (SO_TIMESTAMPNS)",
-                                    "low_load": "prism_gen at full speed; prism_xdp: on the CPU its worker does not "
-                                                "use, SCHED_IDLE; kernel: at normal priority on the CPU the kernel path "
-                                                "otherwise leaves idle, which then processes its frames in softirq"},
-        "results": rows,
-        "samples": [asdict(s) for s in samples],
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = out_dir / f"ab-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(rep, indent=2))
-    text = table(rows)
-    base.with_suffix(".md").write_text(
-        f"# A/B: kernel path vs prism_xdp\n\n{params.runs} runs x {params.probes} HIGH probes per configuration and "
-        f"load, interleaved; kernel {platform.release()}; PM QoS held: {pm_qos}; {patch_note}\n\n{text}\n")
-    plot(samples, configs, rows, str(base))
-    rep["files"] = [str(base.with_suffix(s)) for s in (".json", ".md")] + [f"{base}-cdf.png", f"{base}-low.png"]
-    rep["table"] = text
+def run(state: dict[str, Any], params: BenchParams, out_dir: Path) -> dict[str, Any]:
+    """The whole bench on a topology that is up; writes and returns the report."""
+    if len(state["host"]["containers"]) < 2:
+        raise ToolError("the bench needs a topology with 2 containers (HIGH in c0, LOW in c1)")
+    _, patch_note = abconfigs.kernel_configs(params.proc)
+    params.extra["offloads"] = offload_state(topo.host_of(state))
+    workdir = Path(tempfile.mkdtemp(prefix="pxd-bench-"))
+    workdir.chmod(0o755)  # nginx's workers read the page as another user
+    try:
+        bench = Bench(state, params, workdir)
+        held = bench.run()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rep = abreport.build(bench.cells, bench.low_runs, bench.errors, params, held, patch_note, state)
+    rep["files"] = abreport.write(rep, out_dir)
     return rep
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| configuration | idle p50 | idle p99 | loaded p50 | loaded p99 | loaded p99.9 | lost (loaded) | "
-             "LOW Mpps | CPU busy % (loaded) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        i, lo = r["idle"], r["loaded"]
-        lines.append(f"| {r['config']} | {i['p50_us']} | {i['p99_us']} | {lo['p50_us']} | {lo['p99_us']} | "
-                     f"{lo['p99.9_us']} | {lo['lost']} | {r['low_mpps']} | {lo['cpu_busy_pct']} |")
-    return "\n".join(lines) + "\n\nHIGH round trip in µs."
-
-
-def plot_cdf(series: dict[str, dict[str, list[float]]], path: str) -> None:
-    """One panel per load (idle, loaded), one HIGH round-trip CDF per configuration in it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(series), figsize=(11, 4), sharey=True, squeeze=False)
-    for ax, (load, by_label) in zip(axes[0], series.items(), strict=True):
-        for label, values in by_label.items():
-            v = sorted(values)
-            if v:
-                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("HIGH round trip (µs)")
-        ax.set_title(f"LOW background: {load}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("fraction of probes")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot(samples: list[Sample], configs: list[str], rows: list[dict[str, Any]], base: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plot_cdf({load: {c: [r for s in samples if s.config == c and s.load == load for r in s.rtt_us]
-                     for c in configs} for load in LOADS}, f"{base}-cdf.png")
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = [r["config"] for r in rows]
-    ax.bar(names, [r["low_mpps"] or 0 for r in rows], color="tab:gray")
-    ax.set_ylabel("LOW delivered (Mpps)")
-    ax.set_title("LOW throughput under load")
-    ax.tick_params(axis="x", labelrotation=20)
-    fig.tight_layout()
-    fig.savefig(f"{base}-low.png", dpi=120)
-    plt.close(fig)
+def offload_state(host: OverlayHost) -> dict[str, dict[str, bool]]:
+    """TX checksum and TSO as the topology has them (what `kernel` runs with), per interface."""
+    out: dict[str, dict[str, bool]] = {}
+    for ifname, ns in abconfigs.txoff_links(host):
+        feats = offloads.read(ifname, ns)
+        out[f"{ns}/{ifname}"] = {k: feats[k].active for k in TX_FEATURES if k in feats}
+    return out

@@ -6,10 +6,14 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from prism_xdp import __version__
 from prism_xdp.errors import ConfigError
 from prism_xdp.signals import cleanup_on_sigterm
+
+if TYPE_CHECKING:
+    from prism_xdp.abbench import BenchParams
 
 EPILOG = """examples:
   prism-xdp run --config /etc/prism-xdp/prism.toml   # the daemon
@@ -179,13 +183,61 @@ def _inject(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICK = {"high": "sockperf-udp", "low": "idle,tcp1", "configs": "kernel,prism-vanilla,prism-batch,prism-sync",
+         "duration": 5, "runs": 2}
+
+
+def bench_params(args: argparse.Namespace) -> BenchParams:
+    """The bench's options checked, before anything is brought up; ConfigError names what is wrong."""
+    from prism_xdp import abbench, abconfigs, workloads
+    from prism_xdp.placement import policy
+
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    duration = 10 if args.duration is None else args.duration
+    runs = 3 if args.runs is None else args.runs
+    if not 1 <= duration <= 3600:
+        raise ConfigError(f"--duration: must be 1..3600 seconds, not {duration}")
+    if not 1 <= runs <= 100:
+        raise ConfigError(f"--runs: must be 1..100, not {runs}")
+    if not 0 < args.steal_max <= 1:
+        raise ConfigError(f"--steal-max: a fraction of a CPU in (0, 1], not {args.steal_max}")
+    return abbench.BenchParams(
+        high=workloads.parse_high_list(args.high or workloads.HIGH_DEFAULT),
+        low=workloads.parse_low_list(args.low or workloads.LOW_DEFAULT),
+        configs=abconfigs.choose(args.configs, args.proc), placement=policy(args.placement),
+        duration=duration, runs=runs, steal_max=args.steal_max, proc=args.proc,
+        command="prism-xdp " + " ".join(sys.argv[1:]))
+
+
+def _bench_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from prism_xdp import abreport
+
+    if len(args.what) < 3:
+        raise ConfigError("bench merge: give two or more result files (bench merge A.json B.json)")
+    rep = abreport.merge(args.what[1:])
+    rep["files"] = abreport.write(rep, Path(args.out), prefix="ab-merged")
+    print(rep["table"])
+    print("written: " + ", ".join(rep["files"]))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from prism_xdp import abbench, topo
 
-    if args.quick:
-        args.runs, args.probes = min(args.runs, 2), min(args.probes, 300)
+    if args.what:
+        if args.what[0] != "merge":
+            raise ConfigError(f"bench: unknown action {args.what[0]!r} (the only one is: merge A.json B.json)")
+        return _bench_merge(args)
+    params = bench_params(args)
+    print(f"bench: {len(params.configs)} configurations x {len(params.low)} LOW x {len(params.high)} HIGH x "
+          f"{params.runs} runs, about {params.estimate_s() / 60:.0f} min", file=sys.stderr)
     existing = topo.load_state(args.topo)
     made_here = existing is None
     if existing is None:
@@ -194,15 +246,11 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         state = existing
     try:
-        params = abbench.BenchParams(runs=args.runs, probes=args.probes, interval_ms=args.interval_ms,
-                                     low_size=args.low_size, configs=args.configs.split(",") if args.configs else [],
-                                     proc=args.proc)
         rep = abbench.run(state, params, Path(args.out))
     finally:
         if made_here and not args.keep:
             topo.down(args.topo)
     print(rep["table"])
-    print(rep["params"]["kernel_patch"])
     print("written: " + ", ".join(rep["files"]))
     return 0
 
@@ -329,21 +377,37 @@ def build_parser() -> argparse.ArgumentParser:
     inj.set_defaults(func=_inject)
 
     b = sub.add_parser(
-        "bench", help="A/B: the kernel path against prism_xdp in each mode, same host, same traffic",
-        description="For every configuration — kernel (stock VXLAN + bridge), kernel-prism-batch/-sync when the "
-        "running kernel has the PRISM patch's /proc/port, /proc/sync, /proc/split, and prism-vanilla/-batch/-sync "
-        "(the daemon, started as users start it) — a HIGH request/response probe with and without a saturating "
-        "LOW load; repeated and interleaved. Writes JSON, a markdown table, a latency CDF and a throughput plot.",
-        epilog="examples:\n  prism-xdp bench --quick\n  prism-xdp bench --runs 5 --probes 2000\n"
-        "  prism-xdp bench --configs kernel,prism-sync",
+        "bench", help="A/B with real tools: the kernel path against prism_xdp in each mode, same host, same traffic",
+        description="HIGH request/response applications (sockperf UDP and TCP, memcached with prism-memc-rtt, nginx "
+        "with wrk) in container c0, each idle and under LOW bulk loads (iperf3 TCP and UDP, prism_gen) to container "
+        "c1, all driven from the remote host, through every configuration: kernel (stock VXLAN + bridge), "
+        "kernel-txoff (TX checksum offload off), kernel-prism-batch/-sync when the running kernel has the PRISM "
+        "patch's /proc/port, /proc/sync, /proc/split, and prism-vanilla/-batch/-sync (the daemon, as users start "
+        "it, with the HIGH ports as priority rules). One placement policy for all, PM QoS held, runs interleaved. "
+        "Writes JSON, a markdown table, a latency CDF per HIGH x LOW and a LOW throughput plot. "
+        "'bench merge A.json B.json' puts two results (e.g. two kernels) into one table.",
+        epilog="examples:\n  prism-xdp bench --quick\n"
+        "  prism-xdp bench --runs 3 --duration 10\n"
+        "  prism-xdp bench --high sockperf-udp,memcached --low idle,tcp2,udp64x2 --configs kernel,prism-sync\n"
+        "  prism-xdp bench --placement split\n"
+        "  prism-xdp bench merge prism-5.4.json modern.json\n"
+        "HIGH workloads: sockperf-udp, sockperf-tcp, memcached, nginx\n"
+        "LOW loads: idle, tcp<N> (N iperf3 flows, separate processes), udp<payload>[x<N>] (iperf3 -u -b 0), "
+        "prism-gen",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("what", nargs="*", metavar="merge A.json B.json", help="merge result files instead of measuring")
     b.add_argument("--topo", default="pxd", help="topology (brought up and removed if not up)")
-    b.add_argument("--runs", type=int, default=3)
-    b.add_argument("--probes", type=int, default=1000, help="HIGH ping-pongs per configuration, load and run")
-    b.add_argument("--interval-ms", type=float, default=1.0, help="at most one probe per interval")
-    b.add_argument("--low-size", type=int, default=64, help="LOW frame bytes")
-    b.add_argument("--configs", help="comma-separated subset of the configurations")
-    b.add_argument("--quick", action="store_true", help="2 runs x 300 probes: the demo")
+    b.add_argument("--high", help="comma-separated HIGH workloads (default: all four)")
+    b.add_argument("--low", help="comma-separated LOW loads (default idle,tcp1,tcp2,udp64x2,udp1400)")
+    b.add_argument("--configs", help="comma-separated subset of the configurations (default: all available)")
+    b.add_argument("--duration", type=int, help="seconds of each HIGH measurement (default 10)")
+    b.add_argument("--runs", type=int, help="repetitions, interleaved across configurations (default 3)")
+    b.add_argument("--placement", default="default",
+                   help="default (nothing pinned) or split (daemon worker on the last CPU, every tool on CPU 0)")
+    b.add_argument("--steal-max", type=float, default=0.05,
+                   help="flag runs in which the hypervisor stole more than this share of a CPU (default 0.05)")
+    b.add_argument("--quick", action="store_true",
+                   help="the demo: sockperf-udp idle and under 1 TCP flow, kernel vs the three modes, 2 x 5 s")
     b.add_argument("--keep", action="store_true", help="keep a topology the bench brought up")
     b.add_argument("--out", default="bench-results", help="directory for the results")
     b.add_argument("--proc", default="/proc", help="where to look for the kernel patch's knobs")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prism_xdp import cpuprof, topo, xdp
-from prism_xdp.abbench import PrismDaemon
+from prism_xdp.abconfigs import PrismDaemon
 from prism_xdp.errors import ConfigError
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build

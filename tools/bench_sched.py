@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from prism_xdp.abbench import percentile, plot_cdf
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
 from prism_xdp.netns import Testbed, popen_in
 from prism_xdp.probe import RttProbe, pm_qos_low_latency
+from prism_xdp.samples import nearest_rank
 from prism_xdp.signals import cleanup_on_sigterm
 from prism_xdp.topology import create_overlay_host
 
@@ -27,6 +27,35 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxm"
 HIGH_PORT = 7000
 MODES = ("vanilla", "batch", "sync")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of raw round trips, 0 when there are none."""
+    return round(nearest_rank(sorted(values), p), 1) if values else 0.0
+
+
+def plot_cdf(series: dict[str, dict[str, list[float]]], path: str) -> None:
+    """One panel per load (idle, loaded), one HIGH round-trip CDF per mode in it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(11, 4), sharey=True, squeeze=False)
+    for ax, (load, by_label) in zip(axes[0], series.items(), strict=True):
+        for label, values in by_label.items():
+            v = sorted(values)
+            if v:
+                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("HIGH round trip (µs)")
+        ax.set_title(f"LOW background: {load}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("fraction of probes")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> int:

@@ -60,4 +60,10 @@ if [ ! -f "$VENV/.build-$(stamp_of)" ] || [ ! -f prism_xdp/bpf/prism_steer.bpf.o
   rm -f "$VENV"/.build-*
   touch "$VENV/.build-$(stamp_of)"
 fi
+# The bench's memcached client (per-request latencies, which no packaged client reports).
+MEMC=$VENV/bin/prism-memc-rtt
+if [ ! -x "$MEMC" ] || [ tools/memc_rtt.c -nt "$MEMC" ]; then
+  say "building $MEMC"
+  gcc -O2 -Wall -Wextra -Werror -o "$MEMC" tools/memc_rtt.c
+fi
 say "ready: $VENV/bin/prism-xdp"

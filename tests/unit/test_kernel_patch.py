@@ -1,4 +1,4 @@
-"""test_kernel_patch.py - the A/B bench selects the PRISM kernel patch's configurations only when its /proc knobs exist (driven with a stand-in directory for /proc), and writes them as the patch expects."""
+"""test_kernel_patch.py - the A/B bench selects the PRISM kernel patch's configurations only when its /proc knobs exist (driven with a stand-in directory for /proc), writes them as the patch expects, and names a configuration this host cannot run."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp.abbench import KernelPatch, kernel_configs, kernel_knobs, percentile
+from prism_xdp.abconfigs import KernelPatch, choose, kernel_configs, kernel_knobs
 from prism_xdp.errors import ConfigError, PrismError
 
 
@@ -18,7 +18,7 @@ def fake_proc(tmp_path: Path, knobs: tuple[str, ...] = ("port", "sync", "split")
 
 def test_absent_knobs_mean_kernel_only(tmp_path: Path) -> None:
     configs, note = kernel_configs(str(tmp_path))
-    assert configs == ["kernel"] and "absent" in note
+    assert configs == ["kernel", "kernel-txoff"] and "absent" in note
     assert kernel_knobs(fake_proc(tmp_path, ("port", "sync"))) is None  # all three, or none
     with pytest.raises(PrismError, match="no /proc/port"):
         KernelPatch(str(tmp_path))
@@ -26,7 +26,7 @@ def test_absent_knobs_mean_kernel_only(tmp_path: Path) -> None:
 
 def test_present_knobs_add_the_patched_configurations(tmp_path: Path) -> None:
     configs, note = kernel_configs(fake_proc(tmp_path))
-    assert configs == ["kernel", "kernel-prism-batch", "kernel-prism-sync"] and "present" in note
+    assert configs == ["kernel", "kernel-txoff", "kernel-prism-batch", "kernel-prism-sync"] and "present" in note
 
 
 def test_knobs_are_written_as_the_patch_reads_them(tmp_path: Path) -> None:
@@ -41,8 +41,11 @@ def test_knobs_are_written_as_the_patch_reads_them(tmp_path: Path) -> None:
         patch.apply(list(range(1, 12)), sync=False)
 
 
-def test_percentile_of_round_trips() -> None:
-    values = [float(v) for v in range(1, 1001)]
-    assert percentile(values, 50) == pytest.approx(500, rel=1 / 16)
-    assert percentile(values, 99) == pytest.approx(990, rel=1 / 16)
-    assert percentile([], 99) == 0
+def test_configs_are_chosen_from_what_this_host_has(tmp_path: Path) -> None:
+    assert choose(None, str(tmp_path)) == ["kernel", "kernel-txoff", "prism-vanilla", "prism-batch", "prism-sync"]
+    assert choose("prism-sync,kernel", str(tmp_path)) == ["prism-sync", "kernel"]
+    with pytest.raises(ConfigError, match="'kernel-prism-sync' is not available here .needs the PRISM kernel patch"):
+        choose("kernel,kernel-prism-sync", str(tmp_path))
+    with pytest.raises(ConfigError, match="'prism-fast' is not available"):
+        choose("prism-fast", str(tmp_path))
+    assert "kernel-prism-sync" in choose(None, fake_proc(tmp_path))
