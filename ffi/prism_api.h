@@ -212,6 +212,8 @@ struct prism_overlay_config {
 	 * seed is taken as partial (a veth "wire" leaves it so) and finished like
 	 * a container's; any other value is left for the container to verify. */
 	uint32_t accept_partial;
+	uint32_t fdb_ageing_s; /* learned remote MACs age out (0: 300 s, the kernel bridge's) */
+	uint32_t fdb_max_per_vtep; /* live learned entries per VTEP (0: 4096) */
 };
 
 /* Per stage and per reason; every packet a stage takes is counted once
@@ -224,7 +226,10 @@ struct prism_overlay_counters {
 	uint64_t encap_out; /* encapsulated toward a VTEP */
 	uint64_t local_out; /* container to container, no tunnel */
 	uint64_t flood_copies; /* extra frames made for broadcast / unknown */
-	uint64_t learned;
+	uint64_t learned; /* remote MACs learned or moved */
+	uint64_t fdb_entries; /* learned entries live now (a level, not a count) */
+	uint64_t fdb_refused; /* not learned: the VTEP's share or the table was full */
+	uint64_t fdb_expired; /* learned entries aged out */
 	uint64_t deliver_in;
 	uint64_t deliver_out;
 	uint64_t drop_malformed_outer;

@@ -9,6 +9,7 @@
 #include <xdp/xsk.h>
 
 #include "prism.h"
+#include "prism_fdb.h"
 #include "prism_internal.h"
 
 /*
@@ -26,10 +27,6 @@
  * the other local ports and every VTEP of the VNI when a container sent them.
  */
 
-#define FDB_SIZE 8192 /* power of two; open addressing */
-#define FDB_EMPTY 0
-#define FDB_LOCAL 1
-#define FDB_REMOTE 2
 #define OUTER_IP_UDP_VXLAN 36 /* what the uplink's MTU must also hold */
 #define SPORT_MIN 32768 /* the kernel's default ip_local_port_range */
 #define SPORT_MAX 60999
@@ -45,13 +42,6 @@ struct vtep {
 	uint32_t vni;
 	uint32_t ip; /* network order */
 	uint8_t mac[ETH_ALEN];
-};
-
-struct fdb_entry {
-	uint32_t vni;
-	uint8_t mac[ETH_ALEN];
-	uint8_t kind;
-	uint16_t idx;
 };
 
 struct prism_overlay {
@@ -77,65 +67,16 @@ struct prism_overlay {
 	uint64_t cur_poll_ts; /* poll time of the packet a stage is working on */
 	uint32_t *order; /* deliver's counting sort */
 	uint32_t order_cap;
-	struct fdb_entry fdb[FDB_SIZE];
+	struct prism_fdb fdb;
 };
 
-/* ---- forwarding table ------------------------------------------------ */
+/* ---- forwarding table (prism_fdb.c) ---------------------------------- */
 
-static inline uint32_t fdb_hash(uint32_t vni, const uint8_t *mac)
-{
-	uint64_t k = (uint64_t)mac[0] << 40 | (uint64_t)mac[1] << 32 | (uint64_t)mac[2] << 24 |
-		     (uint64_t)mac[3] << 16 | (uint64_t)mac[4] << 8 | mac[5];
-
-	k ^= (uint64_t)vni * 0x9E3779B97F4A7C15ull;
-	k *= 0xff51afd7ed558ccdull;
-	return (uint32_t)(k >> 40) & (FDB_SIZE - 1);
-}
-
-static struct fdb_entry *fdb_slot(struct prism_overlay *o, uint32_t vni, const uint8_t *mac,
-				  int for_insert)
-{
-	uint32_t h = fdb_hash(vni, mac), i;
-
-	for (i = 0; i < FDB_SIZE; i++) {
-		struct fdb_entry *e = &o->fdb[(h + i) & (FDB_SIZE - 1)];
-
-		if (e->kind == FDB_EMPTY)
-			return for_insert ? e : NULL;
-		if (e->vni == vni && !memcmp(e->mac, mac, ETH_ALEN))
-			return e;
-	}
-	return NULL; /* full */
-}
-
-static void fdb_set(struct prism_overlay *o, uint32_t vni, const uint8_t *mac, uint8_t kind,
-		    uint16_t idx)
-{
-	struct fdb_entry *e = fdb_slot(o, vni, mac, 1);
-
-	/* A container's own entry is static: a remote frame claiming its MAC
-	 * does not move it (no hijacking through learning).
-	 */
-	if (!e || (e->kind == FDB_LOCAL && kind == FDB_REMOTE))
-		return;
-	if (e->kind == kind && e->idx == idx)
-		return;
-	if (kind == FDB_REMOTE)
-		o->cnt.learned++;
-	e->vni = vni;
-	memcpy(e->mac, mac, ETH_ALEN);
-	e->kind = kind;
-	e->idx = idx;
-}
+_Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS, "a learned entry's VTEP indexes the FDB's counts");
 
 int prism_overlay_lookup(struct prism_overlay *o, uint32_t vni, const uint8_t *mac, uint32_t *idx)
 {
-	struct fdb_entry *e = fdb_slot(o, vni, mac, 0);
-
-	if (!e)
-		return 0;
-	*idx = e->idx;
-	return e->kind;
+	return prism_fdb_lookup(&o->fdb, vni, mac, o->cur_poll_ts, idx);
 }
 
 /* ---- setup ------------------------------------------------------------ */
@@ -158,6 +99,7 @@ int prism_overlay_new(struct prism_overlay **out, struct prism_umem *u,
 		return -ENOMEM;
 	o->u = u;
 	o->cfg = *cfg;
+	prism_fdb_init(&o->fdb, cfg->fdb_ageing_s, cfg->fdb_max_per_vtep);
 	*out = o;
 	return 0;
 }
@@ -217,9 +159,11 @@ int prism_overlay_add_container(struct prism_overlay *o, struct prism_xsk **by_c
 	err = set_sockets(p, by_class, nclass);
 	if (err)
 		return err;
+	err = prism_fdb_add_local(&o->fdb, vni, mac, o->nports);
+	if (err)
+		return err;
 	p->vni = vni;
 	memcpy(p->mac, mac, ETH_ALEN);
-	fdb_set(o, vni, mac, FDB_LOCAL, o->nports);
 	for (i = 0; i < o->nvnis && o->vnis[i] != vni; i++)
 		;
 	if (i == o->nvnis)
@@ -255,6 +199,10 @@ int prism_overlay_set_vtep_mac(struct prism_overlay *o, uint32_t vtep, const uin
 void prism_overlay_counters(struct prism_overlay *o, struct prism_overlay_counters *out)
 {
 	*out = o->cnt;
+	out->learned = o->fdb.changes;
+	out->fdb_entries = o->fdb.entries;
+	out->fdb_refused = o->fdb.refused;
+	out->fdb_expired = o->fdb.expired;
 }
 
 int prism_overlay_port_counters(struct prism_overlay *o, uint32_t port,
@@ -611,7 +559,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		pcls = inner_class(o, inner, len, vni);
 		csum = csum_ingress(o, addr, &len);
 		if (o->cfg.learn && !(inner[6] & 1))
-			fdb_set(o, vni, inner + 6, FDB_REMOTE, (uint16_t)kind);
+			prism_fdb_learn(&o->fdb, vni, inner + 6, (uint16_t)kind, o->cur_poll_ts);
 
 		if (!(inner[0] & 1)) {
 			kind = prism_overlay_lookup(o, vni, inner, &idx);

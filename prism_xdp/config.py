@@ -46,6 +46,8 @@ class Config:
     busy_poll_usecs: int = 0
     busy_poll_budget: int = 64
     timestamps: bool = True
+    fdb_ageing_s: int = 300  # forwarding.ageing_s
+    fdb_max_per_vtep: int = 4096  # forwarding.max_per_vtep
     checksum: str = "auto"  # checksum.method
     partial_checksums: str = "auto"  # checksum.partial_from_uplink
     frame_size: int = 2048
@@ -187,6 +189,11 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     timestamps = sc.get("timestamps", bool, True)
     sc.done()
 
+    fw = _Table(top.get("forwarding", dict, {}), "forwarding")
+    fdb_ageing_s = fw.int_in("ageing_s", 1, 1_000_000, 300)
+    fdb_max_per_vtep = fw.int_in("max_per_vtep", 1, 8192, 4096)
+    fw.done()
+
     cs = _Table(top.get("checksum", dict, {}), "checksum")
     checksum = cs.choice("method", ("auto", "offload", "software"), "auto")
     partial_checksums = cs.choice("partial_from_uplink", ("auto", "accept", "verify"), "auto")
@@ -250,7 +257,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     rules = parse_rules(top.get("rules", dict, {}))
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
-                  tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
+                  tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
                   prometheus, log_level, tuple(vteps), tuple(containers), rules)
 
 

@@ -150,7 +150,8 @@ class Daemon:
                 frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
                               busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget),
                 attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None,
-                timestamps=cfg.timestamps, checksum=self.checksum)
+                timestamps=cfg.timestamps, checksum=self.checksum, fdb_ageing_s=cfg.fdb_ageing_s,
+                fdb_max_per_vtep=cfg.fdb_max_per_vtep)
             # One process per queue: queues run in parallel, each with its own
             # interpreter; the programs' maps are shared through inherited fds.
             worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs)

@@ -69,6 +69,8 @@ class DatapathParams:
     xsk: XskParams = field(default_factory=XskParams)
     attach_mode: AttachMode = AttachMode.NATIVE
     learn: bool = True
+    fdb_ageing_s: int = 300  # learned remote MACs age out, as in the kernel bridge
+    fdb_max_per_vtep: int = 4096  # live learned MACs per VTEP: a flood of source MACs cannot fill the table
     mode: str = "batch"  # vanilla | batch | sync (scheduling; vanilla also steers all to class 0)
     poll: str = "busy"  # busy: spin; blocking: poll() when idle, no CPU while idle
     cpu: int | None = None  # pin the worker's thread to this CPU
@@ -90,6 +92,10 @@ class DatapathParams:
             raise ConfigError(f"nclass must be in 1..{L.PRISM_NCLASS}, not {self.nclass}")
         if not 0 <= self.queue < L.PRISM_MAX_QUEUES:
             raise ConfigError(f"queue must be in 0..{L.PRISM_MAX_QUEUES - 1}, not {self.queue}")
+        if not 1 <= self.fdb_ageing_s <= 1_000_000:
+            raise ConfigError(f"fdb_ageing_s must be in 1..1000000, not {self.fdb_ageing_s}")
+        if not 1 <= self.fdb_max_per_vtep <= 8192:
+            raise ConfigError(f"fdb_max_per_vtep must be in 1..8192, not {self.fdb_max_per_vtep}")
         if not 1 <= self.ttl <= 255:
             raise ConfigError(f"ttl must be in 1..255, not {self.ttl}")
         if self.cpu is not None and self.cpu not in online_cpus():
@@ -218,7 +224,7 @@ class Datapath:
 
         checksum = p.checksum or resolve_checksum("auto", "auto", p.uplink, self.umem.tx_metadata)
         self.overlay = Overlay(self.umem, p.vxlan_port, link_mac(p.uplink), local_ip,
-                               p.uplink_mtu or mtu, p.ttl, p.learn, checksum)
+                               p.uplink_mtu or mtu, p.ttl, p.learn, checksum, p.fdb_ageing_s, p.fdb_max_per_vtep)
         self._undo.callback(self.overlay.close)
 
         self.sources: list[Source] = []

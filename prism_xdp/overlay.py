@@ -133,7 +133,8 @@ class Overlay:
     """
 
     def __init__(self, umem: Umem, vxlan_port: int, local_mac: str, local_ip: str, uplink_mtu: int,
-                 ttl: int = 64, learn: bool = True, checksum: ChecksumPolicy | None = None) -> None:
+                 ttl: int = 64, learn: bool = True, checksum: ChecksumPolicy | None = None,
+                 fdb_ageing_s: int = 300, fdb_max_per_vtep: int = 4096) -> None:
         checksum = checksum or ChecksumPolicy("offload" if umem.tx_metadata else "software")
         cfg = ffi.new("struct prism_overlay_config *")
         cfg.vxlan_port = vxlan_port
@@ -144,6 +145,8 @@ class Overlay:
         cfg.learn = 1 if learn else 0
         cfg.checksum = checksum.c_method()
         cfg.accept_partial = 1 if checksum.accept_partial else 0
+        cfg.fdb_ageing_s = fdb_ageing_s
+        cfg.fdb_max_per_vtep = fdb_max_per_vtep
         out = ffi.new("prism_overlay **")
         check_rc(lib.prism_overlay_new(out, umem.ptr, cfg), "create overlay",
                  hint="vxlan_port, uplink MTU (>= 68) and ttl must be set; checksum offload needs TX metadata")

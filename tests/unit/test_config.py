@@ -69,6 +69,8 @@ DELETE = object()
     ("scheduler.busy_poll_usecs", -1, r"scheduler.busy_poll_usecs: must be in 0..1000000"),
     ("scheduler.busy_poll_budget", 0, r"scheduler.busy_poll_budget: must be in 1..1024"),
     ("scheduler.timestamps", 1, r"scheduler.timestamps: must be bool, not int 1"),
+    ("forwarding.ageing_s", 0, r"forwarding.ageing_s: must be in 1..1000000"),
+    ("forwarding.max_per_vtep", 10000, r"forwarding.max_per_vtep: must be in 1..8192"),
     ("checksum.method", "hardware", r"checksum.method: must be one of auto, offload, software"),
     ("checksum.partial_from_uplink", True, r"checksum.partial_from_uplink: must be str"),
     ("checksum.speed", 1, r"checksum.speed: unknown key"),
