@@ -56,8 +56,9 @@ class BenchParams:
         return sum(self.duration + h.startup_s + GAP_S for h in self.high)
 
     def low_seconds(self) -> int:
-        """How long a LOW load runs: every HIGH workload is measured under it in turn."""
-        return math.ceil(LEAD_S + self.high_seconds() + TAIL_S)
+        """How long a LOW load runs: every HIGH workload is measured under it in turn, with
+        room for clients that the load slows down (a cell that still outlasts it fails)."""
+        return math.ceil(LEAD_S + 1.2 * self.high_seconds() + TAIL_S)
 
     def estimate_s(self) -> float:
         per_config = sum(self.low_seconds() + 1 if lo.kind != "idle" else self.high_seconds() for lo in self.low)
@@ -130,6 +131,11 @@ class Bench:
         self.servers[h.name] = srv = self.tools.start(f"{h.name}-server", self.c_high.ns,
                                                       self.p.placement.wrap(self._server_argv(h)))
         srv.wait_listening(h.port, h.proto == "tcp")
+        if h.name == "memcached":
+            load = self.tools.start("memcached-preload", self.host.remote_ns, self.p.placement.wrap(
+                memcache.preload_argv(self.memc, self.c_high.ip, h.port, str(self.workdir / "preload.log"))))
+            if load.wait(60) != 0:
+                raise ToolError(f"storing memcached's keys failed: {load.stderr_tail()}")
         if old is not None:
             raise ToolError(f"{h.name} server had exited ({old.proc.returncode}): {old.stderr_tail()}")
 

@@ -29,9 +29,16 @@ def server_argv(ip: str, port: int) -> list[str]:
     return ["memcached", "-u", "nobody", "-l", ip, "-p", str(port)]
 
 
-def client_argv(binary: str, ip: str, port: int, seconds: int, out: str) -> list[str]:
+def client_argv(binary: str, ip: str, port: int, seconds: float, out: str, preloaded: bool = True) -> list[str]:
+    """preloaded: the keys were stored when the server started (preload_argv), so that a
+    measurement under load does not first spend its time storing them."""
     return [binary, "-s", ip, "-p", str(port), "-t", str(seconds), "-o", out, "-k", str(KEYS),
-            "-v", str(VALUE_BYTES), "-r", str(SET_EVERY)]
+            "-v", str(VALUE_BYTES), "-r", str(SET_EVERY), *(["-P"] if preloaded else [])]
+
+
+def preload_argv(binary: str, ip: str, port: int, out: str) -> list[str]:
+    """Stores every key (and measures for a moment, which is thrown away)."""
+    return client_argv(binary, ip, port, 0.01, out, preloaded=False)
 
 
 def parse(text: str) -> tuple[dict[str, float], list[float]]:

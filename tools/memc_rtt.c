@@ -5,9 +5,9 @@
 // per-request latencies, and percentiles must come from raw samples.
 //
 // usage: prism-memc-rtt -s IP [-p PORT] -t SECONDS -o FILE [-k KEYS]
-//                       [-v VALUE_BYTES] [-r SET_EVERY] [-T TIMEOUT_S]
+//                       [-v VALUE_BYTES] [-r SET_EVERY] [-T TIMEOUT_S] [-P]
 //
-// It stores every key once (not measured), then until SECONDS have passed
+// It stores every key once (not measured; -P: they are stored already), then until SECONDS have passed
 // sends one request, waits for its whole reply, records the time from just
 // before send() to the reply's last byte (CLOCK_MONOTONIC, ns), and sends the
 // next: every SET_EVERY-th request a "set", the others a "get" of a key taken
@@ -40,6 +40,7 @@ struct opts {
 	int value_bytes;
 	int set_every;
 	int timeout_s;
+	int preloaded;
 };
 
 struct samples {
@@ -118,7 +119,7 @@ static int usage(const char *why)
 {
 	fprintf(stderr,
 		"prism-memc-rtt: %s\nusage: prism-memc-rtt -s IP [-p PORT] -t SECONDS -o FILE [-k KEYS] "
-		"[-v VALUE_BYTES] [-r SET_EVERY] [-T TIMEOUT_S]\n",
+		"[-v VALUE_BYTES] [-r SET_EVERY] [-T TIMEOUT_S] [-P]\n",
 		why);
 	return 1;
 }
@@ -190,7 +191,7 @@ int main(int argc, char **argv)
 	int c, fd, rc = 0, status = 0;
 	FILE *f;
 
-	while ((c = getopt(argc, argv, "s:p:t:o:k:v:r:T:")) != -1) {
+	while ((c = getopt(argc, argv, "s:p:t:o:k:v:r:T:P")) != -1) {
 		switch (c) {
 		case 's': o.server = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -200,6 +201,7 @@ int main(int argc, char **argv)
 		case 'v': o.value_bytes = atoi(optarg); break;
 		case 'r': o.set_every = atoi(optarg); break;
 		case 'T': o.timeout_s = atoi(optarg); break;
+		case 'P': o.preloaded = 1; break;
 		default: return usage("unknown option");
 		}
 	}
@@ -216,7 +218,7 @@ int main(int argc, char **argv)
 		return 1;
 	memset(value, 'x', (size_t)o.value_bytes);
 	value[o.value_bytes] = '\0';
-	for (int k = 0; k < o.keys && rc == 0; k++)
+	for (int k = 0; k < o.keys && rc == 0 && !o.preloaded; k++)
 		rc = request(fd, &o, value, k, 1, reply);
 	start = now_ns();
 	deadline = start + (uint64_t)(o.seconds * 1e9);
