@@ -243,6 +243,7 @@ struct prism_overlay_counters {
 	uint64_t drop_batch_full;
 	uint64_t drop_tx_full;
 	uint64_t drop_no_port;
+	uint64_t drop_no_memory; /* deliver could not grow its sort array */
 	uint64_t csum_offload; /* checksums handed to the kernel with TX metadata */
 	uint64_t csum_software; /* checksums completed here */
 	uint64_t csum_partial_in; /* partial checksums from the uplink (accept_partial) */
@@ -309,14 +310,16 @@ int prism_decap_batch(prism_overlay *o, struct prism_batch *in, struct prism_bat
 int prism_encap_batch(prism_overlay *o, uint32_t src_port, struct prism_batch *in,
 		      struct prism_batch *out);
 /* Transmit every packet of b on its port's socket of class cls; returns
- * packets sent; a packet that finds its TX ring full is dropped.
+ * packets sent; a packet that finds its TX ring full is dropped. b is empty
+ * afterwards whatever happened (-ENOMEM: all dropped and counted).
  */
 int prism_deliver_batch(prism_overlay *o, uint32_t cls, struct prism_batch *b);
 /* Reap every port's completion ring and top its fill ring up to
  * fill_level frames (the uplink to uplink_fill); returns frames reaped.
  */
 int prism_overlay_service(prism_overlay *o, uint32_t uplink_fill, uint32_t fill_level);
-/* rx (up to max) + decap or encap + deliver in one call; packets taken. */
+/* rx (up to max) + decap or encap + deliver in one call; packets taken, or
+ * -errno from a stage (which dropped and counted what it could not pass on). */
 int prism_overlay_through(prism_overlay *o, prism_xsk *x, uint32_t src_port, uint32_t cls,
 			  struct prism_batch *in, struct prism_batch *out, uint32_t max);
 /* Kick until every TX ring is empty (before a flow may change sockets). */

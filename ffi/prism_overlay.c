@@ -879,8 +879,12 @@ int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batc
 	if (o->order_cap < n) {
 		uint32_t *order = realloc(o->order, n * sizeof(*order));
 
-		if (!order)
-			return -ENOMEM; /* the batch stays as it is */
+		if (!order) { /* nowhere to sort: the batch is dropped, counted, not leaked */
+			for (i = 0; i < n; i++)
+				drop(o, b->addr[i], &o->cnt.drop_no_memory);
+			b->n = 0;
+			return -ENOMEM;
+		}
 		o->order = order;
 		o->order_cap = n;
 	}
@@ -977,17 +981,20 @@ int prism_overlay_flush_tx(struct prism_overlay *o, uint32_t max_rounds)
 int prism_overlay_through(struct prism_overlay *o, struct prism_xsk *x, uint32_t src_port,
 			  uint32_t cls, struct prism_batch *in, struct prism_batch *out, uint32_t max)
 {
-	int n;
+	int n, err;
 
 	in->n = 0;
 	out->n = 0;
 	n = prism_rx_upto(x, in, max);
 	if (n <= 0)
 		return n;
-	if (src_port == PRISM_UPLINK_PORT)
-		prism_decap_batch(o, in, out);
-	else
-		prism_encap_batch(o, src_port, in, out);
-	prism_deliver_batch(o, cls, out);
-	return n;
+	/* A stage that fails has dropped and counted what it could not pass
+	 * on; the error still goes up, so the caller knows.
+	 */
+	err = src_port == PRISM_UPLINK_PORT ? prism_decap_batch(o, in, out)
+					    : prism_encap_batch(o, src_port, in, out);
+	if (err < 0)
+		return err;
+	err = prism_deliver_batch(o, cls, out);
+	return err < 0 ? err : n;
 }

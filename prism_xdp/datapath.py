@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import ipaddress
 import logging
@@ -21,7 +22,7 @@ from prism_xdp.batch import Batch
 from prism_xdp.checksum import ChecksumPolicy
 from prism_xdp.checksum import resolve as resolve_checksum
 from prism_xdp.errors import ConfigError, PrismError
-from prism_xdp.native import ffi, lib
+from prism_xdp.native import check_rc, ffi, lib
 from prism_xdp.netns import link_mac
 from prism_xdp.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec, resolve_mac
 from prism_xdp.sched import Engine, Mode
@@ -505,24 +506,41 @@ class DatapathOps:
 
     def through(self, src: Source, limit: int) -> int:
         n = self._through(self._overlay, src.xsk.ptr, src.port, src.cls, self._in, self._out, limit)
+        if n < 0:
+            # The stage dropped and counted what it could not pass on; an
+            # ENOMEM is the host's and the loop goes on, anything else is a bug.
+            self._stage_error(n, f"through {src.xsk.ifname}")
+            return 0
         if n > 0:
             self._delivered_since += 1
-        return max(0, n)
+        return n
 
     def process(self, work: _Work) -> None:
         src = work.src
-        assert src is not None
+        if src is None:
+            raise ValueError("process: a work item without its source")
         work.out.ptr.n = 0
         if src.from_uplink:
-            lib.prism_decap_batch(self._overlay, work.rx.ptr, work.out.ptr)
+            rc = lib.prism_decap_batch(self._overlay, work.rx.ptr, work.out.ptr)
         else:
-            lib.prism_encap_batch(self._overlay, src.port, work.rx.ptr, work.out.ptr)
+            rc = lib.prism_encap_batch(self._overlay, src.port, work.rx.ptr, work.out.ptr)
+        if rc < 0:
+            self._stage_error(rc, f"{'decap' if src.from_uplink else 'encap'} {src.xsk.ifname}")
 
     def deliver(self, work: _Work) -> None:
-        assert work.src is not None
-        lib.prism_deliver_batch(self._overlay, work.src.cls, work.out.ptr)
-        self._free.append(work)
+        if work.src is None:
+            raise ValueError("deliver: a work item without its source")
+        rc = lib.prism_deliver_batch(self._overlay, work.src.cls, work.out.ptr)
+        self._free.append(work)  # its batch is empty whatever happened
         self._delivered_since += 1
+        if rc < 0:
+            self._stage_error(rc, "deliver")
+
+    @staticmethod
+    def _stage_error(rc: int, what: str) -> None:
+        if rc == -errno.ENOMEM:
+            return  # counted in drop_no_memory; the next batch may find memory
+        check_rc(rc, what)
 
     def service(self, now: bool = False) -> None:
         """Completions back to the pool and fill rings topped up (a walk over every port's
