@@ -308,7 +308,8 @@ class Bench:
             cell["cpu"] = window.close(self.p.steal_max)
             values, extra = self._parse(h, client, rc, out)
             if not values:
-                raise ToolError(f"{h.name}: no requests completed ({extra.get('error') or client.stderr_tail()})")
+                why = extra.get("error") or client.stderr_tail() or f"client output: {client.stdout().strip()[-200:]!r}"
+                raise ToolError(f"{h.name}: no requests completed ({why})")
             ordered = sorted(values)
             cell.update(ok=True, requests=len(values), requests_per_s=round(len(values) / self.p.duration, 1),
                         latency_us=summarize(ordered), cdf=cdf(ordered), latency_from=h.latency_from, tool=extra)

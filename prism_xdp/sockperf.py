@@ -6,6 +6,7 @@ import re
 
 _ROW = re.compile(r"^\s*\d+,\s*(\d+)\.(\d+),\s*(\d+)\.(\d+),")
 _DROPPED = re.compile(r"# dropped messages = (\d+)")
+_TOTAL = re.compile(r"\[Total Run\].*SentMessages=(\d+); ReceivedMessages=(\d+)")
 _ERROR = re.compile(r"(ERROR: .*|No messages were received.*)$", re.M)
 
 
@@ -39,7 +40,9 @@ def parse_full_log(text: str) -> list[float]:
 def parse_summary(text: str) -> dict[str, object]:
     """What the client's own report says besides the samples: messages it counted as
     dropped, and its error line if it failed (it exits 0 even then)."""
-    dropped = _DROPPED.search(text)
-    error = _ERROR.search(text)
-    return {"dropped": int(dropped.group(1)) if dropped else None,
-            "error": error.group(1).strip() if error else None}
+    dropped, error, total = _DROPPED.search(text), _ERROR.search(text), _TOTAL.search(text)
+    out: dict[str, object] = {"dropped": int(dropped.group(1)) if dropped else None,
+                              "error": error.group(1).strip() if error else None}
+    if total:  # the whole run, warm-up included: a reply that never came stalls a ping-pong
+        out.update(sent=int(total.group(1)), received=int(total.group(2)))
+    return out
