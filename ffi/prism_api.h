@@ -108,8 +108,9 @@ int prism_xsk_create(prism_xsk **out, prism_umem *u, const char *ifname, uint32_
 		     uint32_t rx_size, uint32_t tx_size, uint32_t bind_flags);
 void prism_xsk_delete(prism_xsk *x);
 int prism_xsk_fd(prism_xsk *x);
-/* The socket's XDP program stamps packets (PRISM_STEER_F_TIMESTAMP): rx
- * strips the stamp and uses it as the packet's ts. */
+/* The socket's XDP program puts metadata in front of packets
+ * (PRISM_STEER_F_META): rx strips it and takes the packet's class (cls) and,
+ * when there is one, its arrival time (ts) from it. */
 void prism_xsk_set_rx_stamped(prism_xsk *x, int on);
 int prism_xsk_zerocopy(prism_xsk *x);
 int prism_xsk_set_busy_poll(prism_xsk *x, int usecs, int budget);
@@ -286,12 +287,6 @@ int prism_overlay_add_container(prism_overlay *o, prism_xsk **by_class, uint32_t
 int prism_overlay_add_vtep(prism_overlay *o, uint32_t vni, uint32_t ip, const uint8_t *mac);
 int prism_overlay_set_vtep_mac(prism_overlay *o, uint32_t vtep, const uint8_t *mac);
 void prism_overlay_counters(prism_overlay *o, struct prism_overlay_counters *out);
-/* The measurement classifier's rules, mirrored from the XDP rule maps:
- * the class of an inner port / DSCP / VNI (0 clears).
- */
-int prism_overlay_set_port_class(prism_overlay *o, uint32_t port, uint32_t cls);
-int prism_overlay_set_dscp_class(prism_overlay *o, uint32_t dscp, uint32_t cls);
-int prism_overlay_set_vni_class(prism_overlay *o, uint32_t vni, uint32_t cls);
 /* A copy of class cls's latency histogram: from arrival (XDP's stamp, or
  * the RX poll) to TX kick, or with from_poll from the RX poll only. Reset
  * clears all. */

@@ -55,13 +55,6 @@ struct prism_overlay {
 	uint32_t nvnis;
 	uint16_t ip_id;
 	struct prism_overlay_counters cnt;
-	/* measurement classifier: the XDP rules, mirrored */
-	uint32_t nrules; /* nonzero entries below; 0 = everything is class 0 */
-	uint8_t port_class[PRISM_NPORTS];
-	uint8_t dscp_class[PRISM_NDSCP];
-	uint32_t vni_rule[PRISM_MAX_PORTS];
-	uint8_t vni_rule_class[PRISM_MAX_PORTS];
-	uint32_t nvni_rules;
 	struct prism_hist hist[PRISM_NCLASS]; /* arrival (XDP stamp) to TX kick */
 	struct prism_hist hist_poll[PRISM_NCLASS]; /* RX poll to TX kick */
 	uint64_t cur_poll_ts; /* poll time of the packet a stage is working on */
@@ -327,90 +320,10 @@ static uint32_t parse_outer(const struct prism_overlay *o, const uint8_t *p, uin
 	return off + 8;
 }
 
-/* ---- measurement: the class of an inner packet, latency histograms ----- */
-
-static inline void set_rule(struct prism_overlay *o, uint8_t *slot, uint32_t cls)
-{
-	o->nrules += (cls != 0) - (*slot != 0);
-	*slot = (uint8_t)cls;
-}
-
-int prism_overlay_set_port_class(struct prism_overlay *o, uint32_t port, uint32_t cls)
-{
-	if (port >= PRISM_NPORTS || cls >= PRISM_NCLASS)
-		return -EINVAL;
-	set_rule(o, &o->port_class[port], cls);
-	return 0;
-}
-
-int prism_overlay_set_dscp_class(struct prism_overlay *o, uint32_t dscp, uint32_t cls)
-{
-	if (dscp >= PRISM_NDSCP || cls >= PRISM_NCLASS)
-		return -EINVAL;
-	set_rule(o, &o->dscp_class[dscp], cls);
-	return 0;
-}
-
-int prism_overlay_set_vni_class(struct prism_overlay *o, uint32_t vni, uint32_t cls)
-{
-	uint32_t i;
-
-	if (vni >= 1u << 24 || cls >= PRISM_NCLASS)
-		return -EINVAL;
-	for (i = 0; i < o->nvni_rules && o->vni_rule[i] != vni; i++)
-		;
-	if (i == o->nvni_rules) {
-		if (!cls)
-			return 0;
-		if (o->nvni_rules == PRISM_MAX_PORTS)
-			return -ENOSPC;
-		o->vni_rule[o->nvni_rules] = vni;
-		o->vni_rule_class[o->nvni_rules++] = 0;
-	}
-	set_rule(o, &o->vni_rule_class[i], cls);
-	return 0;
-}
-
-static inline uint8_t max8(uint8_t a, uint8_t b)
-{
-	return a > b ? a : b;
-}
-
-/* The class prism_steer would give this inner frame (same rules, same
- * fields): measurement sees a HIGH flow as HIGH even in vanilla mode,
- * where every packet shares one socket.
+/* ---- measurement: latency histograms ------------------------------------
+ * A packet's class is the one XDP decided (its metadata, read by rx into
+ * the batch's cls): one classifier, in BPF, for steering and measurement.
  */
-static uint8_t inner_class(const struct prism_overlay *o, const uint8_t *f, uint32_t len,
-			   uint32_t vni)
-{
-	uint32_t off = ETH_HLEN, ihl, i;
-	uint16_t proto;
-	uint8_t cls = 0;
-
-	if (!o->nrules)
-		return 0;
-	for (i = 0; i < o->nvni_rules; i++)
-		if (o->vni_rule[i] == vni)
-			cls = o->vni_rule_class[i];
-	if (len < ETH_HLEN)
-		return cls;
-	proto = rd16(f + 12);
-	for (i = 0; i < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD); i++) {
-		if (len < off + 4)
-			return cls;
-		proto = rd16(f + off + 2);
-		off += 4;
-	}
-	if (proto != ETH_P_IP || len < off + 20)
-		return cls;
-	cls = max8(cls, o->dscp_class[f[off + 1] >> 2]);
-	ihl = (f[off] & 0xf) * 4u;
-	if ((rd16(f + off + 6) & 0x1fff) || len < off + ihl + 4 ||
-	    (f[off + 9] != IPPROTO_TCP && f[off + 9] != IPPROTO_UDP))
-		return cls;
-	cls = max8(cls, o->port_class[rd16(f + off + ihl)]);
-	return max8(cls, o->port_class[rd16(f + off + ihl + 2)]);
-}
 
 int prism_hist_bucket(uint64_t v)
 {
@@ -556,7 +469,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		addr += hdr;
 		len -= hdr;
 		inner = pkt(o, addr);
-		pcls = inner_class(o, inner, len, vni);
+		pcls = in->cls[i];
 		csum = csum_ingress(o, addr, &len);
 		if (o->cfg.learn && !(inner[6] & 1))
 			prism_fdb_learn(&o->fdb, vni, inner + 6, (uint16_t)kind, o->cur_poll_ts);
@@ -743,7 +656,7 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 			drop(o, addr, &o->cnt.drop_malformed_inner);
 			continue;
 		}
-		pcls = inner_class(o, f, len, vni);
+		pcls = in->cls[i];
 		csum = csum_local(o, addr, &len); /* before flooding copies it */
 		if (!(f[0] & 1)) {
 			kind = prism_overlay_lookup(o, vni, f, &idx);

@@ -317,6 +317,25 @@ int prism_fill_batch(struct prism_xsk *x, uint32_t max)
 	return n;
 }
 
+/* The time in 56 bits of XDP's metadata, completed from now; now when XDP
+ * put no time (or one from a CPU whose clock read a little ahead).
+ */
+static inline uint64_t meta_time(uint64_t meta, uint64_t now)
+{
+	const uint64_t mask = (1ull << PRISM_META_CLASS_SHIFT) - 1;
+	uint64_t t = meta & mask;
+
+	if (!t)
+		return now;
+	t |= now & ~mask;
+	if (t <= now)
+		return t;
+	/* Ahead of now: read on another CPU a moment later, or the 56 bits
+	 * wrapped since (after 2.28 years of uptime).
+	 */
+	return t - now < mask / 2 || now <= mask ? now : t - (mask + 1);
+}
+
 int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
 {
 	return prism_rx_upto(x, b, b->cap - b->n);
@@ -345,15 +364,16 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 	now = prism_now_ns();
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
-		uint64_t addr = d->addr, ts = now;
+		uint64_t addr = d->addr, ts = now, meta;
 		uint32_t len = d->len;
+		uint8_t cls = 0;
 
 		if (x->rx_stamped && len >= PRISM_TS_LEN) {
-			memcpy(&ts, u->area + addr, PRISM_TS_LEN);
+			memcpy(&meta, u->area + addr, PRISM_TS_LEN);
 			addr += PRISM_TS_LEN;
 			len -= PRISM_TS_LEN;
-			if (ts > now)
-				ts = now;
+			cls = (meta >> PRISM_META_CLASS_SHIFT) & (PRISM_NCLASS - 1);
+			ts = meta_time(meta, now);
 		}
 		b->addr[b->n + i] = addr;
 		b->len[b->n + i] = len;
@@ -361,7 +381,7 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 		b->poll_ts[b->n + i] = now;
 		b->csum[b->n + i] = 0;
 		b->port[b->n + i] = 0;
-		b->cls[b->n + i] = 0;
+		b->cls[b->n + i] = cls;
 		bytes += len;
 	}
 	xsk_ring_cons__release(&x->rx, n);

@@ -222,9 +222,8 @@ class Daemon:
     def set_rule(self, kind: str, value: int, cls: int) -> None:
         with self._lock:
             steer = self.programs.uplink  # the egress programs share its rule maps
+            # One classifier: the workers record the class XDP puts in each packet's metadata.
             {"port": steer.set_port, "dscp": steer.set_dscp, "vni": steer.set_vni}[kind](value, cls)
-            for w in self.workers:
-                w.call("rule", kind, value, cls)
             if cls:
                 self._rules[kind][value] = cls
             else:

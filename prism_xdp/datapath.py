@@ -140,12 +140,15 @@ class Programs:
         self.containers = list(containers)
         self.timestamps = timestamps
         self.attached: list[tuple[Steering, str]] = []
-        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps)
+        # Every packet carries XDP's metadata: its class, and its arrival time
+        # unless timestamps are off.
+        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True)
         self.egress: list[Steering] = []
         try:
             for spec in self.containers:
                 self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
-                                            rules_from=self.uplink, vni=spec.vni, timestamps=timestamps))
+                                            rules_from=self.uplink, vni=spec.vni, timestamps=timestamps,
+                                            metadata=True))
         except BaseException:
             self.close()
             raise
@@ -262,7 +265,7 @@ class Datapath:
         for cls in range(self.params.nclass):
             sock = XskSocket(self.umem, ifname, self.params.queue, self.params.xsk)
             self._undo.callback(sock.close)
-            sock.set_rx_stamped(self.programs.timestamps)  # what the shared programs write
+            sock.set_rx_stamped(True)  # the shared programs put metadata in front of every packet
             steer.add_socket(sock, cls)
             # A closed socket leaves its XSKMAP slot by itself; saying so
             # explicitly keeps a shared program clean while other queues run.
@@ -308,6 +311,12 @@ class Datapath:
                 continue
             if blocking and not engine.sched.in_flight() and not self.ops.pending():
                 self._poller.poll(BLOCK_MS)
+        # Stopped: what was taken off a ring leaves, and what the kernel has
+        # sent comes back to the pool, so no frame stays in a batch or on a
+        # completion ring.
+        engine.sched.drain()
+        self.ops.flush_tx()
+        self.ops.service(now=True)
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run fn on the worker's thread between two steps (rings are single-threaded)."""
@@ -345,20 +354,17 @@ class Datapath:
         self.engine.switch(mode)
 
     def set_port(self, port: int, cls: int = L.PRISM_CLASS_HIGH) -> None:
-        """A port rule for both directions (the XDP maps) and for measurement (the C mirror)."""
+        """A port rule for both directions; measurement records the class XDP puts in each packet."""
         self.steer.set_port(port, cls)
-        self.overlay.set_port_class(port, cls)
 
     def clear_port(self, port: int) -> None:
         self.set_port(port, L.PRISM_CLASS_LOW)
 
     def set_dscp(self, dscp: int, cls: int = L.PRISM_CLASS_HIGH) -> None:
         self.steer.set_dscp(dscp, cls)
-        self.overlay.set_dscp_class(dscp, cls)
 
     def set_vni(self, vni: int, cls: int = L.PRISM_CLASS_HIGH) -> None:
         self.steer.set_vni(vni, cls)
-        self.overlay.set_vni_class(vni, cls)
 
     def latency(self) -> dict[str, Any]:
         """Per class (what the rules say, whatever socket carried it), in µs:

@@ -204,15 +204,6 @@ class Overlay:
         return int(lib.prism_overlay_service(self.ptr, uplink_fill, fill_level))
 
     # measurement -----------------------------------------------------------
-    def set_port_class(self, port: int, cls: int) -> None:
-        check_rc(lib.prism_overlay_set_port_class(self.ptr, port, cls), "measurement rule", f"port {port}")
-
-    def set_dscp_class(self, dscp: int, cls: int) -> None:
-        check_rc(lib.prism_overlay_set_dscp_class(self.ptr, dscp, cls), "measurement rule", f"dscp {dscp}")
-
-    def set_vni_class(self, vni: int, cls: int) -> None:
-        check_rc(lib.prism_overlay_set_vni_class(self.ptr, vni, cls), "measurement rule", f"vni {vni}")
-
     def histogram(self, cls: int, from_poll: bool = False) -> tuple[Histogram, list[int]]:
         """Class cls's latency in ns to the TX kick — from arrival (XDP's stamp), or
         from_poll from the RX poll — and its deliver batch sizes (log2 buckets)."""

@@ -57,17 +57,19 @@ class Steering:
         rules_from: Steering | None = None,
         vni: int = 0,
         timestamps: bool = False,
+        metadata: bool = False,
     ) -> None:
         """rules_from: share that Steering's rule maps (a container side program
         classifies with the uplink's rules); vni: the container's VNI there;
-        timestamps: stamp every packet sent to a socket with the time XDP saw
-        it (the sockets must then strip it: XskSocket.set_rx_stamped)."""
+        metadata: put 8 bytes in front of every packet sent to a socket, with
+        the class the rules gave it (the sockets must then strip them:
+        XskSocket.set_rx_stamped); timestamps: also the time XDP saw it."""
         if not 1 <= nclass <= L.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{L.PRISM_NCLASS}, not {nclass}")
         reuse = rules_from.rule_map_fds() if rules_from is not None else None
         self.prog = XdpProgram(program, reuse=reuse)
         self._vni = vni
-        self._flags = L.PRISM_STEER_F_TIMESTAMP if timestamps else 0
+        self._flags = (L.PRISM_STEER_F_TIMESTAMP if timestamps else 0) | (L.PRISM_STEER_F_META if metadata else 0)
         self.nclass = nclass
         self._config_fd = self.prog.map_fd("steer_config")
         self._ports_fd = self.prog.map_fd("port_rules")

@@ -118,12 +118,6 @@ def _worker_main(conn: Connection, params: DatapathParams, containers: list[Cont
 
 
 def _handle(dp: Datapath, op: str, args: tuple[Any, ...]) -> Any:
-    if op == "rule":  # the maps are shared and already set by the daemon: only the measurement mirror here
-        kind, value, cls = args
-        setter = {"port": dp.overlay.set_port_class, "dscp": dp.overlay.set_dscp_class,
-                  "vni": dp.overlay.set_vni_class}[kind]
-        dp.run_on_worker(lambda: setter(value, cls))  # the stages read the mirror on that thread
-        return None
     if op == "mode":
         dp.run_on_worker(lambda: dp.switch_mode(args[0]))
         return dp.mode.value

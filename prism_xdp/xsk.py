@@ -155,7 +155,8 @@ class XskSocket:
         check_rc(lib.prism_xsk_kick(self.ptr), "TX kick", self.ifname)
 
     def set_rx_stamped(self, on: bool) -> None:
-        """The XDP program stamps each packet (Steering(timestamps=True)): strip it on rx."""
+        """The XDP program puts metadata in front of each packet (Steering(metadata=True)):
+        strip it on rx, taking the packet's class and arrival time from it."""
         lib.prism_xsk_set_rx_stamped(self.ptr, 1 if on else 0)
 
     @property

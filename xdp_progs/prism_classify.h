@@ -170,23 +170,27 @@ static __always_inline int fold_class(const struct prism_steer_config *conf, int
 	return cls;
 }
 
-/* Redirect to the socket in slot, first stamping the packet with the time
- * when the config asks for it (prism_common.h, PRISM_STEER_F_TIMESTAMP).
+/* Redirect to the socket in slot, first putting the metadata in front of
+ * the packet when the config asks for it (prism_common.h,
+ * PRISM_STEER_F_META): the rule class, and the time with TIMESTAMP.
  */
 static __always_inline int redirect_stamped(struct xdp_md *ctx,
-					     const struct prism_steer_config *conf, __u32 slot)
+					     const struct prism_steer_config *conf, __u32 slot,
+					     int rule_cls)
 {
-	if (conf->flags & PRISM_STEER_F_TIMESTAMP) {
+	if (conf->flags & (PRISM_STEER_F_META | PRISM_STEER_F_TIMESTAMP)) {
 		void *data, *end;
-		__u64 now = bpf_ktime_get_ns();
+		__u64 meta = (__u64)(rule_cls & (PRISM_NCLASS - 1)) << PRISM_META_CLASS_SHIFT;
 
+		if (conf->flags & PRISM_STEER_F_TIMESTAMP)
+			meta |= bpf_ktime_get_ns() & ((1ull << PRISM_META_CLASS_SHIFT) - 1);
 		if (bpf_xdp_adjust_head(ctx, -PRISM_TS_LEN))
-			return XDP_DROP; /* no headroom: never hand out an unstamped frame */
+			return XDP_DROP; /* no headroom: never hand out a frame without it */
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
 		if (data + PRISM_TS_LEN > end)
 			return XDP_DROP;
-		__builtin_memcpy(data, &now, PRISM_TS_LEN);
+		__builtin_memcpy(data, &meta, PRISM_TS_LEN);
 	}
 	return bpf_redirect_map(&xsks, slot, XDP_DROP);
 }
@@ -198,6 +202,7 @@ static __always_inline int redirect_stamped(struct xdp_md *ctx,
 static __always_inline int steer_to_socket(struct xdp_md *ctx, const struct prism_steer_config *conf,
 					   struct prism_steer_counters *cnt, int cls, __u64 bytes)
 {
+	int rule_cls = cls;
 	__u32 slot;
 
 	cls = fold_class(conf, cls);
@@ -217,7 +222,7 @@ static __always_inline int steer_to_socket(struct xdp_md *ctx, const struct pris
 	}
 	cnt->steered[cls]++;
 	cnt->steered_bytes[cls] += bytes;
-	return redirect_stamped(ctx, conf, slot);
+	return redirect_stamped(ctx, conf, slot, rule_cls);
 
 pass:
 	cnt->passed++;

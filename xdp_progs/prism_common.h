@@ -57,12 +57,18 @@ struct prism_steer_config {
 	__u32 flags; /* PRISM_STEER_F_* */
 };
 
-/* Steering flags. TIMESTAMP: an 8-byte bpf_ktime_get_ns() (CLOCK_MONOTONIC)
- * is put in front of every packet sent to a socket; the receiver strips it
- * and so knows how long the packet waited on its RX ring.
+/* Steering flags. META: 8 bytes of metadata are put in front of every
+ * packet sent to a socket, and the receiver strips them: bits 56-63 hold
+ * the class the rules gave the packet (before vanilla or the socket count
+ * folded it), so user space records the class XDP decided and never
+ * classifies again; with TIMESTAMP, bits 0-55 hold bpf_ktime_get_ns()
+ * (CLOCK_MONOTONIC, 2.28 years before they wrap), so the receiver knows how
+ * long the packet waited on its RX ring. TIMESTAMP implies META.
  */
 #define PRISM_STEER_F_TIMESTAMP 1
+#define PRISM_STEER_F_META 2
 #define PRISM_TS_LEN 8
+#define PRISM_META_CLASS_SHIFT 56
 
 /* Value of the single entry of the per-CPU "steer_counters" map. */
 struct prism_steer_counters {
