@@ -42,6 +42,7 @@ class Config:
     mode: str = "batch"
     poll: str = "busy"
     batch: int = 64
+    low_batch_with_high: int = 8
     cpus: tuple[int, ...] = ()
     busy_poll_usecs: int = 0
     busy_poll_budget: int = 64
@@ -179,6 +180,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     mode = sc.choice("mode", tuple(m.value for m in Mode), "batch")
     poll = sc.choice("poll", ("busy", "blocking"), "busy")
     batch = sc.int_in("batch", 1, 4096, 64)
+    low_batch_with_high = sc.int_in("low_batch_with_high", 0, 4096, 8)
     cpus = sc.get("cpus", list, [])
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
         raise ConfigError(f"scheduler.cpus: must be a list of CPU numbers, not {cpus!r}")
@@ -257,7 +259,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     rules = parse_rules(top.get("rules", dict, {}))
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
-                  tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
+                  low_batch_with_high, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
                   prometheus, log_level, tuple(vteps), tuple(containers), rules)
 
 

@@ -146,7 +146,7 @@ class Daemon:
         for i, q in enumerate(cfg.queues):
             params = DatapathParams(
                 cfg.uplink, queue=q, vxlan_port=cfg.vxlan_port, local_ip=cfg.local_ip, uplink_mtu=cfg.mtu,
-                ttl=cfg.ttl, batch_size=cfg.batch, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
+                ttl=cfg.ttl, batch_size=cfg.batch, low_batch_with_high=cfg.low_batch_with_high, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
                 frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
                               busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget),
                 attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None,

@@ -64,6 +64,10 @@ class DatapathParams:
     ttl: int = 64
     nclass: int = 2  # sockets per device: LOW and HIGH
     batch_size: int = 64
+    # PRISM modes: LOW batches while HIGH traffic is active (0: batch_size). Each
+    # LOW TX kick then hands the kernel less work for HIGH to wait behind; LOW
+    # loses some throughput while HIGH flows (docs/benchmarks.md, issue 17).
+    low_batch_with_high: int = 8
     uplink_fill: int = 2048  # frames kept on the uplink's fill ring
     container_fill: int = 256  # frames kept on each container veth's fill ring
     frame_size: int = 2048
@@ -89,6 +93,8 @@ class DatapathParams:
             raise ConfigError(f"poll must be one of {', '.join(POLL_MODES)}, not {self.poll!r}")
         if not 1 <= self.batch_size <= 4096:
             raise ConfigError(f"batch_size must be in 1..4096, not {self.batch_size}")
+        if not 0 <= self.low_batch_with_high <= 4096:
+            raise ConfigError(f"low_batch_with_high must be in 0..4096, not {self.low_batch_with_high}")
         if not 1 <= self.nclass <= L.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{L.PRISM_NCLASS}, not {self.nclass}")
         if not 0 <= self.queue < L.PRISM_MAX_QUEUES:
@@ -254,7 +260,7 @@ class Datapath:
             self._undo.callback(self.programs.detach)
 
         self.ops = DatapathOps(self)
-        self.engine = Engine(self.ops, p.mode, p.batch_size)
+        self.engine = Engine(self.ops, p.mode, p.batch_size, low_batch_with_high=p.low_batch_with_high)
         self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._poller = select.poll()
         for src in self.sources:

@@ -12,6 +12,9 @@ from typing import Any, Protocol
 from prism_xdp.errors import ConfigError
 
 
+HIGH_ACTIVE_STEPS = 256  # LOW steps after a HIGH packet during which HIGH counts as active
+
+
 class Mode(enum.Enum):
     VANILLA = "vanilla"
     BATCH = "batch"
@@ -97,11 +100,20 @@ class Scheduler:
 
     mode: Mode
 
-    def __init__(self, ops: Ops, batch: int = 64) -> None:
+    def __init__(self, ops: Ops, batch: int = 64, low_batch_with_high: int = 0) -> None:
         if not 1 <= batch <= 4096:
             raise ConfigError(f"batch must be in 1..4096, not {batch}")
+        if not 0 <= low_batch_with_high <= 4096:
+            raise ConfigError(f"low_batch_with_high must be in 0..4096, not {low_batch_with_high}")
         self.ops = ops
         self.batch = batch
+        # While HIGH traffic is active, a LOW batch is cut to this size: each
+        # LOW step then hands the kernel less work (copy-mode TX runs the
+        # container's receive path inside the kick), and a HIGH packet that
+        # arrives meanwhile waits for less. Active = a HIGH packet within the
+        # last HIGH_ACTIVE_STEPS LOW steps. 0: always the full batch.
+        self.low_batch_with_high = low_batch_with_high or batch
+        self._high_active = 0
         self.sources = list(ops.sources())
         self.stats = SchedStats()
         # Sources grouped by class, most urgent first; round-robin inside a class.
@@ -132,6 +144,13 @@ class Scheduler:
         n = self.ops.through(self.sources[i], limit)
         self.stats.packets += n
         return n
+
+    def _low_limit(self) -> int:
+        """The size of the next LOW batch (one LOW step spent)."""
+        if not self._high_active:
+            return self.batch
+        self._high_active -= 1
+        return self.low_batch_with_high
 
     def _rx(self, i: int, limit: int) -> Work | None:
         self.stats.rx_calls += 1
@@ -257,7 +276,12 @@ class BatchScheduler(Scheduler):
         if i is None:
             self.ops.service(now=True)
             return 0
-        n = self._through(i, self.batch)  # rx, process, deliver: the batch is never interrupted
+        if self.sources[i].cls > 0:
+            self._high_active = HIGH_ACTIVE_STEPS
+            limit = self.batch
+        else:
+            limit = self._low_limit()
+        n = self._through(i, limit)  # rx, process, deliver: the batch is never interrupted
         self.ops.service(now=n == 0)
         return n
 
@@ -285,12 +309,13 @@ class SyncScheduler(Scheduler):
             if not n:
                 return done
             done += n
+            self._high_active = HIGH_ACTIVE_STEPS
 
     def step(self) -> int:
         moved = self._serve_high()
         i = self._pick(self.ops.pending(), only_low=True)
         if i is not None:
-            work = self._rx(i, self.batch)
+            work = self._rx(i, self._low_limit())
             if work is not None:
                 moved += work.n
                 self._serve_high()
@@ -308,8 +333,12 @@ SCHEDULERS: dict[Mode, type[Scheduler]] = {
 }
 
 
-def make_scheduler(mode: Mode | str, ops: Ops, batch: int = 64) -> Scheduler:
-    return SCHEDULERS[Mode.parse(mode)](ops, batch)
+def make_scheduler(mode: Mode | str, ops: Ops, batch: int = 64, low_batch_with_high: int = 0) -> Scheduler:
+    """vanilla keeps the stock kernel's order: it never cuts LOW batches."""
+    mode = Mode.parse(mode)
+    if mode is Mode.VANILLA:
+        return SCHEDULERS[mode](ops, batch)
+    return SCHEDULERS[mode](ops, batch, low_batch_with_high=low_batch_with_high)
 
 
 class Engine:
@@ -325,10 +354,11 @@ class Engine:
     """
 
     def __init__(self, ops: Ops, mode: Mode | str = Mode.BATCH, batch: int = 64,
-                 settle: Callable[[], None] | None = None) -> None:
+                 settle: Callable[[], None] | None = None, low_batch_with_high: int = 0) -> None:
         self.ops = ops
         self.batch = batch
-        self.sched = make_scheduler(mode, ops, batch)
+        self.low_batch_with_high = low_batch_with_high
+        self.sched = make_scheduler(mode, ops, batch, low_batch_with_high)
         ops.set_vanilla(self.sched.mode is Mode.VANILLA)
         # Packets steered before a switch become visible on their ring at the
         # end of the kernel's NAPI poll; a millisecond covers it.
@@ -373,6 +403,6 @@ class Engine:
         # everything through class 0): what waits on the old TX ring goes first.
         self.ops.flush_tx()
         stats = old.stats
-        self.sched = make_scheduler(new, self.ops, self.batch)
+        self.sched = make_scheduler(new, self.ops, self.batch, self.low_batch_with_high)
         self.sched.stats = stats
         self.switches += 1

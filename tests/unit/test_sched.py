@@ -150,3 +150,35 @@ def test_mode_names_are_checked() -> None:
     assert Mode.parse("SYNC") is Mode.SYNC
     with pytest.raises(ConfigError, match="vanilla, batch, sync"):
         Mode.parse("fast")
+
+
+@pytest.mark.parametrize("mode", ["batch", "sync"])
+def test_low_batches_shrink_while_high_is_active_and_grow_back(mode: str) -> None:
+    """low_batch_with_high: LOW steps take 8 while HIGH probes arrive; long after the last probe,
+    64 again. HIGH waits less for the LOW step under way, and nothing is lost or reordered."""
+    low = flow(1, LOW, [0.0] * 512 + [i * 0.6 for i in range(1, 8000)])
+    low += flow(3, LOW, [20000.0] * 512)  # a burst long after the last HIGH probe
+    high = flow(2, HIGH, [5.0 + 20.0 * i for i in range(5)])
+    ops = SimOps(low + high, COSTS)
+    run(Engine(ops, mode, batch=64, settle=lambda: None, low_batch_with_high=8), ops)
+    assert_no_loss_no_reorder(ops, low + high)
+    last_high = max(p.done for p in ops.delivered if p.cls == HIGH)
+    rx_sizes = [(s.start, len(s.packets)) for s in ops.trace if s.cls == LOW and s.op == "rx"]
+    while_high = [n for t, n in rx_sizes if 10.0 < t < last_high]
+    assert while_high and max(while_high) == 8
+    assert max(n for t, n in rx_sizes if t >= 20000.0) == 64  # HIGH long gone: full batches again
+    plain_arrivals = [SimPacket(p.flow, p.seq, p.cls, p.arrival) for p in low + high]  # a run marks its packets
+    plain = SimOps(plain_arrivals, COSTS)
+    run(Engine(plain, mode, batch=64, settle=lambda: None), plain)
+    # The first probe finds a full LOW batch under way either way; the later ones wait less.
+    waits = sorted((p.arrival, p.done - p.arrival) for p in ops.delivered if p.cls == HIGH)[1:]
+    plain_waits = sorted((p.arrival, p.done - p.arrival) for p in plain.delivered if p.cls == HIGH)[1:]
+    assert max(w for _, w in waits) < max(w for _, w in plain_waits)
+
+
+def test_vanilla_never_cuts_low_batches() -> None:
+    arrivals = flow(1, LOW, [0.0] * 512) + flow(2, HIGH, [1.0, 2.0])
+    ops = SimOps(arrivals, COSTS)
+    run(Engine(ops, "vanilla", batch=64, settle=lambda: None, low_batch_with_high=8), ops)
+    sizes = [len(s.packets) for s in ops.trace if s.op == "rx"]
+    assert sizes == [64] * 8 + [2]  # 514 packets on one ring, taken 64 at a time
