@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 from prism_xdp.errors import ConfigError
 
-
 HIGH_ACTIVE_STEPS = 256  # LOW steps after a HIGH packet during which HIGH counts as active
 
 
