@@ -43,6 +43,7 @@ class Config:
     poll: str = "busy"
     batch: int = 64
     low_batch_with_high: int = 8
+    classes: int = 2  # priority classes with sockets of their own: LOW, HIGH (, class2, class3)
     cpus: tuple[int, ...] = ()
     busy_poll_usecs: int = 0
     busy_poll_budget: int = 64
@@ -148,6 +149,20 @@ def parse_rules(data: Any, name: str = "rules") -> Rules:
     return rules
 
 
+def check_class(cls: int, classes: int, what: str) -> None:
+    """A rule's class must have sockets: classes 0..classes-1 (scheduler.classes)."""
+    if cls >= classes:
+        name = {v: k for k, v in CLASS_BY_NAME.items()}[cls]
+        raise ConfigError(f"{what}: {name} needs scheduler.classes = {cls + 1}; this config has {classes} "
+                          f"({', '.join(n for n, v in CLASS_BY_NAME.items() if v < classes)})")
+
+
+def check_rule_classes(rules: Rules, classes: int) -> None:
+    for key, table in (("ports", rules.ports), ("dscp", rules.dscp), ("vnis", rules.vnis)):
+        for value, cls in table.items():
+            check_class(cls, classes, f"rules.{key}.{value}")
+
+
 def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     """A Config from TOML data; ConfigError naming the first wrong key."""
     top = _Table(data, "")
@@ -181,6 +196,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     poll = sc.choice("poll", ("busy", "blocking"), "busy")
     batch = sc.int_in("batch", 1, 4096, 64)
     low_batch_with_high = sc.int_in("low_batch_with_high", 0, 4096, 8)
+    classes = sc.int_in("classes", 2, L.PRISM_NCLASS, 2)
     cpus = sc.get("cpus", list, [])
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
         raise ConfigError(f"scheduler.cpus: must be a list of CPU numbers, not {cpus!r}")
@@ -257,9 +273,10 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         if not any(c.vni == v.vni for c in containers):
             raise ConfigError(f"vtep[{i}].vni: no container is in VNI {v.vni}")
     rules = parse_rules(top.get("rules", dict, {}))
+    check_rule_classes(rules, classes)
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
-                  low_batch_with_high, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
+                  low_batch_with_high, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
                   prometheus, log_level, tuple(vteps), tuple(containers), rules)
 
 

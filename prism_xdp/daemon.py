@@ -18,7 +18,7 @@ from prism_xdp import __version__, rundir, xdp
 from prism_xdp import layout as L
 from prism_xdp.checksum import ChecksumPolicy
 from prism_xdp.checksum import resolve as resolve_checksum
-from prism_xdp.config import Config, Rules, load
+from prism_xdp.config import Config, Rules, check_class, check_rule_classes, load
 from prism_xdp.control import ControlServer
 from prism_xdp.datapath import DatapathParams, Programs, online_cpus
 from prism_xdp.errors import ConfigError, PrismError
@@ -140,13 +140,13 @@ class Daemon:
         self.checksum = resolve_checksum(cfg.checksum, cfg.partial_checksums, cfg.uplink)
         log.info("checksums: %s; partial checksums from the uplink: %s", self.checksum.describe()["how"],
                  self.checksum.describe()["partial_from_uplink"])
-        programs = Programs(cfg.vxlan_port, 2, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
+        programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
         self._undo.callback(programs.close)
         self.programs = programs
         for i, q in enumerate(cfg.queues):
             params = DatapathParams(
                 cfg.uplink, queue=q, vxlan_port=cfg.vxlan_port, local_ip=cfg.local_ip, uplink_mtu=cfg.mtu,
-                ttl=cfg.ttl, batch_size=cfg.batch, low_batch_with_high=cfg.low_batch_with_high, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
+                ttl=cfg.ttl, nclass=cfg.classes, batch_size=cfg.batch, low_batch_with_high=cfg.low_batch_with_high, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
                 frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
                               busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget),
                 attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None,
@@ -220,6 +220,7 @@ class Daemon:
                 self.set_rule(kind, value, cls)
 
     def set_rule(self, kind: str, value: int, cls: int) -> None:
+        check_class(cls, self.cfg.classes, "class")  # a class without sockets would fold into another
         with self._lock:
             steer = self.programs.uplink  # the egress programs share its rule maps
             # One classifier: the workers record the class XDP puts in each packet's metadata.
@@ -244,6 +245,7 @@ class Daemon:
     def reload(self) -> dict[str, Any]:
         """Re-read the config file and apply its rules; the rest needs a restart."""
         new = load(self.cfg.path)
+        check_rule_classes(new.rules, self.cfg.classes)  # sockets per class are fixed at start
         self._apply_rules(new.rules)
         log.info("rules reloaded from %s", self.cfg.path)
         return {"rules": {k: len(v) for k, v in self.rules().items()}}
@@ -266,6 +268,7 @@ class Daemon:
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
                 "checksum": self.checksum.describe(),
+                "classes": [L.CLASS_NAMES[c] for c in range(cfg.classes)],
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],
@@ -292,7 +295,7 @@ class Daemon:
                             for c, eg in zip(self.cfg.containers, self.programs.egress, strict=True)}
         totals["latency"] = {cls: {"latency_us": merged[f"{cls}/xdp"].summary(),
                                    "pipeline_us": merged[f"{cls}/poll"].summary()}
-                             for cls in (L.CLASS_NAMES[0], L.CLASS_NAMES[1])}
+                             for cls in (L.CLASS_NAMES[c] for c in range(self.cfg.classes))}
         return {"mode": self.mode(), "uptime_s": round(time.time() - self.started, 1), "totals": totals,
                 "queues": per_queue}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prism_xdp import layout as L
+
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
     cells = [headers] + [[str(c) for c in r] for r in rows]
@@ -20,6 +22,9 @@ def _rate(now: int, before: int | None, seconds: float | None) -> str:
     return f"{(now - before) / seconds:,.0f}/s"
 
 
+CLASS_ORDER = {name: c for c, name in L.CLASS_NAMES.items()}
+
+
 def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, seconds: float | None = None) -> str:
     """Stats as text; with previous and seconds, rates too."""
     t = stats["totals"]
@@ -28,7 +33,7 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
 
     steer = t["steer"]
     rows = []
-    for cls in ("high", "low"):
+    for cls in sorted(t["latency"], key=lambda c: -CLASS_ORDER.get(c, 0)):  # most urgent first
         before = pt["steer"]["steered"][cls] if pt else None
         lat = t["latency"][cls]["latency_us"]
         pipe = t["latency"][cls]["pipeline_us"]

@@ -384,3 +384,30 @@ def test_statistics_hammered_during_traffic_change_nothing(host: OverlayHost, tm
     assert final["batches"] == 0 and final["tx_ring"] == 0 and final["kernel_tx_held"] == 0
     assert d.stop() == 0
     nothing_left(host, tmp_path)
+
+
+def test_classes_2_and_3_are_real_or_refused(host: OverlayHost, tmp_path: Path) -> None:
+    """Two classes (the default): a class3 rule is refused, naming the setting; four: class2 and
+    class3 traffic is steered to sockets of its own and measured under its own name."""
+    d = Daemon(host, tmp_path)
+    refused = d.ctl("rule", "add", "port", "9000", "class3")
+    assert refused.returncode != 0 and "class3 needs scheduler.classes = 4" in refused.stderr + refused.stdout
+    assert d.call("rules") == {"port": {"7000": 1}, "dscp": {}, "vni": {}}
+    assert d.stop() == 0
+    four = tmp_path / "four"
+    four.mkdir()
+    (four / "prism.toml").write_text(config_text(host, four, extra="\n[scheduler]\nclasses = 4\n",
+                                                 rules='ports = { "9000" = "class3", "9001" = "class2" }'))
+    d = Daemon(host, four)
+    try:
+        assert d.call("status")["classes"] == ["low", "high", "class2", "class3"]  # type: ignore[index]
+        send_udp(host, 9000, 30)
+        send_udp(host, 9001, 20)
+        stats = d.call("stats")["totals"]  # type: ignore[index]
+        assert stats["steer"]["steered"]["class3"] >= 30 and stats["steer"]["steered"]["class2"] >= 20
+        assert stats["latency"]["class3"]["latency_us"]["count"] >= 30
+        assert stats["latency"]["class2"]["latency_us"]["count"] >= 20
+        assert "class3" in d.ctl("stats").stdout
+    finally:
+        assert d.stop() == 0
+    nothing_left(host, four)

@@ -69,6 +69,8 @@ DELETE = object()
     ("scheduler.busy_poll_usecs", -1, r"scheduler.busy_poll_usecs: must be in 0..1000000"),
     ("scheduler.busy_poll_budget", 0, r"scheduler.busy_poll_budget: must be in 1..1024"),
     ("scheduler.timestamps", 1, r"scheduler.timestamps: must be bool, not int 1"),
+    ("scheduler.classes", 5, r"scheduler.classes: must be in 2..4"),
+    ("rules.ports", {"9000": "class3"}, r"rules.ports.9000: class3 needs scheduler.classes = 4; this config has 2 \(low, high\)"),
     ("forwarding.ageing_s", 0, r"forwarding.ageing_s: must be in 1..1000000"),
     ("forwarding.max_per_vtep", 10000, r"forwarding.max_per_vtep: must be in 1..8192"),
     ("checksum.method", "hardware", r"checksum.method: must be one of auto, offload, software"),
@@ -124,3 +126,11 @@ def test_hundreds_of_containers_up_to_the_port_limit() -> None:
     assert len(config.parse(many_containers(300)).containers) == 300
     with pytest.raises(ConfigError, match=r"container: at most 511 containers per host, not 512"):
         config.parse(many_containers(512))
+
+
+def test_classes_2_and_3_with_sockets_of_their_own() -> None:
+    data = copy.deepcopy(GOOD)
+    data.setdefault("scheduler", {})["classes"] = 4
+    data["rules"] = {"ports": {"9000": "class3", "9001": "class2"}}
+    cfg = config.parse(data)
+    assert cfg.classes == 4 and cfg.rules.ports == {9000: 3, 9001: 2}
