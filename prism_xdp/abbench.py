@@ -29,7 +29,7 @@ from prism_xdp.placement import Placement
 from prism_xdp.probe import pm_qos_low_latency
 from prism_xdp.samples import cdf, summarize
 from prism_xdp.toolproc import Tool, ToolError, Tools
-from prism_xdp.topology import OverlayHost
+from prism_xdp.topology import OverlayHost, tx_checksum_interfaces
 from prism_xdp.workloads import High, Low
 
 LEAD_S = 0.5  # a LOW load runs this long before the first HIGH measurement under it
@@ -367,7 +367,7 @@ def run(state: dict[str, Any], params: BenchParams, out_dir: Path) -> dict[str, 
 def offload_state(host: OverlayHost) -> dict[str, dict[str, bool]]:
     """TX checksum and TSO as the topology has them (what `kernel` runs with), per interface."""
     out: dict[str, dict[str, bool]] = {}
-    for ifname, ns in abconfigs.txoff_links(host):
+    for ifname, ns in tx_checksum_interfaces(host):
         feats = offloads.read(ifname, ns)
         out[f"{ns}/{ifname}"] = {k: feats[k].active for k in TX_FEATURES if k in feats}
     return out

@@ -17,7 +17,7 @@ from prism_xdp.control import ControlClient
 from prism_xdp.errors import ConfigError, PrismError
 from prism_xdp.offloads import TxChecksumOff
 from prism_xdp.procinfo import children
-from prism_xdp.topology import OverlayHost
+from prism_xdp.topology import OverlayHost, tx_checksum_interfaces
 
 KNOBS = ("port", "sync", "split")
 KERNEL_CONFIGS = ("kernel", "kernel-txoff")
@@ -170,13 +170,6 @@ class PrismDaemon:
 
 # ---- one configuration, set up for a block of measurements ---------------------
 
-def txoff_links(host: OverlayHost) -> list[tuple[str, str | None]]:
-    """Where kernel-txoff turns TX checksum offload off: the remote's VXLAN device and uplink
-    veth, and each container's interface."""
-    return [(host.vxlan_if, host.remote_ns), (host.uplink.remote_if, host.remote_ns),
-            *((c.cont_if, c.ns) for c in host.containers)]
-
-
 @contextlib.contextmanager
 def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: Path, ports: list[int],
                worker_cpu: int | None, proc: str = "/proc") -> Iterator[PrismDaemon | None]:
@@ -194,7 +187,7 @@ def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: P
             finally:
                 daemon.stop()
         elif config == "kernel-txoff":
-            with TxChecksumOff(txoff_links(host)):
+            with TxChecksumOff(tx_checksum_interfaces(host)):
                 yield None
         elif config in PATCH_CONFIGS:
             if patch is None:

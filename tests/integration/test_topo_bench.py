@@ -18,6 +18,7 @@ from pyroute2 import IPRoute
 from prism_xdp import cpuprof, topo
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.netns import socket_in
+from prism_xdp.topology import tx_checksum_interfaces
 
 PRISM = [sys.executable, "-m", "prism_xdp.cli"]
 NAME = "pxtq"  # test topologies carry the test prefix too
@@ -217,11 +218,11 @@ TX_FEATURES = ("tx-checksum-ip-generic", "tx-tcp-segmentation")
 
 
 def tx_state(state: dict) -> dict[str, dict[str, bool]]:
-    from prism_xdp import abconfigs, offloads
+    from prism_xdp import offloads
 
     host = topo.host_of(state)
     return {f"{ns}/{ifname}": {k: f.wanted for k, f in offloads.read(ifname, ns).items() if k in TX_FEATURES}
-            for ifname, ns in abconfigs.txoff_links(host)}
+            for ifname, ns in tx_checksum_interfaces(host)}
 
 
 @pytest.mark.timeout(180)
