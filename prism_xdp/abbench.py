@@ -199,7 +199,7 @@ class Bench:
         low_run: dict[str, Any] = {"config": config, "low": low.name, "run": rep}
         cells: list[dict[str, Any]] = []
         try:
-            rx0, window = self.c_low.rx_packets(), None
+            rx0, window = self._low_packets(low), None
             if low.kind in ("tcp", "udp"):
                 for i in range(low.flows):
                     port = workloads.LOW_PORT_BASE + i
@@ -210,7 +210,7 @@ class Bench:
                 window = Window(daemon)
                 for i in range(low.flows):
                     argv = iperf.client_argv(self.c_low.ip, workloads.LOW_PORT_BASE + i, self.p.low_seconds(),
-                                             low.payload if low.kind == "udp" else None)
+                                             low.payload if low.kind == "udp" else None, low.reverse)
                     clients.append(self.tools.start(f"iperf3-client-{i}", self.host.remote_ns,
                                                     self.p.placement.wrap(argv)))
                 started += clients
@@ -271,7 +271,7 @@ class Bench:
             except ValueError as exc:
                 raise ToolError(f"{c.name} (exit {rc}): {exc}") from None
         cpu = window.close(self.p.steal_max)
-        rx = self.c_low.rx_packets() - rx0
+        rx = self._low_packets(low) - rx0
         secs = max(float(f["seconds"] or 0) for f in flows) or cpu["seconds"]
         out: dict[str, Any] = {"gbps": sum(float(f["gbps"] or 0) for f in flows),
                                "bytes": sum(int(f["bytes"] or 0) for f in flows), "flows": flows, "cpu": cpu}
@@ -281,8 +281,13 @@ class Bench:
                        packets_from="iperf3's receiver (datagrams received)")
         else:
             out.update(mpps=rx / cpu["seconds"] / 1e6, loss_pct=None,
-                       packets_from="the container's interface (rx_packets; a GRO/GSO aggregate counts once)")
+                       packets_from=f"the container's interface ({'tx' if low.reverse else 'rx'}_packets; "
+                                    "a GRO/GSO aggregate counts once)")
         return out
+
+    def _low_packets(self, low: Low) -> int:
+        """Where a LOW load's packets are counted: the container's interface, on the side they cross."""
+        return self.c_low.tx_packets() if low.reverse else self.c_low.rx_packets()
 
     # ---- one HIGH measurement -------------------------------------------------------
 

@@ -10,8 +10,9 @@ def server_argv(ip: str, port: int) -> list[str]:
     return ["iperf3", "-s", "-1", "-B", ip, "-p", str(port)]
 
 
-def client_argv(ip: str, port: int, seconds: int, udp_payload: int | None) -> list[str]:
-    argv = ["iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "--json"]
+def client_argv(ip: str, port: int, seconds: int, udp_payload: int | None, reverse: bool = False) -> list[str]:
+    """reverse: the server (in the container) sends, the client receives (-R)."""
+    argv = ["iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "--json"] + (["-R"] if reverse else [])
     if udp_payload is not None:
         argv += ["-u", "-b", "0", "-l", str(udp_payload)]  # -b 0: as fast as it can send
     return argv

@@ -32,6 +32,10 @@ class Container:
         """What the container's own interface has received (where every path's delivery is counted)."""
         return container_rx_packets(self)
 
+    def tx_packets(self) -> int:
+        """What the container's own interface has sent."""
+        return container_rx_packets(self, "tx_packets")
+
     def spec(self) -> ContainerSpec:
         return ContainerSpec(self.name, self.host_if, self.mac, self.vni, self.ip)
 
@@ -141,10 +145,10 @@ def add_kernel_overlay(tb: Testbed, host: OverlayHost, prefix: str,
     return vx, br
 
 
-def container_rx_packets(c: Container) -> int:
-    """rx_packets of the container's interface, read inside its namespace."""
+def container_rx_packets(c: Container, counter: str = "rx_packets") -> int:
+    """rx_packets (or another IFLA_STATS64 counter) of the container's interface, read inside its namespace."""
     with NetNS(c.ns) as ipr:
-        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")["rx_packets"])
+        return int(ipr.get_links(ipr.link_lookup(ifname=c.cont_if)[0])[0].get_attr("IFLA_STATS64")[counter])
 
 
 def check_rps_mask(mask: str, what: str = "container_rps") -> str:

@@ -29,12 +29,13 @@ class High:
 
 @dataclass(frozen=True)
 class Low:
-    """A bulk load from the remote host to container c1 (or none)."""
+    """A bulk load from the remote host to container c1, or back (reverse), or none."""
 
     name: str
     kind: str  # idle | tcp | udp | prism-gen
     flows: int = 0
     payload: int | None = None  # UDP payload bytes
+    reverse: bool = False  # container c1 sends to the remote host (iperf3 -R)
 
 
 HIGH = {h.name: h for h in (
@@ -54,15 +55,16 @@ HIGH_DEFAULT = ",".join(HIGH)
 
 
 def parse_low(name: str) -> Low:
-    """idle | prism-gen | tcp<N> | udp<payload>[x<N>] (N iperf3 processes, each one flow)."""
+    """idle | prism-gen | tcp<N>[r] | udp<payload>[x<N>] (N iperf3 processes, each one flow;
+    r: from the container to the remote host)."""
     if name in ("idle", "prism-gen"):
         return Low(name, name, 0 if name == "idle" else 1, GEN_FRAME if name == "prism-gen" else None)
-    m = re.fullmatch(r"tcp(\d+)", name)
+    m = re.fullmatch(r"tcp(\d+)(r?)", name)
     if m:
         flows = int(m.group(1))
         if not 1 <= flows <= 16:
             raise ConfigError(f"--low: {name!r}: 1 to 16 TCP flows")
-        return Low(name, "tcp", flows)
+        return Low(name, "tcp", flows, reverse=bool(m.group(2)))
     m = re.fullmatch(r"udp(\d+)(?:x(\d+))?", name)
     if m:
         payload, flows = int(m.group(1)), int(m.group(2) or 1)
@@ -72,8 +74,8 @@ def parse_low(name: str) -> Low:
         if not 1 <= flows <= 16:
             raise ConfigError(f"--low: {name!r}: 1 to 16 UDP flows")
         return Low(name, "udp", flows, payload)
-    raise ConfigError(f"--low: {name!r} is not a LOW load; use idle, prism-gen, tcp<N> (e.g. tcp2) or "
-                      "udp<payload>[x<N>] (e.g. udp64x2)")
+    raise ConfigError(f"--low: {name!r} is not a LOW load; use idle, prism-gen, tcp<N>[r] (e.g. tcp2, or tcp1r "
+                      "from the container) or udp<payload>[x<N>] (e.g. udp64x2)")
 
 
 def _names(text: str, option: str) -> list[str]:

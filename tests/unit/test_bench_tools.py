@@ -85,6 +85,8 @@ def test_iperf3_receiver_side() -> None:
 def test_low_and_high_names() -> None:
     assert workloads.parse_low("udp64x2") == workloads.Low("udp64x2", "udp", 2, 64)
     assert workloads.parse_low("tcp2") == workloads.Low("tcp2", "tcp", 2)
+    assert workloads.parse_low("tcp2r") == workloads.Low("tcp2r", "tcp", 2, reverse=True)
+    assert iperf.client_argv("10.42.0.2", 5201, 5, None, reverse=True)[-1] == "-R"
     assert workloads.parse_low("idle").flows == 0 and workloads.parse_low("prism-gen").kind == "prism-gen"
     assert [lo.name for lo in workloads.parse_low_list(workloads.LOW_DEFAULT)] == workloads.LOW_DEFAULT.split(",")
     for bad, why in (("tcp0", "1 to 16 TCP flows"), ("udp1500", "UDP payload must be 16..1422"),
