@@ -14,6 +14,7 @@ from typing import Any
 from prism_xdp import (
     abconfigs,
     abreport,
+    breakdown,
     cpuprof,
     iperf,
     memcache,
@@ -50,10 +51,13 @@ class BenchParams:
     proc: str = "/proc"
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    breakdown: bool = False  # trace one HIGH sockperf-udp round trip's stages (run 1 of each configuration x LOW)
 
     def high_seconds(self) -> float:
-        """Every HIGH workload measured once, one after the other."""
-        return sum(self.duration + h.startup_s + GAP_S for h in self.high)
+        """Every HIGH workload measured once, one after the other (and the traced extra run)."""
+        extra = breakdown.client_seconds() + 5 if self.breakdown and any(h.name == breakdown.HIGH for h in self.high) \
+            else 0
+        return sum(self.duration + h.startup_s + GAP_S for h in self.high) + extra
 
     def low_seconds(self) -> int:
         """How long a LOW load runs: every HIGH workload is measured under it in turn, with
@@ -107,6 +111,7 @@ class Bench:
         self.servers: dict[str, Tool] = {}
         self.cells: list[dict[str, Any]] = []
         self.low_runs: list[dict[str, Any]] = []
+        self.breakdowns: list[dict[str, Any]] = []  # --breakdown: one per configuration x LOW (run 1)
         self.errors: list[str] = []  # what failed outside a cell (setting a configuration up or down)
         self.gen: Any = None
         self.memc = memcache.client_path() if any(h.name == "memcached" for h in params.high) else ""
@@ -233,6 +238,8 @@ class Bench:
                 cells.append(cell := self._high(config, h, low, rep, daemon))
                 if window is not None and cell["ok"] and time.monotonic() > low_end:
                     cell.update(ok=False, error="the LOW load ended before this measurement did")
+                if self.p.breakdown and rep == 0 and h.name == breakdown.HIGH:
+                    self.breakdowns.append(self._breakdown(config, h, low, daemon, cell))
             if window is not None:
                 low_run.update(self._low_result(low, clients, window, rx0))
             low_run["ok"] = True
@@ -324,6 +331,13 @@ class Bench:
             out.unlink(missing_ok=True)
         return cell
 
+    def _breakdown(self, config: str, h: High, low: Low, daemon: PrismDaemon | None,
+                   untraced: dict[str, Any]) -> dict[str, Any]:
+        """One more sockperf run, traced: where its round trips' time goes (breakdown.py)."""
+        self._ensure_server(h)
+        return breakdown.measure(config, low.name, self.host, self.tools, self.servers[h.name], self.workdir,
+                                 self.p.placement.wrap, daemon, untraced.get("latency_us"))
+
     def _parse(self, h: High, client: Tool, rc: int, out: Path) -> tuple[list[float], dict[str, Any]]:
         """Latencies in µs and what else the tool said."""
         if h.name.startswith("sockperf"):
@@ -365,6 +379,8 @@ def run(state: dict[str, Any], params: BenchParams, out_dir: Path) -> dict[str, 
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     rep = abreport.build(bench.cells, bench.low_runs, bench.errors, params, held, patch_note, state)
+    if params.breakdown:
+        rep["breakdown"] = breakdown.report(bench.breakdowns)
     rep["files"] = abreport.write(rep, out_dir)
     return rep
 

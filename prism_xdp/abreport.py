@@ -149,6 +149,10 @@ def table(rep: dict[str, Any]) -> str:
     out += ["", "CPUs busy: CPU time spent on all CPUs (not idle, not stolen by the hypervisor) per second "
             "while the LOW load ran (2 = both of 2 CPUs); daemon CPUs: the part the daemon and its workers used. TCP packets are counted at the container's interface, "
             "UDP datagrams by iperf3's receiver, prism_gen frames at the container's interface."]
+    if rep.get("breakdown"):
+        bd = rep["breakdown"]
+        out += ["", "## Where a HIGH round trip's time goes (--breakdown)", "", bd["cost"], ""]
+        out += [f"- {n}" for n in bd["notes"]] + ["", bd["table"].rstrip("\n")]
     failures = sorted({f for r in rep["summary"]["high"] + rep["summary"]["low"] for f in r["failures"]}
                       | set(rep.get("errors", [])))
     if failures:
@@ -293,7 +297,7 @@ def merge(paths: list[str]) -> dict[str, Any]:
     kernels = [r["kernels"][0] if len(r["kernels"]) == 1 else "+".join(r["kernels"]) for r in reps]
     if len(set(kernels)) < len(kernels):  # the same kernel twice: tell the files apart
         kernels = [f"{k} ({Path(p).stem})" for k, p in zip(kernels, paths, strict=True)]
-    out = {k: v for k, v in first.items() if k not in ("cells", "low_runs", "summary", "table", "files")}
+    out = {k: v for k, v in first.items() if k not in ("cells", "low_runs", "summary", "table", "files", "breakdown")}
     out.update(kernels=kernels, command=" ; ".join(r["command"] for r in reps), merged_from=paths,
                machine=[r["machine"] for r in reps], pm_qos_held=all(r["pm_qos_held"] for r in reps),
                kernel_patch=" / ".join(f"{k}: {r['kernel_patch']}" for k, r in zip(kernels, reps, strict=True)),

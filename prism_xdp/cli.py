@@ -204,12 +204,20 @@ def bench_params(args: argparse.Namespace) -> BenchParams:
         raise ConfigError(f"--runs: must be 1..100, not {runs}")
     if not 0 < args.steal_max <= 1:
         raise ConfigError(f"--steal-max: a fraction of a CPU in (0, 1], not {args.steal_max}")
+    if getattr(args, "breakdown", False):
+        from prism_xdp import breakdown
+
+        if breakdown.HIGH not in (args.high or workloads.HIGH_DEFAULT).split(","):
+            raise ConfigError(f"--breakdown traces {breakdown.HIGH}: add it to --high")
+        why = breakdown.perf_available()
+        if why:
+            raise ConfigError(f"--breakdown: {why} (tools/setup.sh installs linux-perf)")
     return abbench.BenchParams(
         high=workloads.parse_high_list(args.high or workloads.HIGH_DEFAULT),
         low=workloads.parse_low_list(args.low or workloads.LOW_DEFAULT),
         configs=abconfigs.choose(args.configs, args.proc), placement=policy(args.placement),
         duration=duration, runs=runs, steal_max=args.steal_max, proc=args.proc,
-        command="prism-xdp " + " ".join(sys.argv[1:]))
+        command="prism-xdp " + " ".join(sys.argv[1:]), breakdown=getattr(args, "breakdown", False))
 
 
 def _bench_merge(args: argparse.Namespace) -> int:
@@ -390,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  prism-xdp bench --runs 3 --duration 10\n"
         "  prism-xdp bench --high sockperf-udp,memcached --low idle,tcp2,udp64x2 --configs kernel,prism-sync\n"
         "  prism-xdp bench --placement split\n"
+        "  prism-xdp bench --breakdown --high sockperf-udp --low idle,tcp1   (per-stage HIGH round trip, perf)\n"
         "  prism-xdp bench merge prism-5.4.json modern.json\n"
         "HIGH workloads: sockperf-udp, sockperf-tcp, memcached, nginx\n"
         "LOW loads: idle, tcp<N> (N iperf3 flows, separate processes), udp<payload>[x<N>] (iperf3 -u -b 0), "
@@ -406,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default (nothing pinned) or split (daemon worker on the last CPU, every tool on CPU 0)")
     b.add_argument("--steal-max", type=float, default=0.05,
                    help="flag runs in which the hypervisor stole more than this share of a CPU (default 0.05)")
+    b.add_argument("--breakdown", action="store_true",
+                   help="also trace one sockperf-udp run per configuration x LOW with perf (run 1 only): where a "
+                   "HIGH round trip's time goes, stage by stage (off by default: nothing is traced without it)")
     b.add_argument("--quick", action="store_true",
                    help="the demo: sockperf-udp idle and under 1 TCP flow, kernel vs the three modes, 2 x 5 s")
     b.add_argument("--keep", action="store_true", help="keep a topology the bench brought up")
