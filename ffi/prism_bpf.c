@@ -115,9 +115,32 @@ int prism_prog_attach(struct prism_prog *p, int ifindex, int mode)
 	return xdp_program__attach(p->prog, ifindex, mode, 0);
 }
 
-int prism_prog_detach(struct prism_prog *p, int ifindex, int mode)
+/* Attach through a BPF link (Linux >= 5.9): the attachment belongs to the
+ * returned fd, so it goes away with the process that holds it - a daemon
+ * killed with -9 never strands its program - and no other tool can replace
+ * it underneath us. mode as above; returns the link fd or -errno.
+ */
+int prism_prog_attach_link(struct prism_prog *p, int ifindex, int mode)
 {
-	return xdp_program__detach(p->prog, ifindex, mode, 0);
+	LIBBPF_OPTS(bpf_link_create_opts, opts);
+	int fd;
+
+	opts.flags = mode == XDP_MODE_SKB ? XDP_FLAGS_SKB_MODE :
+		     mode == XDP_MODE_HW  ? XDP_FLAGS_HW_MODE :
+					    XDP_FLAGS_DRV_MODE;
+	fd = bpf_link_create(xdp_program__fd(p->prog), ifindex, BPF_XDP, &opts);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Detach even if another process still holds the link (a worker forked
+ * with it), then close our fd.
+ */
+int prism_link_detach(int link_fd)
+{
+	int err = bpf_link_detach(link_fd) ? -errno : 0;
+
+	close(link_fd);
+	return err;
 }
 
 int prism_prog_map_fd(struct prism_prog *p, const char *map_name)

@@ -138,9 +138,12 @@ class BpfMap:
 class XdpProgram:
     """One of our BPF objects (xdp_progs/<name>.bpf.c): load, attach, detach.
 
-    attach() first removes a stale program of ours from the device (left by
-    a crash), so a restart recovers; close() detaches from every device it
-    attached to. Both tolerate a device that is already gone.
+    attach() goes through a BPF link where the kernel has them (>= 5.9): the
+    attachment belongs to our file descriptor, so a process that dies, even
+    by kill -9, takes its program off the device with it. Elsewhere it falls
+    back to libxdp's attach and first removes a stale program of ours (left
+    by a crash), so a restart recovers. close() detaches from every device it
+    attached to; both tolerate a device that is already gone.
     """
 
     def __init__(self, name: str, path: str | None = None, reuse: dict[str, int] | None = None) -> None:
@@ -156,6 +159,7 @@ class XdpProgram:
                  "open BPF object", self.path)
         self._ptr: Any = out[0]
         self.attachments: list[tuple[str, AttachMode]] = []
+        self._links: dict[str, int] = {}  # ifname -> BPF link fd
 
     @property
     def ptr(self) -> Any:
@@ -182,8 +186,12 @@ class XdpProgram:
                 "replaced a stale %s (id %d) on %s", stale.name, stale.prog_id, ifname
             )
         hint = "native XDP needs driver support; try mode skb" if mode is AttachMode.NATIVE else ""
-        with quiet_library():
-            rc = lib.prism_prog_attach(self.ptr, ifindex_of(ifname), int(mode))
+        rc = lib.prism_prog_attach_link(self.ptr, ifindex_of(ifname), int(mode))
+        if rc >= 0:
+            self._links[ifname] = rc
+        elif -rc in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # no XDP links on this kernel
+            with quiet_library():
+                rc = lib.prism_prog_attach(self.ptr, ifindex_of(ifname), int(mode))
         check_rc(rc, f"attach {self.name}", ifname, hint)
         self.attachments.append((ifname, mode))
 
@@ -191,6 +199,12 @@ class XdpProgram:
         """Detach from ifname if our program is still the one attached there."""
         for entry in [a for a in self.attachments if a[0] == ifname]:
             self.attachments.remove(entry)
+        link = self._links.pop(ifname, None)
+        if link is not None:
+            rc = lib.prism_link_detach(link)
+            if rc < 0 and -rc not in (errno.ENOENT, errno.ENODEV, errno.ENOLINK):
+                check_rc(rc, f"detach {self.name}", ifname)
+            return
         try:
             current = attached(ifname)
         except PrismError as exc:

@@ -157,22 +157,40 @@ def test_busy_poll_options_apply(uplink: Uplink, umem: Umem) -> None:
 
 CRASHER = """
 import sys, time
-from prism_xdp.xdp import XdpProgram
+from prism_xdp.native import lib
+from prism_xdp.xdp import XdpProgram, ifindex_of
 prog = XdpProgram("prism_steer")
-prog.attach(sys.argv[1])
+if sys.argv[2] == "link":
+    prog.attach(sys.argv[1])
+else:  # as libxdp attaches (an older prism_xdp, or a kernel without XDP links)
+    assert lib.prism_prog_attach(prog.ptr, ifindex_of(sys.argv[1]), 1) == 0
 print(prog.prog_id, flush=True)
 time.sleep(60)
 """
 
 
-def test_restart_after_crash_replaces_stale_program(uplink: Uplink) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CRASHER, uplink.host_if],
-                            stdout=subprocess.PIPE, text=True)
+def crash_after_attach(ifname: str, how: str) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", CRASHER, ifname, how], stdout=subprocess.PIPE, text=True)
     try:
-        stale_id = int(proc.stdout.readline())
+        return int(proc.stdout.readline())
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def test_a_crashed_process_takes_its_program_along(uplink: Uplink) -> None:
+    """Attached through a BPF link: kill -9 detaches it at once, nothing is stranded."""
+    crash_after_attach(uplink.host_if, "link")
+    assert xdp.attached(uplink.host_if) is None
+    with xdp.XdpProgram("prism_steer") as prog:
+        prog.attach(uplink.host_if)
+        assert xdp.attached(uplink.host_if).prog_id == prog.prog_id
+    assert xdp.attached(uplink.host_if) is None
+
+
+def test_restart_after_crash_replaces_stale_program(uplink: Uplink) -> None:
+    """A program attached the old way (netlink, no link) outlives a crash; the next start replaces it."""
+    stale_id = crash_after_attach(uplink.host_if, "netlink")
     left = xdp.attached(uplink.host_if)
     assert left is not None and left.prog_id == stale_id  # the crash left it behind
     with xdp.XdpProgram("prism_steer") as prog:
