@@ -255,10 +255,23 @@ class Daemon:
         return str(self.workers[0].call("mode?"))
 
     def set_mode(self, mode: str) -> None:
-        """Every worker switches on its own thread; returns when all have."""
+        """One switch for the whole daemon: every worker finishes its in-flight work and holds
+        (taking no packet), the shared steering changes once, then every worker drains its
+        rings in the order that keeps flows in order and resumes in the new mode. (Flipping
+        the steering from inside one worker's switch would reorder flows on the queues whose
+        workers still run the old mode.)"""
         with self._lock:
-            for w in self.workers:
-                w.call("mode", mode)
+            held, flip, ready = [], False, False
+            try:
+                for w in self.workers:
+                    flip |= bool(w.call("mode-prepare", mode))
+                    held.append(w)
+                if flip:
+                    self.programs.set_vanilla(mode == Mode.VANILLA.value)
+                ready = True
+            finally:
+                for w in held:  # on a failure before the steering changed, every worker stays as it was
+                    w.call("mode-finish", not ready)
             log.info("scheduling mode: %s", mode)
 
     # statistics ---------------------------------------------------------------

@@ -372,14 +372,31 @@ class Engine:
         return self.sched.step()
 
     def switch(self, mode: Mode | str) -> None:
+        """Switch alone: this engine owns the steering (one queue). With several queues the
+        daemon runs prepare() on every worker, changes the steering once, then finish()."""
+        new = Mode.parse(mode)
+        if new is self.sched.mode:
+            return
+        if self.prepare(new):
+            self.ops.set_vanilla(new is Mode.VANILLA)
+        self.finish(new)
+
+    def prepare(self, mode: Mode | str) -> bool:
+        """First half of a switch: finish the old mode's in-flight work and take nothing new.
+        True when the steering must change (to or from vanilla) before finish()."""
+        new = Mode.parse(mode)
+        self.sched.drain()
+        return new is not self.sched.mode and (self.sched.mode is Mode.VANILLA) != (new is Mode.VANILLA)
+
+    def finish(self, mode: Mode | str) -> None:
+        """Second half, once the steering is the new mode's: drain what the old rule put on
+        the rings in the order that keeps every flow in order, empty the TX rings, start the
+        new scheduler."""
         new = Mode.parse(mode)
         old = self.sched
         if new is old.mode:
             return
-        old.drain()
-        steering_changes = (old.mode is Mode.VANILLA) != (new is Mode.VANILLA)
-        if steering_changes:
-            self.ops.set_vanilla(new is Mode.VANILLA)
+        if (old.mode is Mode.VANILLA) != (new is Mode.VANILLA):
             self._settle()
             sources = list(self.ops.sources())
             # Vanilla -> PRISM: a HIGH flow's older packets sit on class 0, so

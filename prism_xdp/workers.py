@@ -117,10 +117,75 @@ def _worker_main(conn: Connection, params: DatapathParams, containers: list[Cont
         log.error("worker for queue %d failed: %s", params.queue, runner.error)
 
 
+class _HeldSwitch:
+    """A mode switch in two halves across processes (Daemon.set_mode): prepare() drains this
+    worker and holds its thread, taking no packet, until finish() - after the daemon has
+    changed the shared steering once, with every worker held - lets it finish the switch."""
+
+    def __init__(self) -> None:
+        self._gate: threading.Event | None = None
+        self._done = threading.Event()
+        self._box: dict[str, Any] = {}
+
+    def prepare(self, dp: Datapath, mode: str) -> bool:
+        if self._gate is not None:
+            raise RuntimeError("a mode switch is already held")
+        gate, ready, self._done, self._box = threading.Event(), threading.Event(), threading.Event(), {}
+        box, done = self._box, self._done
+
+        def held() -> None:
+            try:
+                box["flip"] = dp.engine.prepare(mode)
+            except Exception as exc:
+                box["error"] = exc
+                ready.set()
+                done.set()
+                return
+            ready.set()
+            if not gate.wait(HOLD_S):
+                box["error"] = TimeoutError(f"the daemon did not finish the switch in {HOLD_S} s")
+            try:
+                dp.engine.finish(box.get("mode", mode))
+            except Exception as exc:
+                box.setdefault("error", exc)
+            done.set()
+
+        self._gate = gate
+        dp.call_soon(held)
+        if not ready.wait(10):
+            raise TimeoutError("the worker thread did not answer")
+        if "error" in box:
+            self._gate = None
+            raise box["error"]
+        return bool(box["flip"])
+
+    def finish(self, dp: Datapath, abort: bool = False) -> str:
+        """abort: another worker could not prepare; stay in the current mode (drained, no harm)."""
+        gate, self._gate = self._gate, None
+        if gate is None:
+            raise RuntimeError("no mode switch is held")
+        if abort:
+            self._box["mode"] = dp.mode.value
+        gate.set()
+        if not self._done.wait(10):
+            raise TimeoutError("the worker thread did not finish the switch")
+        if "error" in self._box:
+            raise self._box["error"]
+        return dp.mode.value
+
+
+HOLD_S = 10.0  # a held worker finishes its switch on its own after this, so it never hangs
+_HELD = _HeldSwitch()
+
+
 def _handle(dp: Datapath, op: str, args: tuple[Any, ...]) -> Any:
     if op == "mode":
         dp.run_on_worker(lambda: dp.switch_mode(args[0]))
         return dp.mode.value
+    if op == "mode-prepare":
+        return _HELD.prepare(dp, args[0])
+    if op == "mode-finish":
+        return _HELD.finish(dp, abort=bool(args and args[0]))
     if op == "reset":
         dp.run_on_worker(dp.overlay.reset_histograms)
         return None

@@ -162,15 +162,28 @@ def test_sigterm_removes_everything(host: OverlayHost, tmp_path: Path) -> None:
     nothing_left(host, tmp_path)
 
 
-def test_kill_9_then_restart_recovers(host: OverlayHost, tmp_path: Path) -> None:
+def test_kill_9_under_load_then_restart_recovers(host: OverlayHost, tmp_path: Path) -> None:
     d = Daemon(host, tmp_path)
     assert ping(host.remote_ns, host.containers[0].ip) == 3
-    d.stop(signal.SIGKILL)
-    assert xdp.attached(host.uplink.host_if) is not None  # what a crash leaves
-    # Without a daemon the host's own traffic still flows (VXLAN finds no socket: the kernel gets it).
-    assert ping(host.remote_ns, host.uplink.host_ip) == 3
-    d2 = Daemon(host, tmp_path)  # stale pid file, socket file and programs are replaced
-    assert ping(host.remote_ns, host.containers[1].ip) == 3
+    c = host.containers[0]
+    load = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip,
+                                           "--ports", "9000,9001", "--count", "20000", "--burst", "64",
+                                           "--gap-us", "200"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        d.stop(signal.SIGKILL)
+        # The programs were attached through BPF links: they went with the daemon.
+        assert xdp.attached(host.uplink.host_if) is None
+        assert all(xdp.attached(k.host_if) is None for k in host.containers)
+        # The host's own traffic flows at once.
+        assert ping(host.remote_ns, host.uplink.host_ip) == 3
+        t0 = time.monotonic()
+        d2 = Daemon(host, tmp_path)  # stale pid file and socket file are replaced
+        assert ping(host.containers[1].ns, host.remote_overlay_ip) == 3
+        assert time.monotonic() - t0 < 5.0, "a restart forwards again within 5 s"
+    finally:
+        load.kill()
+        load.wait()
     assert d2.stop() == 0
     nothing_left(host, tmp_path)
 
@@ -411,3 +424,41 @@ def test_classes_2_and_3_are_real_or_refused(host: OverlayHost, tmp_path: Path) 
     finally:
         assert d.stop() == 0
     nothing_left(host, four)
+
+
+def test_mode_switches_across_two_queues_lose_and_reorder_nothing(testbed: netns.Testbed, tmp_path: Path) -> None:
+    """100 switches, vanilla/batch/sync in turn, while 16 flows spread over both queues: every
+    worker holds, the steering flips once, every worker resumes; no flow loses or reorders."""
+    host = create_overlay_host(testbed, PREFIX, containers=1, queues=2)
+    text = config_text(host, tmp_path, rules="ports = [9000, 9001, 9002, 9003]")
+    (tmp_path / "prism.toml").write_text(text.replace("[uplink]\n", "[uplink]\nqueues = 2\n"))
+    d = Daemon(host, tmp_path)
+    c = host.containers[0]
+    ports = ",".join(str(p) for p in range(9000, 9016))  # some HIGH, most LOW; hashed onto both queues
+    count = 1500
+    recv = netns.popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "recv", "--bind", c.ip, "--ports", ports,
+                                 "--expect", str(16 * count), "--timeout", "5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert recv.stdout is not None
+        assert recv.stdout.readline().strip() == "ready"
+        send = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip,
+                                               "--ports", ports, "--count", str(count), "--burst", "16",
+                                               "--gap-us", "1000"], stdout=subprocess.PIPE, text=True)
+        modes = ["vanilla", "batch", "sync"]
+        for i in range(100):
+            assert d.call("mode-set", mode=modes[i % 3]) == {"mode": modes[i % 3]}
+        assert send.wait(60) == 0
+        out, _ = recv.communicate(timeout=30)
+        result = json.loads(out)
+        flows = {p: result[p] for p in ports.split(",")}
+        assert all(f["received"] == count for f in flows.values()), flows
+        assert all(f["out_of_order"] == 0 for f in flows.values()), result.get("late")
+        per_queue = {q: s["stages"]["decap_in"] for q, s in d.call("stats")["queues"].items()}  # type: ignore[index]
+        assert all(n > 0 for n in per_queue.values()), per_queue  # both queues carried flows
+        assert all(s["sched"]["switches"] >= 99 for s in d.call("stats")["queues"].values())  # type: ignore[index]
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+        assert d.stop() == 0
+    nothing_left(host, tmp_path)
