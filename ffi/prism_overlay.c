@@ -58,6 +58,11 @@ struct prism_overlay {
 	struct prism_hist hist[PRISM_NCLASS]; /* arrival (XDP stamp) to TX kick */
 	struct prism_hist hist_poll[PRISM_NCLASS]; /* RX poll to TX kick */
 	uint64_t cur_poll_ts; /* poll time of the packet a stage is working on */
+	/* Ports whose rings moved since the last service (a TX, or an RX that took
+	 * fill-ring frames): service walks only these, and every port now and then.
+	 */
+	uint64_t busy[(PRISM_MAX_PORTS + 63) / 64];
+	uint32_t services;
 	uint32_t *order; /* deliver's counting sort */
 	uint32_t order_cap;
 	struct prism_fdb fdb;
@@ -208,6 +213,11 @@ int prism_overlay_port_counters(struct prism_overlay *o, uint32_t port,
 }
 
 /* ---- helpers of the stages -------------------------------------------- */
+
+static inline void mark_busy(struct prism_overlay *o, uint32_t port)
+{
+	o->busy[port / 64] |= 1ull << (port % 64);
+}
 
 static inline uint8_t *pkt(struct prism_overlay *o, uint64_t addr)
 {
@@ -439,6 +449,8 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 {
 	uint32_t i, n = in->n, before = out->n;
 
+	mark_busy(o, PRISM_UPLINK_PORT); /* its fill ring gave frames */
+
 	for (i = 0; i < n; i++) {
 		uint64_t addr = in->addr[i], ts = in->ts[i];
 		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p, csum;
@@ -643,6 +655,7 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 		return -EINVAL;
 	}
 	vni = o->ports[src_port].vni;
+	mark_busy(o, src_port); /* its fill ring gave frames */
 	for (i = 0; i < n; i++) {
 		uint64_t addr = in->addr[i], ts = in->ts[i], copy;
 		uint32_t len = in->len[i], targets = 0, csum;
@@ -725,6 +738,7 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 			drop(o, b->addr[idx[i]], &o->cnt.drop_no_port);
 		return;
 	}
+	mark_busy(o, (uint32_t)(pt - o->ports));
 	room = xsk_prod_nb_free(&x->tx, n);
 	if (room > n)
 		room = n;
@@ -827,15 +841,27 @@ int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batc
 
 /* ---- service: completions back to the pool, fill rings topped up ------- */
 
+/* Every SERVICE_SWEEP-th service walks every port, whatever moved: a port
+ * the busy bits missed (frames the kernel completed late) is reaped there.
+ */
+#define SERVICE_SWEEP 64
+
 int prism_overlay_service(struct prism_overlay *o, uint32_t uplink_fill, uint32_t fill_level)
 {
-	uint32_t p, c, level, have;
+	uint32_t p, c, level, have, w, sweep = o->services++ % SERVICE_SWEEP == 0;
 	int reaped = 0;
 
 	for (p = 0; p < o->nports; p++) {
 		struct port *pt = &o->ports[p];
 		struct prism_rings *r;
 
+		w = p / 64;
+		if (!sweep && !(o->busy[w] >> (p % 64) & 1)) {
+			if (!o->busy[w] && (p | 63) + 1 < o->nports)
+				p |= 63; /* a quiet word: on to the next 64 ports */
+			continue;
+		}
+		o->busy[w] &= ~(1ull << (p % 64));
 		if (!pt->xsk[0])
 			continue;
 		r = pt->xsk[0]->rings;

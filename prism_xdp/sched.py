@@ -121,21 +121,22 @@ class Scheduler:
         self._next = [0] * len(classes)
         self._high = [i for i, s in enumerate(self.sources) if s.cls > 0]
         self._high_mask = sum(1 << i for i in self._high)
-        # Per class, its bit mask and its sources in every round-robin rotation:
-        # picking is one AND and a short scan, no arithmetic per source.
-        self._groups = [(sum(1 << i for i in g), [g[k:] + g[:k] for k in range(len(g))],
-                         self.sources[g[0]].cls > 0) for g in self._by_class]
+        # Per class, its bit mask: picking is a few integer operations on the pending
+        # mask, whatever the number of sockets (hundreds of containers).
+        self._groups = [(sum(1 << i for i in g), self.sources[g[0]].cls > 0) for g in self._by_class]
 
     def _pick(self, mask: int, only_low: bool = False) -> int | None:
-        """Index of the source to take from: most urgent class first, round-robin within it."""
-        for g, (gmask, rotations, urgent) in enumerate(self._groups):
-            if not mask & gmask or (only_low and urgent):
+        """Index of the source to take from: most urgent class first, round-robin within it
+        (the first pending source at or after the one after the last pick, wrapping)."""
+        for g, (gmask, urgent) in enumerate(self._groups):
+            ready = mask & gmask
+            if not ready or (only_low and urgent):
                 continue
-            start = self._next[g]
-            for i in rotations[start]:
-                if mask >> i & 1:
-                    self._next[g] = (start + 1) % len(rotations)
-                    return i
+            later = ready >> self._next[g] << self._next[g]
+            pick = later or ready
+            i = (pick & -pick).bit_length() - 1
+            self._next[g] = i + 1
+            return i
         return None
 
     def _through(self, i: int, limit: int) -> int:

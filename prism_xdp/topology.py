@@ -13,9 +13,16 @@ from prism_xdp.netns import Testbed, link_mac, run_in, unique_name
 from prism_xdp.overlay import ContainerSpec, VtepSpec
 from prism_xdp.testhost import Uplink
 
-OVERLAY_NET = "10.42.0"  # containers .1, .2, ...; the remote host's overlay address .100
-OVERLAY_PREFIXLEN = 24
+OVERLAY_NET = "10.42.0"  # containers .1 to .99; the remote host's overlay address .100
+OVERLAY_PREFIXLEN = 16  # room for hundreds of containers: the 100th on goes to 10.42.1.1, ...
 REMOTE_OVERLAY_IP = f"{OVERLAY_NET}.100"
+
+
+def container_ip(i: int) -> str:
+    """Container i's overlay address: 10.42.0.1-99, then 10.42.1.1-250, 10.42.2.1-250, ..."""
+    if i < 99:
+        return f"{OVERLAY_NET}.{i + 1}"
+    return f"10.42.{1 + (i - 99) // 250}.{1 + (i - 99) % 250}"
 
 
 @dataclass
@@ -117,7 +124,7 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
         ns = tb.add_netns(naming(prefix, f"c{i}"))
         host_if, cont_if = naming(prefix, f"h{i}"), naming(prefix, f"k{i}")
         tb.add_veth(host_if, cont_if, None, ns, queues=queues, mtu=1450)
-        ip = f"{OVERLAY_NET}.{i + 1}"
+        ip = container_ip(i)
         tb.add_addr(cont_if, ip, OVERLAY_PREFIXLEN, ns)
         host.containers.append(Container(f"c{i}", ns, host_if, cont_if, ip, link_mac(cont_if, ns), vni))
     if offloads != "stock":

@@ -182,3 +182,18 @@ def test_vanilla_never_cuts_low_batches() -> None:
     run(Engine(ops, "vanilla", batch=64, settle=lambda: None, low_batch_with_high=8), ops)
     sizes = [len(s.packets) for s in ops.trace if s.op == "rx"]
     assert sizes == [64] * 8 + [2]  # 514 packets on one ring, taken 64 at a time
+
+
+def test_pick_is_round_robin_within_a_class_and_strict_across_classes() -> None:
+    """Hundreds of sockets: a pick is integer operations on the pending mask, fair inside a class."""
+    from types import SimpleNamespace
+
+    from prism_xdp.sched import BatchScheduler
+
+    sources = [SimpleNamespace(cls=i % 2) for i in range(600)]  # LOW and HIGH socket per device
+    sched = BatchScheduler(SimpleNamespace(sources=lambda: sources), batch=64)  # type: ignore[arg-type]
+    low = (1 << 2) | (1 << 10) | (1 << 598)
+    assert [sched._pick(low) for _ in range(5)] == [2, 10, 598, 2, 10]
+    high = 1 << 501
+    assert sched._pick(low | high) == 501  # a more urgent class first
+    assert sched._pick(low | high, only_low=True) == 598  # LOW's turn goes on where it stopped

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""bench_scale.py - prism_xdp with 1, 16, 64 and 256 containers on one worker: the LOW rate delivered to the last container under a saturating load, then a HIGH flow's round trip to the first one under the same load; JSON + table (our own generator and probe: a component benchmark)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prism_xdp.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.generator import LiveFrameGenerator
+from prism_xdp.inject import Flow, build
+from prism_xdp.netns import Testbed, popen_in
+from prism_xdp.probe import RttProbe, pm_qos_low_latency
+from prism_xdp.samples import nearest_rank
+from prism_xdp.signals import cleanup_on_sigterm
+from prism_xdp.topology import create_overlay_host
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "pxk"
+HIGH_PORT = 7000
+LOW_PORT = 9
+
+
+def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
+    """A fresh test host with n containers; HIGH probes to the first, LOW frames to the last."""
+    t_setup = time.monotonic()
+    with Testbed() as tb:
+        host = create_overlay_host(tb, PREFIX, containers=n)
+        first, last = host.containers[0], host.containers[-1]
+        echo = popen_in(first.ns, [sys.executable, "-m", "prism_xdp.udpflows", "echo", "--bind", first.ip,
+                                   "--ports", str(HIGH_PORT), "--seconds", "600"], stdout=subprocess.PIPE, text=True)
+        tb.defer(echo.wait)  # deferred calls run last-in first-out: kill, then reap
+        tb.defer(echo.kill)
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
+        tb.defer(gen.close)
+        frame = build(host, Flow("low", LOW_PORT, container=n - 1), 64)
+        params = DatapathParams(host.uplink.host_if, mode=args.mode, container_fill=args.container_fill, cpu=args.worker_cpu)
+        with Datapath(params, host.specs(), host.vteps()) as dp, Runner(dp):
+            setup_s = time.monotonic() - t_setup
+            dp.set_port(HIGH_PORT)
+            probe = RttProbe(host, HIGH_PORT)
+            tb.defer(probe.close)
+            probe.run(20)  # ARP and learning settle first
+            rates, rtts, lost = [], [], 0
+            for _ in range(args.runs):
+                gen.start_for(frame, seconds=2 * args.seconds + 2, cpu=args.gen_cpu, background=True,
+                              call_seconds=0.25)
+                time.sleep(0.3)  # rings full first
+                # The rate first, with no probe running: the probe is Python in this process and
+                # would take the interpreter from the worker's thread.
+                before, t0 = last.rx_packets(), time.monotonic()
+                time.sleep(args.seconds)
+                rates.append((last.rx_packets() - before) / (time.monotonic() - t0) / 1e6)
+                result = probe.run(int(args.seconds * 1000 / args.interval_ms), args.interval_ms / 1000)
+                gen.stop()
+                rtts.extend(result.rtt_us)
+                lost += result.lost
+    ordered = sorted(rtts)
+    return {"containers": n, "sockets": 2 * (n + 1), "setup_s": round(setup_s, 1),
+            "low_mpps": round(statistics.median(rates), 4), "low_mpps_runs": [round(r, 4) for r in rates],
+            "high_p50_us": round(nearest_rank(ordered, 50), 1), "high_p99_us": round(nearest_rank(ordered, 99), 1),
+            "high_samples": len(rtts), "high_lost": lost}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="1,16,64,256", help="container counts")
+    ap.add_argument("--mode", default="sync", choices=("vanilla", "batch", "sync"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0, help="per run")
+    ap.add_argument("--interval-ms", type=float, default=1.0, help="at most one HIGH probe per interval")
+    ap.add_argument("--container-fill", type=int, default=64,
+                    help="frames on each container veth's fill ring (64: 256 containers fit one UMEM)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    # The same placement for every size: the worker on the last CPU; the generator (yielding
+    # to everything, SCHED_IDLE), the probe and the echo on the first.
+    args.worker_cpu, args.gen_cpu = cpus[-1], cpus[0]
+    os.sched_setaffinity(0, {args.gen_cpu})
+    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
+    rows = []
+    with pm_qos_low_latency() as pm_qos:
+        for n in (int(s) for s in args.sizes.split(",")):
+            rows.append(one_size(n, args))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    base = rows[0]
+    for r in rows:
+        r["rate_vs_first"] = round(float(r["low_mpps"]) / max(1e-9, float(base["low_mpps"])), 2)  # type: ignore[arg-type]
+        r["p99_vs_first"] = round(float(r["high_p99_us"]) / max(1e-9, float(base["high_p99_us"])), 2)  # type: ignore[arg-type]
+    report = {"benchmark": "scale: containers per worker, LOW rate to the last container and HIGH RTT to the first",
+              "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+              "params": vars(args) | {"out": str(args.out), "pm_qos_held": pm_qos,
+                                      "load": "prism_gen 64 B frames at full speed to the last container",
+                                      "probe": "raw VXLAN UDP requests to a UDP echo in the first container"},
+              "results": rows}
+    lines = ["| containers | sockets | LOW Mpps (median) | vs first | HIGH p50 µs | HIGH p99 µs | p99 vs first | lost |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['containers']} | {r['sockets']} | {r['low_mpps']} | {r['rate_vs_first']} | {r['high_p50_us']} | "
+              f"{r['high_p99_us']} | {r['p99_vs_first']} | {r['high_lost']} |" for r in rows]
+    text = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"scale-{stamp}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"scale-{stamp}.md").write_text(f"# Scale: containers per worker ({args.mode})\n\n{text}\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
