@@ -1,5 +1,5 @@
 # Makefile - shortcuts for developers; README's two commands are tools/run-demo.sh and tools/run-tests.sh.
-.PHONY: setup demo test unit lint format bench bench-xsk bench-classifier bench-overlay bench-sched bench-perf ab clean
+.PHONY: setup demo test unit lint format bench bench-xsk bench-classifier bench-overlay bench-sched bench-perf bench-checksum bench-scale ab clean
 
 setup:
 	bash tools/setup.sh
@@ -21,7 +21,7 @@ lint:
 format:
 	.venv/bin/ruff format prism_xdp tests tools ffi setup.py
 
-bench: bench-xsk bench-classifier bench-overlay bench-sched bench-perf
+bench: bench-xsk bench-classifier bench-overlay bench-sched bench-perf bench-checksum bench-scale
 
 bench-xsk:
 	.venv/bin/python tools/bench_xsk.py
@@ -40,6 +40,12 @@ bench-sched:
 
 bench-perf:
 	.venv/bin/python tools/bench_perf.py
+
+bench-checksum:
+	.venv/bin/python tools/bench_checksum.py
+
+bench-scale:
+	.venv/bin/python tools/bench_scale.py
 
 ab:
 	.venv/bin/prism-xdp bench

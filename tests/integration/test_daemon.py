@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -323,7 +322,7 @@ def test_busy_poll_socket_options(host: OverlayHost, tmp_path: Path) -> None:
 def test_statistics_hammered_during_traffic_change_nothing(host: OverlayHost, tmp_path: Path) -> None:
     """ctl stats, top and /metrics at full speed while a UDP echo and a TCP transfer run: every
     payload arrives once and intact, every accounting snapshot is sane, and it balances after."""
-    from test_overlay_e2e import tcp_transfer
+    from test_overlay_e2e import tcp_transfer, udp_echo
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -348,29 +347,11 @@ def test_statistics_hammered_during_traffic_change_nothing(host: OverlayHost, tm
     threads = [threading.Thread(target=hammer_stats), threading.Thread(target=hammer_metrics)]
     top = subprocess.Popen([*PRISM, "top", "--socket", str(d.socket), "--interval", "0.01", "--count", "100000"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    c0, c1 = host.containers
-    server = netns.socket_in(c0.ns, socket.AF_INET, socket.SOCK_DGRAM)
-    server.bind((c0.ip, 7011))
-    server.settimeout(0.1)
-    client = netns.socket_in(host.remote_ns, socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(2)
-
-    def echo() -> None:
-        while not stop.is_set():
-            try:
-                data, peer = server.recvfrom(65535)
-            except (TimeoutError, OSError):
-                continue
-            server.sendto(data, peer)
-
-    threads.append(threading.Thread(target=echo))
+    c1 = host.containers[1]
     for t in threads:
         t.start()
     try:
-        payloads = [os.urandom(n) for n in random.Random(3).choices(range(1, 1401), k=2000)]
-        for p in payloads:
-            client.sendto(p, (c0.ip, 7011))
-            assert client.recv(65535) == p  # lost: timeout; duplicated or corrupted: a wrong reply
+        udp_echo(host, 7011, 2000, seed=3)  # lost: timeout; duplicated or corrupted: a wrong reply
         size = 20 * 1024 * 1024
         n, sent, got = tcp_transfer(c1.ns, c1.ip, host.remote_ns, size)
         assert (n, got) == (size, sent)
@@ -380,8 +361,6 @@ def test_statistics_hammered_during_traffic_change_nothing(host: OverlayHost, tm
             t.join(10)
         top.terminate()
         top.wait(10)
-        client.close()
-        server.close()
     assert calls["stats"] > 20 and calls["metrics"] > 20 and top.returncode is not None
     frames = snapshots[0]["frames"]
     assert all(0 <= s[k] <= frames for s in snapshots for k in ("fill_ring", "rx_ring", "tx_ring", "comp_ring"))

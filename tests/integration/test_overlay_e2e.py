@@ -87,11 +87,12 @@ def test_ping_both_ways_and_between_containers(overlay: Running) -> None:
     assert overlay.dp.overlay.lookup(h.vni, c0.mac) == ("local", 1)
 
 
-def test_udp_echo_payloads_arrive_byte_identical(overlay: Running) -> None:
-    h = overlay.host
-    c0 = h.containers[0]
+def udp_echo(host: OverlayHost, port: int, count: int, seed: int) -> None:
+    """count random payloads of 1-1400 B from the remote host to a UDP echo in container c0;
+    each reply must be its request, byte for byte (a lost one times out)."""
+    c0 = host.containers[0]
     server = socket_in(c0.ns, socket.AF_INET, socket.SOCK_DGRAM)
-    server.bind((c0.ip, 7007))
+    server.bind((c0.ip, port))
     server.settimeout(0.1)
     stop = threading.Event()
 
@@ -105,19 +106,23 @@ def test_udp_echo_payloads_arrive_byte_identical(overlay: Running) -> None:
 
     t = threading.Thread(target=echo, daemon=True)
     t.start()
-    client = socket_in(h.remote_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket_in(host.remote_ns, socket.AF_INET, socket.SOCK_DGRAM)
     client.settimeout(2)
-    rng = random.Random(7)
+    rng = random.Random(seed)
     try:
-        payloads = [os.urandom(rng.randint(1, 1400)) for _ in range(2000)]
-        for p in payloads:
-            client.sendto(p, (c0.ip, 7007))
+        for _ in range(count):
+            p = os.urandom(rng.randint(1, 1400))
+            client.sendto(p, (c0.ip, port))
             assert client.recv(65535) == p
     finally:
         stop.set()
         t.join(2)
         client.close()
         server.close()
+
+
+def test_udp_echo_payloads_arrive_byte_identical(overlay: Running) -> None:
+    udp_echo(overlay.host, 7007, 2000, seed=7)
 
 
 def tcp_transfer(server_ns: str, server_ip: str, client_ns: str, nbytes: int) -> tuple[int, str, str]:
