@@ -126,6 +126,11 @@ int prism_rx_upto(prism_xsk *x, struct prism_batch *b, uint32_t max);
  * scheduler where work waits. Sockets 0-63 are the returned word; with more
  * than 64, sockets 64.. go to more[0..(n - 1) / 64 - 1], 64 a word. */
 uint64_t prism_xsk_pending_mask(prism_xsk **xs, uint32_t n, uint64_t *more);
+/* The same from the kernel's own readiness: an epoll set over the sockets
+ * (data = index; an fd, or -errno), then one epoll_wait(0) per call: a
+ * syscall instead of a look at every ring, for hundreds of sockets. */
+int prism_xsk_ready_new(prism_xsk **xs, uint32_t n);
+uint64_t prism_xsk_ready_mask(int epfd, uint32_t n, uint64_t *more);
 int prism_tx_batch(prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n);
 int prism_complete_batch(prism_xsk *x, uint32_t max);
 int prism_xsk_kick(prism_xsk *x);

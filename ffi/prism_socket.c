@@ -82,30 +82,33 @@ static int ring_size(int fd, int opt, uint32_t size)
 	return setsockopt(fd, SOL_XDP, opt, &size, sizeof(size)) ? -errno : 0;
 }
 
+/* libxdp's producer and consumer rings have one layout (DEFINE_XSK_RING):
+ * the shared indices, flags and descriptors at the kernel's offsets in the
+ * mapping, and cached copies of the indices.
+ */
+#define RING_INIT(r, map, o, n)                                                   \
+	do {                                                                      \
+		(r)->mask = (n) - 1;                                              \
+		(r)->size = (n);                                                  \
+		(r)->producer = (void *)((char *)(map) + (o)->producer);          \
+		(r)->consumer = (void *)((char *)(map) + (o)->consumer);          \
+		(r)->flags = (void *)((char *)(map) + (o)->flags);                \
+		(r)->ring = (char *)(map) + (o)->desc;                            \
+		(r)->cached_prod = *(r)->producer;                                \
+		(r)->cached_cons = *(r)->consumer;                                \
+	} while (0)
+
 static void prod_init(struct xsk_ring_prod *r, void *map, const struct xdp_ring_offset *o,
 		      uint32_t size)
 {
-	r->mask = size - 1;
-	r->size = size;
-	r->producer = (void *)((char *)map + o->producer);
-	r->consumer = (void *)((char *)map + o->consumer);
-	r->flags = (void *)((char *)map + o->flags);
-	r->ring = (char *)map + o->desc;
-	r->cached_prod = *r->producer;
-	r->cached_cons = *r->consumer + size; /* free = cached_cons - cached_prod */
+	RING_INIT(r, map, o, size);
+	r->cached_cons += size; /* a producer's free entries are cached_cons - cached_prod */
 }
 
 static void cons_init(struct xsk_ring_cons *r, void *map, const struct xdp_ring_offset *o,
 		      uint32_t size)
 {
-	r->mask = size - 1;
-	r->size = size;
-	r->producer = (void *)((char *)map + o->producer);
-	r->consumer = (void *)((char *)map + o->consumer);
-	r->flags = (void *)((char *)map + o->flags);
-	r->ring = (char *)map + o->desc;
-	r->cached_prod = *r->producer;
-	r->cached_cons = *r->consumer;
+	RING_INIT(r, map, o, size);
 }
 
 static void rings_unmap(struct prism_rings *r)

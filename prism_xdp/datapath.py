@@ -470,6 +470,9 @@ class _Work:
         self.n = 0
 
 
+READY_SCAN = 64  # sockets a worker looks at ring by ring; more: the kernel's readiness (epoll)
+
+
 class DatapathOps:
     """The scheduler's view of a Datapath: rings, stages, a pool of in-flight work items."""
 
@@ -486,6 +489,12 @@ class DatapathOps:
         # their own, read as one little-endian integer.
         self._more = ffi.new("uint64_t[]", max(1, (self._nxsk - 1) // 64))
         self._more_bytes = ffi.buffer(self._more)
+        # Past READY_SCAN sockets, asking the kernel (epoll) beats looking at every ring.
+        self._ready_fd = -1
+        if self._nxsk > READY_SCAN:
+            self._ready_fd = check_rc(lib.prism_xsk_ready_new(self._xsks, self._nxsk), "epoll over the sockets")
+            dp._undo.callback(os.close, self._ready_fd)
+            self._ready = lib.prism_xsk_ready_mask
         self._rx = lib.prism_rx_upto
         self._delivered_since = 0
         self._through = lib.prism_overlay_through
@@ -496,7 +505,10 @@ class DatapathOps:
         return self._sources
 
     def pending(self) -> int:
-        first = int(self._mask(self._xsks, self._nxsk, self._more))
+        if self._ready_fd >= 0:
+            first = int(self._ready(self._ready_fd, self._nxsk, self._more))
+        else:
+            first = int(self._mask(self._xsks, self._nxsk, self._more))
         if self._nxsk <= 64:
             return first
         return first | int.from_bytes(self._more_bytes, "little") << 64

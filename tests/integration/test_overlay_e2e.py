@@ -361,9 +361,10 @@ def test_user_space_records_the_class_xdp_decided(testbed: netns.Testbed) -> Non
             want = [before[c] + len(frames[c]) for c in range(4)]
             assert settle(want) == want, f"vanilla={vanilla}"
             steered = [a - b for a, b in zip(dp.steer.counters().steered, steered0, strict=True)]
-            # XDP's own decision: per class (batch), or everything folded to LOW (vanilla).
-            assert steered == ([sum(map(len, frames.values())), 0, 0, 0] if vanilla
-                               else [len(frames[c]) for c in range(4)])
+            # XDP's own decision: per class (batch), or everything folded to LOW (vanilla). LOW
+            # may also count the remote's own VXLAN traffic (IPv6 neighbour discovery).
+            want_steered = [sum(map(len, frames.values())), 0, 0, 0] if vanilla else [len(frames[c]) for c in range(4)]
+            assert steered[1:] == want_steered[1:] and steered[0] >= want_steered[0], steered
         malformed = dp.steer.counters().malformed
         assert sum(malformed.values()) == 2 * len(malformed_packets(outer, host.vni))
     finally:
