@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
+from prism_xdp import cpuprof
 from prism_xdp.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.generator import LiveFrameGenerator
 from prism_xdp.inject import Flow, build
@@ -26,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxk"
 HIGH_PORT = 7000
 LOW_PORT = 9
+
+
+def _profile_into(box: dict[str, object], seconds: float, datafile: Path) -> None:
+    box["p"] = cpuprof.profile(seconds, datafile)
 
 
 def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
@@ -50,6 +58,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
             tb.defer(probe.close)
             probe.run(20)  # ARP and learning settle first
             rates, rtts, lost = [], [], 0
+            profile = None
             for _ in range(args.runs):
                 gen.start_for(frame, seconds=2 * args.seconds + 2, cpu=args.gen_cpu, background=True,
                               call_seconds=0.25)
@@ -59,7 +68,15 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
                 before, t0 = last.rx_packets(), time.monotonic()
                 time.sleep(args.seconds)
                 rates.append((last.rx_packets() - before) / (time.monotonic() - t0) / 1e6)
+                if args.profile and not rates[1:]:  # once per size, during the first run's probes
+                    box: dict[str, object] = {}
+                    datafile = Path(tempfile.gettempdir()) / f"pxk-perf-{os.getpid()}.data"
+                    prof = threading.Thread(target=functools.partial(_profile_into, box, args.profile, datafile))
+                    prof.start()
                 result = probe.run(int(args.seconds * 1000 / args.interval_ms), args.interval_ms / 1000)
+                if args.profile and not rates[1:]:
+                    prof.join()
+                    profile = box.get("p")
                 gen.stop()
                 rtts.extend(result.rtt_us)
                 lost += result.lost
@@ -67,7 +84,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     return {"containers": n, "sockets": 2 * (n + 1), "setup_s": round(setup_s, 1),
             "low_mpps": round(statistics.median(rates), 4), "low_mpps_runs": [round(r, 4) for r in rates],
             "high_p50_us": round(nearest_rank(ordered, 50), 1), "high_p99_us": round(nearest_rank(ordered, 99), 1),
-            "high_samples": len(rtts), "high_lost": lost}
+            "high_samples": len(rtts), "high_lost": lost, "profile": profile}
 
 
 def main() -> int:
@@ -79,6 +96,8 @@ def main() -> int:
     ap.add_argument("--interval-ms", type=float, default=1.0, help="at most one HIGH probe per interval")
     ap.add_argument("--container-fill", type=int, default=64,
                     help="frames on each container veth's fill ring (64: 256 containers fit one UMEM)")
+    ap.add_argument("--profile", type=float, default=0.0,
+                    help="seconds of a system-wide perf profile during each size's first HIGH probes")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = ap.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
@@ -91,7 +110,9 @@ def main() -> int:
     with pm_qos_low_latency() as pm_qos:
         for n in (int(s) for s in args.sizes.split(",")):
             rows.append(one_size(n, args))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "profile"}), file=sys.stderr)
+            if rows[-1]["profile"]:
+                print("\n".join(cpuprof.format_profile(rows[-1]["profile"])), file=sys.stderr)  # type: ignore[arg-type]
     base = rows[0]
     for r in rows:
         r["rate_vs_first"] = round(float(r["low_mpps"]) / max(1e-9, float(base["low_mpps"])), 2)  # type: ignore[arg-type]
