@@ -1,4 +1,4 @@
-"""test_breakdown.py - `bench --breakdown` on a real test host: the traced stages of a HIGH round trip add up to the measured round trip, through the kernel path and prism-sync."""
+"""test_breakdown_e2e.py - `bench --breakdown` on a real test host: the traced stages of a HIGH round trip add up to the measured round trip, through the kernel path and prism-sync."""
 
 from __future__ import annotations
 
