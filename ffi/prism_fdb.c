@@ -89,6 +89,18 @@ static void sweep(struct prism_fdb *f, uint64_t now)
 			forget(f, &f->slot[i]);
 }
 
+/* Put a key into a slot, first forgetting the learned entry an aged-out slot held. */
+static void take(struct prism_fdb *f, struct prism_fdb_entry *e, uint32_t vni, const uint8_t *mac,
+		 uint8_t kind, uint16_t idx)
+{
+	if (e->kind == FDB_REMOTE)
+		forget(f, e);
+	e->vni = vni;
+	memcpy(e->mac, mac, 6);
+	e->kind = kind;
+	e->idx = idx;
+}
+
 int prism_fdb_add_local(struct prism_fdb *f, uint32_t vni, const uint8_t *mac, uint16_t port)
 {
 	struct prism_fdb_entry *spare, *e = probe(f, vni, mac, 0, &spare);
@@ -101,12 +113,7 @@ int prism_fdb_add_local(struct prism_fdb *f, uint32_t vni, const uint8_t *mac, u
 		spare = e;
 	if (!spare)
 		return -ENOSPC;
-	if (spare->kind == FDB_REMOTE)
-		forget(f, spare);
-	spare->vni = vni;
-	memcpy(spare->mac, mac, 6);
-	spare->kind = FDB_LOCAL;
-	spare->idx = port;
+	take(f, spare, vni, mac, FDB_LOCAL, port);
 	return 0;
 }
 
@@ -136,12 +143,7 @@ void prism_fdb_learn(struct prism_fdb *f, uint32_t vni, const uint8_t *mac, uint
 		f->refused++;
 		return;
 	}
-	if (spare->kind == FDB_REMOTE)
-		forget(f, spare);
-	spare->vni = vni;
-	memcpy(spare->mac, mac, 6);
-	spare->kind = FDB_REMOTE;
-	spare->idx = vtep;
+	take(f, spare, vni, mac, FDB_REMOTE, vtep);
 	spare->seen = now;
 	f->by_vtep[v]++;
 	f->entries++;
