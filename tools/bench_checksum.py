@@ -15,9 +15,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from prism_xdp.batch import Batch
-from prism_xdp.native import lib
-from prism_xdp.umem import Umem, UmemParams
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.native import lib
+from prism_xdp.dataplane.umem import Umem, UmemParams
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"find only": 0, "offload (seed)": lib.PRISM_CSUM_OFFLOAD, "software (sum)": lib.PRISM_CSUM_SOFTWARE}

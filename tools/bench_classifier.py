@@ -12,18 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-from prism_xdp import layout as L
-from prism_xdp import xdp
-from prism_xdp.batch import Batch
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.native import check_rc, ffi, lib
-from prism_xdp.netns import Testbed
-from prism_xdp.packets import vxlan_packet
-from prism_xdp.signals import cleanup_on_sigterm
-from prism_xdp.steer import Steering
-from prism_xdp.testhost import Uplink
-from prism_xdp.umem import Umem
-from prism_xdp.xsk import XskSocket
+from prism_xdp.daemon.signals import cleanup_on_sigterm
+from prism_xdp.dataplane import native, xdp
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane.steer import Steering
+from prism_xdp.dataplane.umem import Umem
+from prism_xdp.dataplane.xsk import XskSocket
+from prism_xdp.lab.generator import LiveFrameGenerator
+from prism_xdp.lab.packets import vxlan_packet
+from prism_xdp.lab.testhost.netns import Testbed
+from prism_xdp.lab.testhost.pair import Uplink
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxc"
@@ -47,7 +46,7 @@ def make_program(config: str) -> tuple[xdp.XdpProgram, Steering | None]:
         return xdp.XdpProgram("prism_redirect"), None
     steer = Steering()
     for port in rule_ports(int(config.split("-")[1])):
-        steer.set_port(port, L.PRISM_CLASS_HIGH)
+        steer.set_port(port, native.PRISM_CLASS_HIGH)
     return steer.prog, steer
 
 
@@ -68,8 +67,8 @@ def rxdrop_mpps(config: str, up: Uplink, gen: LiveFrameGenerator, frame: bytes, 
             rx = XskSocket(umem, up.host_if, 0)
             try:
                 if steer is not None:
-                    steer.add_socket(rx, L.PRISM_CLASS_LOW)
-                    steer.add_socket(rx, L.PRISM_CLASS_HIGH)
+                    steer.add_socket(rx, native.PRISM_CLASS_LOW)
+                    steer.add_socket(rx, native.PRISM_CLASS_HIGH)
                 else:
                     rx.insert_into(prog.map_fd("xsks"), 0)
                 rx.fill(2048)

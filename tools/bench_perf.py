@@ -15,14 +15,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prism_xdp import cpuprof, topo, xdp
-from prism_xdp.abconfigs import PrismDaemon
-from prism_xdp.errors import ConfigError
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.inject import Flow, build
-from prism_xdp.procinfo import pss_mb, rss_sum_mb
-from prism_xdp.signals import cleanup_on_sigterm
-from prism_xdp.topology import OverlayHost, check_rps_mask, container_rx_packets, set_rps
+from prism_xdp.daemon.signals import cleanup_on_sigterm
+from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.lab import cpuprof
+from prism_xdp.lab.bench.configs import PrismDaemon
+from prism_xdp.lab.generator import LiveFrameGenerator
+from prism_xdp.lab.inject import Flow, build
+from prism_xdp.lab.procinfo import pss_mb, rss_sum_mb
+from prism_xdp.lab.testhost import persist as topo
+from prism_xdp.lab.testhost.overlay import (
+    OverlayHost,
+    check_rps_mask,
+    container_rx_packets,
+    set_rps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pxp"

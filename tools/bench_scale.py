@@ -16,15 +16,15 @@ import threading
 import time
 from pathlib import Path
 
-from prism_xdp import cpuprof
-from prism_xdp.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.inject import Flow, build
-from prism_xdp.netns import Testbed, popen_in
-from prism_xdp.probe import RttProbe, pm_qos_low_latency
-from prism_xdp.samples import nearest_rank
-from prism_xdp.signals import cleanup_on_sigterm
-from prism_xdp.topology import create_overlay_host
+from prism_xdp.daemon.signals import cleanup_on_sigterm
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.lab import cpuprof
+from prism_xdp.lab.bench.samples import nearest_rank
+from prism_xdp.lab.generator import LiveFrameGenerator
+from prism_xdp.lab.inject import Flow, build
+from prism_xdp.lab.probe import RttProbe, pm_qos_low_latency
+from prism_xdp.lab.testhost.netns import Testbed, popen_in
+from prism_xdp.lab.testhost.overlay import create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxk"
@@ -42,7 +42,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     with Testbed() as tb:
         host = create_overlay_host(tb, PREFIX, containers=n)
         first, last = host.containers[0], host.containers[-1]
-        echo = popen_in(first.ns, [sys.executable, "-m", "prism_xdp.udpflows", "echo", "--bind", first.ip,
+        echo = popen_in(first.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "echo", "--bind", first.ip,
                                    "--ports", str(HIGH_PORT), "--seconds", "600"], stdout=subprocess.PIPE, text=True)
         tb.defer(echo.wait)  # deferred calls run last-in first-out: kill, then reap
         tb.defer(echo.kill)

@@ -14,14 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from prism_xdp.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.inject import Flow, build
-from prism_xdp.netns import Testbed, popen_in
-from prism_xdp.probe import RttProbe, pm_qos_low_latency
-from prism_xdp.samples import nearest_rank
-from prism_xdp.signals import cleanup_on_sigterm
-from prism_xdp.topology import create_overlay_host
+from prism_xdp.daemon.signals import cleanup_on_sigterm
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.lab.bench.samples import nearest_rank
+from prism_xdp.lab.generator import LiveFrameGenerator
+from prism_xdp.lab.inject import Flow, build
+from prism_xdp.lab.probe import RttProbe, pm_qos_low_latency
+from prism_xdp.lab.testhost.netns import Testbed, popen_in
+from prism_xdp.lab.testhost.overlay import create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxm"
@@ -79,7 +79,7 @@ def main() -> int:
         host = create_overlay_host(tb, PREFIX, containers=1)
         c = host.containers[0]
         seconds = args.probes * args.interval_ms / 1000 * 3 * len(MODES) * args.runs + 60
-        echo = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "echo", "--bind", c.ip, "--ports",
+        echo = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "echo", "--bind", c.ip, "--ports",
                                str(HIGH_PORT), "--seconds", str(seconds), "--cpu", str(gen_cpu)],
                     stdout=subprocess.PIPE, text=True)
         tb.defer(echo.wait)  # deferred calls run last-in first-out: kill, then reap

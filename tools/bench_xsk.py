@@ -13,15 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-from prism_xdp import xdp
-from prism_xdp.batch import Batch
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.netns import Testbed, unique_name
-from prism_xdp.packets import vxlan_packet
-from prism_xdp.signals import cleanup_on_sigterm
-from prism_xdp.testhost import Uplink
-from prism_xdp.umem import Umem
-from prism_xdp.xsk import XskSocket
+from prism_xdp.daemon.signals import cleanup_on_sigterm
+from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.umem import Umem
+from prism_xdp.dataplane.xsk import XskSocket
+from prism_xdp.lab.generator import LiveFrameGenerator
+from prism_xdp.lab.packets import vxlan_packet
+from prism_xdp.lab.testhost.netns import Testbed, unique_name
+from prism_xdp.lab.testhost.pair import Uplink
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxb"

@@ -12,7 +12,7 @@ DEB_PACKAGES=(
   memcached libmemcached-tools nginx-light wrk
 )
 PY_PACKAGES=(
-  "setuptools>=70" wheel "cffi>=1.16" "pyroute2>=0.9,<0.10" "scapy>=2.6" "matplotlib>=3.7"
+  "setuptools>=70" wheel "cffi>=1.16" "prometheus_client>=0.16" "pyroute2>=0.9,<0.10" "scapy>=2.6" "matplotlib>=3.7"
   "pytest>=8" "pytest-timeout>=2.3" "ruff>=0.6" "mypy>=1.10"
 )
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from prism_xdp import xdp
-from prism_xdp.netns import Testbed
-from prism_xdp.testhost import Uplink, drain
-from prism_xdp.umem import Umem
+from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane.umem import Umem
+from prism_xdp.lab.testhost.netns import Testbed
+from prism_xdp.lab.testhost.pair import Uplink, drain
 
 __all__ = ["PREFIX", "Uplink", "drain", "recv_frames"]
 

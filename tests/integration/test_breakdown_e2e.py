@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp import breakdown, topo
+from prism_xdp.lab.bench import breakdown
+from prism_xdp.lab.testhost import persist as topo
 
-PRISM = [sys.executable, "-m", "prism_xdp.cli"]
+PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
 NAME = "pxtk"  # the test prefix, so that leftovers are easy to find
 CONFIGS = ("kernel", "prism-sync")
 

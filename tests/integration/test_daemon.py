@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from conftest import PREFIX
 
-from prism_xdp import netns, xdp
-from prism_xdp.control import ControlClient
-from prism_xdp.netns import run_in
-from prism_xdp.procinfo import children
-from prism_xdp.topology import OverlayHost, create_overlay_host
+from prism_xdp.daemon.control import ControlClient
+from prism_xdp.dataplane import xdp
+from prism_xdp.lab.procinfo import children
+from prism_xdp.lab.testhost import netns
+from prism_xdp.lab.testhost.netns import run_in
+from prism_xdp.lab.testhost.overlay import OverlayHost, create_overlay_host
 
-PRISM = [sys.executable, "-m", "prism_xdp.cli"]
+PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
 
 
 def config_text(host: OverlayHost, tmp: Path, extra: str = "", rules: str = "ports = [7000]",
@@ -116,7 +117,7 @@ def nothing_left(host: OverlayHost, tmp: Path) -> None:
 
 def send_udp(host: OverlayHost, port: int, count: int) -> None:
     c = host.containers[0]
-    r = run_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip, "--ports",
+    r = run_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip, "--ports",
                                 str(port), "--count", str(count)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
 
@@ -165,7 +166,7 @@ def test_kill_9_under_load_then_restart_recovers(host: OverlayHost, tmp_path: Pa
     d = Daemon(host, tmp_path)
     assert ping(host.remote_ns, host.containers[0].ip) == 3
     c = host.containers[0]
-    load = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip,
+    load = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
                                            "--ports", "9000,9001", "--count", "20000", "--burst", "64",
                                            "--gap-us", "200"], stdout=subprocess.DEVNULL)
     try:
@@ -415,12 +416,12 @@ def test_mode_switches_across_two_queues_lose_and_reorder_nothing(testbed: netns
     c = host.containers[0]
     ports = ",".join(str(p) for p in range(9000, 9016))  # some HIGH, most LOW; hashed onto both queues
     count = 1500
-    recv = netns.popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "recv", "--bind", c.ip, "--ports", ports,
+    recv = netns.popen_in(c.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "recv", "--bind", c.ip, "--ports", ports,
                                  "--expect", str(16 * count), "--timeout", "5"], stdout=subprocess.PIPE, text=True)
     try:
         assert recv.stdout is not None
         assert recv.stdout.readline().strip() == "ready"
-        send = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip,
+        send = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
                                                "--ports", ports, "--count", str(count), "--burst", "16",
                                                "--gap-us", "1000"], stdout=subprocess.PIPE, text=True)
         modes = ["vanilla", "batch", "sync"]

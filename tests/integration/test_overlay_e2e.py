@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import pytest
 from conftest import PREFIX
 
-from prism_xdp import layout as L
-from prism_xdp import netns, xdp
-from prism_xdp.checksum import ChecksumPolicy
-from prism_xdp.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.netns import run_in, socket_in
-from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet, malformed_packets
-from prism_xdp.topology import OverlayHost, create_overlay_host
+from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane.checksum import ChecksumPolicy
+from prism_xdp.dataplane.classes import CLASS_NAMES
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet, malformed_packets
+from prism_xdp.lab.testhost import netns
+from prism_xdp.lab.testhost.netns import run_in, socket_in
+from prism_xdp.lab.testhost.overlay import OverlayHost, create_overlay_host
 
 
 @dataclass
@@ -339,7 +340,7 @@ def test_user_space_records_the_class_xdp_decided(testbed: netns.Testbed) -> Non
 
         def recorded() -> list[int]:
             lat = dp.run_on_worker(dp.latency)
-            return [lat[L.CLASS_NAMES[c]]["pipeline_us"]["count"] for c in range(4)]
+            return [lat[CLASS_NAMES[c]]["pipeline_us"]["count"] for c in range(4)]
 
         def settle(want: list[int]) -> list[int]:
             """Classes 1-3 exactly; LOW may also count what the container sends itself (IPv6 ND)."""

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 from conftest import PREFIX
 
-from prism_xdp import netns
-from prism_xdp.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.generator import LiveFrameGenerator
-from prism_xdp.inject import Flow, build
-from prism_xdp.netns import popen_in, run_in
-from prism_xdp.topology import OverlayHost, create_overlay_host
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.lab.generator import LiveFrameGenerator
+from prism_xdp.lab.inject import Flow, build
+from prism_xdp.lab.testhost import netns
+from prism_xdp.lab.testhost.netns import popen_in, run_in
+from prism_xdp.lab.testhost.overlay import OverlayHost, create_overlay_host
 
 HIGH_PORT = 7000
 
@@ -98,13 +98,13 @@ def test_high_waits_less_in_batch_and_sync_than_in_vanilla_under_low_load(host: 
 def test_switching_modes_under_load_loses_and_reorders_nothing(host: OverlayHost, dp: Datapath) -> None:
     c = host.containers[0]
     ports, count = f"{HIGH_PORT},9000", 20000
-    recv = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.udpflows", "recv", "--bind", c.ip, "--ports", ports,
+    recv = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "recv", "--bind", c.ip, "--ports", ports,
                            "--expect", str(2 * count), "--timeout", "3"], stdout=subprocess.PIPE, text=True)
     try:
         assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
         with Runner(dp):
             warm_up(host)
-            sender = popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.udpflows", "send", "--dst", c.ip,
+            sender = popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
                                                "--ports", ports, "--count", str(count), "--burst", "32",
                                                "--gap-us", "200"], stdout=subprocess.PIPE, text=True)
             modes = ["batch", "sync", "vanilla", "sync", "batch", "vanilla"] * 3

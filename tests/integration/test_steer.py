@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import pytest
 from conftest import PREFIX, Uplink, drain
 
-from prism_xdp.errors import ConfigError
-from prism_xdp.layout import PRISM_CLASS_HIGH, PRISM_CLASS_LOW
-from prism_xdp.netns import socket_in, unique_name
-from prism_xdp.packets import Inner, malformed_packets, vxlan_packet
-from prism_xdp.steer import Steering
-from prism_xdp.umem import Umem
-from prism_xdp.xsk import XskSocket
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.native import PRISM_CLASS_HIGH, PRISM_CLASS_LOW
+from prism_xdp.dataplane.steer import Steering
+from prism_xdp.dataplane.umem import Umem
+from prism_xdp.dataplane.xsk import XskSocket
+from prism_xdp.lab.packets import Inner, malformed_packets, vxlan_packet
+from prism_xdp.lab.testhost.netns import socket_in, unique_name
 
 
 @dataclass
@@ -133,7 +133,7 @@ def test_host_traffic_passes_while_attached(steered: Steered) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(malformed_packets(
-    __import__("prism_xdp.packets", fromlist=["Outer"]).Outer("0:0:0:0:0:1", "0:0:0:0:0:2",
+    __import__("prism_xdp.lab.packets", fromlist=["Outer"]).Outer("0:0:0:0:0:1", "0:0:0:0:0:2",
                                                             "1.1.1.1", "2.2.2.2"))))
 def test_malformed_frames_are_counted_and_dropped(steered: Steered, kind: str) -> None:
     st, out = steered.steer, steered.uplink.outer

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from prism_xdp import cpuprof, topo
-from prism_xdp.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.netns import socket_in
-from prism_xdp.topology import tx_checksum_interfaces
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.lab import cpuprof
+from prism_xdp.lab.testhost import persist as topo
+from prism_xdp.lab.testhost.netns import socket_in
+from prism_xdp.lab.testhost.overlay import tx_checksum_interfaces
 
-PRISM = [sys.executable, "-m", "prism_xdp.cli"]
+PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
 NAME = "pxtq"  # test topologies carry the test prefix too
 
 
@@ -218,7 +219,7 @@ TX_FEATURES = ("tx-checksum-ip-generic", "tx-tcp-segmentation")
 
 
 def tx_state(state: dict) -> dict[str, dict[str, bool]]:
-    from prism_xdp import offloads
+    from prism_xdp.lab.bench import offloads
 
     host = topo.host_of(state)
     return {f"{ns}/{ifname}": {k: f.wanted for k, f in offloads.read(ifname, ns).items() if k in TX_FEATURES}

@@ -12,15 +12,15 @@ import time
 import pytest
 from conftest import PREFIX, Uplink, drain, recv_frames
 
-from prism_xdp import xdp
-from prism_xdp.batch import Batch
-from prism_xdp.errors import NotSupported, PrismError
-from prism_xdp.layout import PRISM_CLASS_HIGH, PRISM_CLASS_LOW
-from prism_xdp.netns import socket_in, unique_name
-from prism_xdp.packets import vxlan_packet
-from prism_xdp.steer import Steering
-from prism_xdp.umem import Umem
-from prism_xdp.xsk import BindMode, XskParams, XskSocket
+from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.errors import NotSupported, PrismError
+from prism_xdp.dataplane.native import PRISM_CLASS_HIGH, PRISM_CLASS_LOW
+from prism_xdp.dataplane.steer import Steering
+from prism_xdp.dataplane.umem import Umem
+from prism_xdp.dataplane.xsk import BindMode, XskParams, XskSocket
+from prism_xdp.lab.packets import vxlan_packet
+from prism_xdp.lab.testhost.netns import socket_in, unique_name
 
 
 def test_two_sockets_on_one_queue_each_get_their_class(uplink: Uplink, umem: Umem) -> None:
@@ -157,8 +157,8 @@ def test_busy_poll_options_apply(uplink: Uplink, umem: Umem) -> None:
 
 CRASHER = """
 import sys, time
-from prism_xdp.native import lib
-from prism_xdp.xdp import XdpProgram, ifindex_of
+from prism_xdp.dataplane.native import lib
+from prism_xdp.dataplane.xdp import XdpProgram, ifindex_of
 prog = XdpProgram("prism_steer")
 if sys.argv[2] == "link":
     prog.attach(sys.argv[1])

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from prism_xdp import abreport, placement, workloads
-from prism_xdp.abbench import BenchParams
-from prism_xdp.errors import ConfigError
-from prism_xdp.samples import CDF_GRID, cdf, nearest_rank, pool_cdf, spread, summarize
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.lab.bench import placement, workloads
+from prism_xdp.lab.bench import report as abreport
+from prism_xdp.lab.bench.runner import BenchParams
+from prism_xdp.lab.bench.samples import CDF_GRID, cdf, nearest_rank, pool_cdf, spread, summarize
 
 
 def test_nearest_rank_is_a_sample_and_exact() -> None:
@@ -138,7 +139,7 @@ def test_merge_keeps_both_kernels_and_refuses_different_workloads(tmp_path: Path
 
 
 def test_bench_options_are_checked_before_anything_is_brought_up(tmp_path: Path) -> None:
-    from prism_xdp.cli import bench_params, build_parser
+    from prism_xdp.daemon.cli import bench_params, build_parser
 
     def params(*argv: str) -> BenchParams:
         return bench_params(build_parser().parse_args(["bench", "--proc", str(tmp_path), *argv]))

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp import iperf, memcache, offloads, sockperf, webserve, workloads
-from prism_xdp.errors import ConfigError
-from prism_xdp.samples import expand_histogram, nearest_rank
-from prism_xdp.toolproc import listening
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.lab.bench import iperf, memcache, offloads, sockperf, webserve, workloads
+from prism_xdp.lab.bench.samples import expand_histogram, nearest_rank
+from prism_xdp.lab.bench.toolproc import listening
 
 DATA = Path(__file__).parent / "data" / "realtools"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp import breakdown as bd
-from prism_xdp.errors import ConfigError
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.lab.bench import breakdown as bd
 
 DATA = Path(__file__).parent / "data" / "breakdown"
 NAMES = {k: bd.Names(**v) for k, v in json.loads((DATA / "names.json").read_text()).items()}
@@ -140,7 +140,7 @@ def test_the_table_shows_each_configuration_and_what_it_lacks() -> None:
 
 
 def test_breakdown_needs_sockperf_udp(tmp_path: Path) -> None:
-    from prism_xdp.cli import bench_params, build_parser
+    from prism_xdp.daemon.cli import bench_params, build_parser
 
     with pytest.raises(ConfigError, match="--breakdown traces sockperf-udp"):
         bench_params(build_parser().parse_args(["bench", "--proc", str(tmp_path), "--breakdown", "--high",

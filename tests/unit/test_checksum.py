@@ -10,13 +10,13 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from prism_xdp.batch import Batch
-from prism_xdp.checksum import ChecksumPolicy, resolve
-from prism_xdp.errors import ConfigError
-from prism_xdp.native import ffi, lib
-from prism_xdp.overlay import Overlay
-from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
-from prism_xdp.umem import Umem, UmemParams
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.checksum import ChecksumPolicy, resolve
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.native import ffi, lib
+from prism_xdp.dataplane.overlay import Overlay
+from prism_xdp.dataplane.umem import Umem, UmemParams
+from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
 
 LOCAL_MAC, LOCAL_IP = "02:00:00:00:00:01", "10.1.0.1"
 VTEP_MAC, VTEP_IP = "02:00:00:00:00:02", "10.1.0.2"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp import config
-from prism_xdp.errors import ConfigError
+from prism_xdp.daemon import config
+from prism_xdp.dataplane.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "prism.example.toml"
 GOOD = {

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from prism_xdp import metrics, report, rundir
-from prism_xdp.control import COMMANDS, ControlServer, dispatch
+from prism_xdp.daemon import metrics, report, rundir
+from prism_xdp.daemon.control import COMMANDS, ControlServer, dispatch
 
 
 class FakeDaemon:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from prism_xdp import cpuprof
+from prism_xdp.lab import cpuprof
 
 STAT_BEFORE = """cpu  300 0 60 900 10 0 100 20 0 0
 cpu0 100 0 20 400 5 0 80 10 0 0

@@ -4,8 +4,8 @@ import errno
 
 import pytest
 
-from prism_xdp.errors import NotSupported, PrismError
-from prism_xdp.native import check_rc
+from prism_xdp.dataplane.errors import NotSupported, PrismError
+from prism_xdp.dataplane.native import check_rc
 
 
 def test_non_negative_passes_through() -> None:

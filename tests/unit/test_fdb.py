@@ -17,10 +17,10 @@ from test_overlay_stages import (
     VTEP_MAC,
 )
 
-from prism_xdp.batch import Batch
-from prism_xdp.overlay import Overlay
-from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
-from prism_xdp.umem import Umem, UmemParams
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.overlay import Overlay
+from prism_xdp.dataplane.umem import Umem, UmemParams
+from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
 
 SECOND_VTEP_IP, SECOND_VTEP_MAC = "10.1.0.9", "02:00:00:00:00:09"
 S = 1_000_000_000  # ns

@@ -8,9 +8,9 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from prism_xdp.batch import Batch
-from prism_xdp.errors import PrismError
-from prism_xdp.umem import Umem, UmemParams
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.errors import PrismError
+from prism_xdp.dataplane.umem import Umem, UmemParams
 
 
 @pytest.fixture

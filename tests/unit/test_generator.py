@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prism_xdp.generator import next_call_size
+from prism_xdp.lab.generator import next_call_size
 
 
 def test_generator_calls_are_sized_by_time() -> None:

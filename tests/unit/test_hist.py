@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from prism_xdp.hist import NBUCKETS, Histogram, bucket_low, bucket_of
-from prism_xdp.native import lib
+from prism_xdp.dataplane.hist import NBUCKETS, Histogram, bucket_low, bucket_of
+from prism_xdp.dataplane.native import lib
 
 
 def test_buckets_match_the_c_recorder() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp.abconfigs import KernelPatch, choose, kernel_configs, kernel_knobs
-from prism_xdp.errors import ConfigError, PrismError
+from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.lab.bench.configs import KernelPatch, choose, kernel_configs, kernel_knobs
 
 
 def fake_proc(tmp_path: Path, knobs: tuple[str, ...] = ("port", "sync", "split")) -> str:

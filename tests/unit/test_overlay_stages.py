@@ -8,11 +8,11 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from prism_xdp.batch import Batch
-from prism_xdp.errors import ConfigError
-from prism_xdp.overlay import ContainerSpec, Overlay, VtepSpec
-from prism_xdp.packets import Inner, Outer, encapsulate, inner_packet
-from prism_xdp.umem import Umem, UmemParams
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.overlay import ContainerSpec, Overlay, VtepSpec
+from prism_xdp.dataplane.umem import Umem, UmemParams
+from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
 
 LOCAL_MAC, LOCAL_IP = "02:00:00:00:00:01", "10.1.0.1"
 VTEP_MAC, VTEP_IP = "02:00:00:00:00:02", "10.1.0.2"
@@ -248,7 +248,7 @@ def test_container_and_vtep_specs_name_the_bad_key() -> None:
 
 
 def test_duplicate_container_mac_in_a_vni_is_refused(st: Stages) -> None:
-    from prism_xdp.errors import PrismError
+    from prism_xdp.dataplane.errors import PrismError
 
     with pytest.raises(PrismError, match="c4"):
         st.ov.add_container([], 42, C1_MAC, "c4")

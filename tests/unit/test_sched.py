@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from simsched import Costs, SimOps, SimPacket, Step, run
 
-from prism_xdp.errors import ConfigError
-from prism_xdp.sched import Engine, Mode
-from prism_xdp.simsched import Costs, SimOps, SimPacket, Step, run
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.sched import Engine, Mode
 
 LOW, HIGH = 0, 1
 COSTS = Costs()
@@ -188,7 +188,7 @@ def test_pick_is_round_robin_within_a_class_and_strict_across_classes() -> None:
     """Hundreds of sockets: a pick is integer operations on the pending mask, fair inside a class."""
     from types import SimpleNamespace
 
-    from prism_xdp.sched import BatchScheduler
+    from prism_xdp.dataplane.sched import BatchScheduler
 
     sources = [SimpleNamespace(cls=i % 2) for i in range(600)]  # LOW and HIGH socket per device
     sched = BatchScheduler(SimpleNamespace(sources=lambda: sources), batch=64)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
     import os, sys, time
-    from prism_xdp.signals import cleanup_on_sigterm
+    from prism_xdp.daemon.signals import cleanup_on_sigterm
     marker = sys.argv[1]
     cleanup_on_sigterm()
     try:

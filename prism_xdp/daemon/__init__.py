@@ -1,0 +1,1 @@
+"""prism_xdp.daemon - the daemon: config, workers (a process per queue), control socket, metrics, the command line; needs the data plane and the standard library (plus prometheus_client for /metrics)."""

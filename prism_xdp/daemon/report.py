@@ -1,0 +1,63 @@
+"""report.py - the daemon's statistics as readable tables, for `prism-xdp ctl stats` and `prism-xdp top`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prism_xdp.dataplane.classes import CLASS_BY_NAME
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _rate(now: int, before: int | None, seconds: float | None) -> str:
+    if before is None or not seconds:
+        return ""
+    return f"{(now - before) / seconds:,.0f}/s"
+
+
+
+
+def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, seconds: float | None = None) -> str:
+    """Stats as text; with previous and seconds, rates too."""
+    t = stats["totals"]
+    pt = previous["totals"] if previous else None
+    out = [f"mode {stats['mode']}   uptime {stats['uptime_s']:.0f} s   queues {', '.join(stats['queues'])}", ""]
+
+    steer = t["steer"]
+    rows = []
+    for cls in sorted(t["latency"], key=lambda c: -CLASS_BY_NAME.get(c, 0)):  # most urgent first
+        before = pt["steer"]["steered"][cls] if pt else None
+        lat = t["latency"][cls]["latency_us"]
+        pipe = t["latency"][cls]["pipeline_us"]
+        rows.append([cls, steer["steered"][cls], _rate(steer["steered"][cls], before, seconds),
+                     lat.get("p50", "-"), lat.get("p99", "-"), lat.get("p99.9", "-"), lat.get("max", "-"),
+                     pipe.get("p99", "-")])
+    out.append(table(["class", "steered", "rate", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "pipeline p99"], rows))
+    out.append(f"(latency: XDP to TX kick, both directions; passed to kernel {steer['passed']}, "
+               f"malformed {sum(steer['malformed'].values())})")
+    out.append("")
+
+    st = t["stages"]
+    rows = [[k, v, _rate(v, pt["stages"][k] if pt else None, seconds)]
+            for k, v in st.items() if not k.startswith("drop_")]
+    out.append(table(["stage counter", "packets", "rate"], rows))
+    out.append("")
+    drops = [[k[len("drop_"):], v] for k, v in st.items() if k.startswith("drop_") and v]
+    mal = [[f"malformed {k}", v] for k, v in steer["malformed"].items() if v]
+    out.append(table(["drop reason", "packets"], drops + mal) if drops or mal else "drops: none")
+    out.append("")
+    rows = [[p, c["tx_packets"], _rate(c["tx_packets"], pt["ports"][p]["tx_packets"] if pt and p in pt["ports"] else None,
+                                       seconds), c["tx_full"]] for p, c in t["ports"].items()]
+    out.append(table(["port", "tx packets", "rate", "tx ring full"], rows))
+    out.append("")
+    rows = [[name, s["rx_dropped"], s["rx_ring_full"], s["rx_fill_ring_empty_descs"], s["tx_ring_empty_descs"]]
+            for name, s in t["xsk"].items()]
+    out.append(table(["socket (XDP_STATISTICS)", "rx_dropped", "rx_ring_full", "fill_empty", "tx_empty"], rows))
+    return "\n".join(out)

@@ -1,0 +1,584 @@
+"""datapath.py - one worker's data path on one queue: the XDP programs, the sockets on the uplink and on every container veth, one UMEM, the overlay stages, and the loop that drives them."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import ipaddress
+import logging
+import os
+import queue
+import select
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from prism_xdp.dataplane import native
+from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane.checksum import ChecksumPolicy
+from prism_xdp.dataplane.checksum import resolve as resolve_checksum
+from prism_xdp.dataplane.classes import CLASS_NAMES
+from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec, resolve_mac
+from prism_xdp.dataplane.sched import Engine, Mode
+from prism_xdp.dataplane.steer import Steering
+from prism_xdp.dataplane.umem import Umem, UmemParams
+from prism_xdp.dataplane.xdp import AttachMode
+from prism_xdp.dataplane.xsk import XskParams, XskSocket
+from prism_xdp.lab.testhost.netns import link_mac
+
+log = logging.getLogger("prism_xdp")
+POLL_MODES = ("busy", "blocking")
+BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
+# Reap completions and refill after this many delivered batches under load: the
+# pool holds thousands of frames, a batch uses at most batch_size.
+SERVICE_EVERY = 4
+
+
+def online_cpus() -> set[int]:
+    """CPUs the kernel has online (not only those this process may use now)."""
+    try:
+        text = open("/sys/devices/system/cpu/online").read().strip()
+    except OSError:
+        return set(range(os.cpu_count() or 1))
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+@dataclass(frozen=True)
+class DatapathParams:
+    """How one worker is built; the daemon's config maps onto this."""
+
+    uplink: str
+    queue: int = 0
+    vxlan_port: int = native.PRISM_VXLAN_PORT_DEFAULT
+    local_ip: str | None = None  # default: the uplink's first IPv4 address
+    uplink_mtu: int | None = None  # default: the uplink's MTU
+    ttl: int = 64
+    nclass: int = 2  # sockets per device: LOW and HIGH
+    batch_size: int = 64
+    # PRISM modes: LOW batches while HIGH traffic is active (0: batch_size). Each
+    # LOW TX kick then hands the kernel less work for HIGH to wait behind; LOW
+    # loses some throughput while HIGH flows (docs/benchmarks.md, issue 17).
+    low_batch_with_high: int = 8
+    uplink_fill: int = 2048  # frames kept on the uplink's fill ring
+    container_fill: int = 256  # frames kept on each container veth's fill ring
+    frame_size: int = 2048
+    xsk: XskParams = field(default_factory=XskParams)
+    attach_mode: AttachMode = AttachMode.NATIVE
+    learn: bool = True
+    fdb_ageing_s: int = 300  # learned remote MACs age out, as in the kernel bridge
+    fdb_max_per_vtep: int = 4096  # live learned MACs per VTEP: a flood of source MACs cannot fill the table
+    mode: str = "batch"  # vanilla | batch | sync (scheduling; vanilla also steers all to class 0)
+    poll: str = "busy"  # busy: spin; blocking: poll() when idle, no CPU while idle
+    cpu: int | None = None  # pin the worker's thread to this CPU
+    # XDP stamps each packet with the time it saw it, so latency includes the
+    # wait on the RX ring; off saves a clock read per packet on the receiving
+    # CPU (latency is then measured from the worker's poll).
+    timestamps: bool = True
+    # How containers' checksums are finished; None: decided for this kernel
+    # and uplink (checksum.resolve("auto", "auto", uplink)).
+    checksum: ChecksumPolicy | None = None
+
+    def check(self) -> None:
+        Mode.parse(self.mode)
+        if self.poll not in POLL_MODES:
+            raise ConfigError(f"poll must be one of {', '.join(POLL_MODES)}, not {self.poll!r}")
+        if not 1 <= self.batch_size <= 4096:
+            raise ConfigError(f"batch_size must be in 1..4096, not {self.batch_size}")
+        if not 0 <= self.low_batch_with_high <= 4096:
+            raise ConfigError(f"low_batch_with_high must be in 0..4096, not {self.low_batch_with_high}")
+        if not 1 <= self.nclass <= native.PRISM_NCLASS:
+            raise ConfigError(f"nclass must be in 1..{native.PRISM_NCLASS}, not {self.nclass}")
+        if not 0 <= self.queue < native.PRISM_MAX_QUEUES:
+            raise ConfigError(f"queue must be in 0..{native.PRISM_MAX_QUEUES - 1}, not {self.queue}")
+        if not 1 <= self.fdb_ageing_s <= 1_000_000:
+            raise ConfigError(f"fdb_ageing_s must be in 1..1000000, not {self.fdb_ageing_s}")
+        if not 1 <= self.fdb_max_per_vtep <= 8192:
+            raise ConfigError(f"fdb_max_per_vtep must be in 1..8192, not {self.fdb_max_per_vtep}")
+        if not 1 <= self.ttl <= 255:
+            raise ConfigError(f"ttl must be in 1..255, not {self.ttl}")
+        if self.cpu is not None and self.cpu not in online_cpus():
+            raise ConfigError(f"cpu {self.cpu} is not available to this process")
+        for name in ("uplink_fill", "container_fill"):
+            value = getattr(self, name)
+            if not 1 <= value <= 1 << 16:
+                raise ConfigError(f"{name} must be in 1..65536, not {value}")
+
+
+def _uplink_address(ifname: str) -> tuple[str, int]:
+    """The uplink's first IPv4 address and its MTU."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise PrismError(19, "uplink", ifname, "no such interface")
+        mtu = int(ipr.get_links(found[0])[0].get_attr("IFLA_MTU"))
+        for addr in ipr.get_addr(index=found[0], family=2):
+            return str(addr.get_attr("IFA_ADDRESS")), mtu
+    raise PrismError(99, "uplink", ifname, "has no IPv4 address: set local_ip or add one")
+
+
+@dataclass
+class Source:
+    """A socket the loop receives from: the uplink's or a container's, of one class."""
+
+    port: int
+    cls: int
+    xsk: XskSocket
+    from_uplink: bool
+
+
+class Programs:
+    """The XDP programs of one host: the classifier on the uplink and prism_egress on every
+    container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
+
+    def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
+                 timestamps: bool = True) -> None:
+        # By default every packet carries the time XDP saw it: latency includes
+        # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
+        self.containers = list(containers)
+        self.timestamps = timestamps
+        self.attached: list[tuple[Steering, str]] = []
+        # Every packet carries XDP's metadata: its class, and its arrival time
+        # unless timestamps are off.
+        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True)
+        self.egress: list[Steering] = []
+        try:
+            for spec in self.containers:
+                self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
+                                            rules_from=self.uplink, vni=spec.vni, timestamps=timestamps,
+                                            metadata=True))
+        except BaseException:
+            self.close()
+            raise
+
+    def attach(self, uplink: str, mode: AttachMode) -> None:
+        """Containers first, the uplink last: by then every socket is in place."""
+        for spec, eg in zip(self.containers, self.egress, strict=True):
+            eg.attach(spec.host_if, mode)
+            self.attached.append((eg, spec.host_if))
+        self.uplink.attach(uplink, mode)
+        self.attached.append((self.uplink, uplink))
+
+    def detach(self) -> None:
+        """The uplink first: no new packets come in while the rest goes."""
+        for steer, ifname in reversed(self.attached):
+            steer.prog.detach(ifname)
+        self.attached.clear()
+
+    def set_vanilla(self, on: bool) -> None:
+        for steer in [self.uplink, *self.egress]:
+            if steer.vanilla != on:
+                steer.vanilla = on
+
+    def close(self) -> None:
+        self.detach()
+        for steer in [*self.egress, self.uplink]:
+            steer.close()
+
+
+class Datapath:
+    """Everything one worker owns, built in order and torn down in reverse.
+
+    Frames: one UMEM; the uplink and every container veth each have a fill
+    and completion ring pair on it. A frame received on the uplink leaves on
+    a container veth (decap) and the other way round (encap) without a copy.
+    """
+
+    def __init__(self, params: DatapathParams, containers: list[ContainerSpec],
+                 vteps: list[VtepSpec], programs: Programs | None = None) -> None:
+        """programs: shared with other queues' workers (the daemon attaches them once all
+        workers exist); without it the Datapath makes, attaches and removes its own."""
+        params.check()
+        for i, c in enumerate(containers):
+            c.check(f"containers[{i}]")
+        for i, v in enumerate(vteps):
+            v.check(f"vteps[{i}]")
+        self.params = params
+        self.containers = list(containers)
+        self.vteps = list(vteps)
+        self._own_programs = programs is None
+        self._programs = programs
+        self._undo = contextlib.ExitStack()
+        try:
+            self._build()
+        except BaseException:
+            self._undo.close()
+            raise
+
+    def _build(self) -> None:
+        p = self.params
+        local_ip, mtu = _uplink_address(p.uplink)
+        local_ip = p.local_ip or local_ip
+        ipaddress.IPv4Address(local_ip)
+        frames = 2 * p.uplink_fill + len(self.containers) * 2 * p.container_fill + 8 * p.batch_size + 1024
+        ring = max(2048, 1 << (p.uplink_fill - 1).bit_length())
+        self.umem = Umem(UmemParams(frame_count=frames, frame_size=p.frame_size,
+                                    fill_size=ring, comp_size=ring))
+        self._undo.callback(self._close_umem)
+
+        if self._programs is None:
+            self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
+                                      self.containers, timestamps=p.timestamps)
+            self._undo.callback(self._programs.close)
+        self.programs = self._programs
+        self.steer = self.programs.uplink
+        self.egress = self.programs.egress
+
+        checksum = p.checksum or resolve_checksum("auto", "auto", p.uplink, self.umem.tx_metadata)
+        self.overlay = Overlay(self.umem, p.vxlan_port, link_mac(p.uplink), local_ip,
+                               p.uplink_mtu or mtu, p.ttl, p.learn, checksum, p.fdb_ageing_s, p.fdb_max_per_vtep)
+        self._undo.callback(self.overlay.close)
+
+        self.sources: list[Source] = []
+        uplink_socks = self._sockets(p.uplink, self.steer)
+        self.overlay.set_uplink(uplink_socks, p.uplink)
+        self.sources += [Source(UPLINK_PORT, c, s, True) for c, s in enumerate(uplink_socks)]
+
+        for spec, eg in zip(self.containers, self.egress, strict=True):
+            socks = self._sockets(spec.host_if, eg)
+            port = self.overlay.add_container(socks, spec.vni, spec.mac, spec.name)
+            self.sources += [Source(port, c, s, False) for c, s in enumerate(socks)]
+
+        for vtep in self.vteps:
+            mac = vtep.mac or resolve_mac(p.uplink, vtep.ip)
+            self.overlay.add_vtep(vtep.vni, vtep.ip, mac)
+
+        # Frames first, programs last: a program steers to sockets that
+        # already have frames to receive into.
+        self.service()
+        if self._own_programs:
+            self.programs.attach(p.uplink, p.attach_mode)
+            # Undone first: no new packets reach the sockets while they close.
+            self._undo.callback(self.programs.detach)
+
+        self.ops = DatapathOps(self)
+        self.engine = Engine(self.ops, p.mode, p.batch_size, low_batch_with_high=p.low_batch_with_high)
+        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._poller = select.poll()
+        for src in self.sources:
+            self._poller.register(src.xsk.fd, select.POLLIN)
+
+    def _sockets(self, ifname: str, steer: Steering) -> list[XskSocket]:
+        socks = []
+        for cls in range(self.params.nclass):
+            sock = XskSocket(self.umem, ifname, self.params.queue, self.params.xsk)
+            self._undo.callback(sock.close)
+            sock.set_rx_stamped(True)  # the shared programs put metadata in front of every packet
+            steer.add_socket(sock, cls)
+            # A closed socket leaves its XSKMAP slot by itself; saying so
+            # explicitly keeps a shared program clean while other queues run.
+            self._undo.callback(self._unsteer, steer, self.params.queue, cls)
+            socks.append(sock)
+        return socks
+
+    @staticmethod
+    def _unsteer(steer: Steering, queue: int, cls: int) -> None:
+        with contextlib.suppress(Exception):
+            steer.remove_socket(queue, cls)
+
+    def _close_umem(self) -> None:
+        for sock in list(self.umem.sockets):
+            sock.close()
+        self.umem.close()
+
+    # the stages, for the schedulers ------------------------------------------
+    def service(self) -> int:
+        p = self.params
+        return self.overlay.service(p.uplink_fill, p.container_fill)
+
+    def poll(self) -> int:
+        """One scheduling step (and any pending control request); packets or stage steps done."""
+        while not self._requests.empty():
+            self._requests.get_nowait()()
+        return self.engine.step()
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until stop is set. busy: spin; blocking: sleep in poll() while nothing arrives."""
+        if self.params.cpu is not None:
+            # A worker that migrates between CPUs hands its transmitted frames
+            # to different per-CPU backlogs, which the kernel may deliver out of
+            # order; pinned, a flow stays in order (and caches stay warm).
+            os.sched_setaffinity(0, {self.params.cpu})
+        blocking = self.params.poll == "blocking"
+        step, requests, engine = self.engine.step, self._requests, self.engine
+        while not stop.is_set():
+            if not requests.empty():
+                while not requests.empty():
+                    requests.get_nowait()()
+            if step():
+                continue
+            if blocking and not engine.sched.in_flight() and not self.ops.pending():
+                self._poller.poll(BLOCK_MS)
+        # Stopped: what was taken off a ring leaves, and what the kernel has
+        # sent comes back to the pool, so no frame stays in a batch or on a
+        # completion ring.
+        engine.sched.drain()
+        self.ops.flush_tx()
+        self.ops.service(now=True)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run fn on the worker's thread between two steps (rings are single-threaded)."""
+        self._requests.put(fn)
+
+    def run_on_worker(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run fn on the running worker's thread and wait for its result (or its exception)."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def task() -> None:
+            try:
+                box["result"] = fn()
+            except Exception as exc:
+                box["error"] = exc
+            done.set()
+
+        self.call_soon(task)
+        if not done.wait(timeout):
+            raise TimeoutError("the worker thread did not answer")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    # control -----------------------------------------------------------------
+    def set_vanilla(self, on: bool) -> None:
+        self.programs.set_vanilla(on)
+
+    @property
+    def mode(self) -> Mode:
+        return self.engine.mode
+
+    def switch_mode(self, mode: Mode | str) -> None:
+        """Change the scheduling mode; call on the worker's thread (or through call_soon)."""
+        self.engine.switch(mode)
+
+    def set_port(self, port: int, cls: int = native.PRISM_CLASS_HIGH) -> None:
+        """A port rule for both directions; measurement records the class XDP puts in each packet."""
+        self.steer.set_port(port, cls)
+
+    def clear_port(self, port: int) -> None:
+        self.set_port(port, native.PRISM_CLASS_LOW)
+
+    def set_dscp(self, dscp: int, cls: int = native.PRISM_CLASS_HIGH) -> None:
+        self.steer.set_dscp(dscp, cls)
+
+    def set_vni(self, vni: int, cls: int = native.PRISM_CLASS_HIGH) -> None:
+        self.steer.set_vni(vni, cls)
+
+    def latency(self) -> dict[str, Any]:
+        """Per class (what the rules say, whatever socket carried it), in µs:
+        latency_us from XDP to the TX kick (RX ring wait included),
+        pipeline_us from the RX poll to the TX kick; deliver batch sizes."""
+        out = {}
+        for cls in range(self.params.nclass):
+            h, sizes = self.overlay.histogram(cls)
+            hp, _ = self.overlay.histogram(cls, from_poll=True)
+            out[CLASS_NAMES[cls]] = {"latency_us": h.summary(), "pipeline_us": hp.summary(),
+                                       "batch_sizes": {f"{1 << i}+": n for i, n in enumerate(sizes) if n}}
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queue": self.params.queue,
+            "mode": self.engine.mode.value,
+            "sched": self.engine.sched.stats.as_dict() | {"switches": self.engine.switches},
+            "latency": self.latency(),
+            "xsk": {f"{s.xsk.ifname}/{CLASS_NAMES[s.cls]}": s.xsk.statistics() for s in self.sources},
+            "stages": self.overlay.counters(),
+            "ports": self.overlay.port_counters(),
+            "steer": self.steer.counters().as_dict(),
+            "egress": {c.name: eg.counters().as_dict() for c, eg in zip(self.containers, self.egress, strict=True)},
+            "frames": self.umem.account().as_dict(),
+        }
+
+    def close(self) -> None:
+        """Detach programs first (no new packets), then sockets, then memory."""
+        self._undo.close()
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Runner:
+    """Runs a Datapath's loop on a thread until stopped (tests, tools).
+
+    The C calls release the GIL, so other threads keep moving; with poll
+    "blocking" the worker sleeps in poll() while nothing arrives.
+    """
+
+    def __init__(self, dp: Datapath) -> None:
+        self.dp = dp
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="prism-worker", daemon=True)
+
+    def _work(self) -> None:
+        try:
+            self.dp.run(self._stop)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def start(self) -> Runner:
+        # Objects that exist now live as long as the worker: a full collection
+        # need not walk them (a collection pauses every thread, this one too).
+        gc.freeze()
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker thread has used so far (user + system)."""
+        fields = open(f"/proc/self/task/{self._thread.native_id}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> Runner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Work:
+    """A batch taken off one ring, with room for what its process stage makes of it."""
+
+    __slots__ = ("rx", "out", "src", "n")
+
+    def __init__(self, batch: int) -> None:
+        self.rx = Batch(batch)
+        self.out = Batch(batch * 4)  # floods make more packets than they take
+        self.src: Source | None = None
+        self.n = 0
+
+
+READY_SCAN = 64  # sockets a worker looks at ring by ring; more: the kernel's readiness (epoll)
+
+
+class DatapathOps:
+    """The scheduler's view of a Datapath: rings, stages, a pool of in-flight work items."""
+
+    def __init__(self, dp: Datapath, pool: int = 64) -> None:
+        self.dp = dp
+        self._sources = dp.sources
+        self._xsks = ffi.new("prism_xsk *[]", [s.xsk.ptr for s in dp.sources])
+        self._nxsk = len(dp.sources)
+        self._free = [_Work(dp.params.batch_size) for _ in range(pool)]
+        self._overlay = dp.overlay.ptr
+        self._service = dp.service
+        self._mask = lib.prism_xsk_pending_mask
+        # Sockets past the first 64 (32 containers and up) report in words of
+        # their own, read as one little-endian integer.
+        self._more = ffi.new("uint64_t[]", max(1, (self._nxsk - 1) // 64))
+        self._more_bytes = ffi.buffer(self._more)
+        # Past READY_SCAN sockets, asking the kernel (epoll) beats looking at every ring.
+        self._ready_fd = -1
+        if self._nxsk > READY_SCAN:
+            self._ready_fd = check_rc(lib.prism_xsk_ready_new(self._xsks, self._nxsk), "epoll over the sockets")
+            dp._undo.callback(os.close, self._ready_fd)
+            self._ready = lib.prism_xsk_ready_mask
+        self._rx = lib.prism_rx_upto
+        self._delivered_since = 0
+        self._through = lib.prism_overlay_through
+        self._in_batch, self._out_batch = Batch(dp.params.batch_size), Batch(dp.params.batch_size * 4)
+        self._in, self._out = self._in_batch.ptr, self._out_batch.ptr
+
+    def sources(self) -> list[Source]:
+        return self._sources
+
+    def pending(self) -> int:
+        if self._ready_fd >= 0:
+            first = int(self._ready(self._ready_fd, self._nxsk, self._more))
+        else:
+            first = int(self._mask(self._xsks, self._nxsk, self._more))
+        if self._nxsk <= 64:
+            return first
+        return first | int.from_bytes(self._more_bytes, "little") << 64
+
+    def pending_count(self, src: Source) -> int:
+        return src.xsk.rx_pending
+
+    def rx(self, src: Source, limit: int) -> _Work | None:
+        if not self._free:
+            return None  # every work item is in flight: the ring waits
+        work = self._free.pop()
+        work.rx.ptr.n = 0
+        n = self._rx(src.xsk.ptr, work.rx.ptr, limit)
+        if n <= 0:
+            self._free.append(work)
+            return None
+        work.src, work.n = src, n
+        return work
+
+    def through(self, src: Source, limit: int) -> int:
+        n = self._through(self._overlay, src.xsk.ptr, src.port, src.cls, self._in, self._out, limit)
+        if n < 0:
+            # The stage dropped and counted what it could not pass on; an
+            # ENOMEM is the host's and the loop goes on, anything else is a bug.
+            self._stage_error(n, f"through {src.xsk.ifname}")
+            return 0
+        if n > 0:
+            self._delivered_since += 1
+        return n
+
+    def process(self, work: _Work) -> None:
+        src = work.src
+        if src is None:
+            raise ValueError("process: a work item without its source")
+        work.out.ptr.n = 0
+        if src.from_uplink:
+            rc = lib.prism_decap_batch(self._overlay, work.rx.ptr, work.out.ptr)
+        else:
+            rc = lib.prism_encap_batch(self._overlay, src.port, work.rx.ptr, work.out.ptr)
+        if rc < 0:
+            self._stage_error(rc, f"{'decap' if src.from_uplink else 'encap'} {src.xsk.ifname}")
+
+    def deliver(self, work: _Work) -> None:
+        if work.src is None:
+            raise ValueError("deliver: a work item without its source")
+        rc = lib.prism_deliver_batch(self._overlay, work.src.cls, work.out.ptr)
+        self._free.append(work)  # its batch is empty whatever happened
+        self._delivered_since += 1
+        if rc < 0:
+            self._stage_error(rc, "deliver")
+
+    @staticmethod
+    def _stage_error(rc: int, what: str) -> None:
+        if rc == -errno.ENOMEM:
+            return  # counted in drop_no_memory; the next batch may find memory
+        check_rc(rc, what)
+
+    def service(self, now: bool = False) -> None:
+        """Completions back to the pool and fill rings topped up (a walk over every port's
+        rings): after every SERVICE_EVERY delivered batches, and when asked to run now.
+        Counted in deliveries, not in steps: vanilla takes three steps per batch (rx,
+        process, deliver) and counting steps made it walk the rings ~3x as often."""
+        if now or self._delivered_since >= SERVICE_EVERY:
+            self._delivered_since = 0
+            self._service()
+
+    def set_vanilla(self, on: bool) -> None:
+        self.dp.set_vanilla(on)
+
+    def flush_tx(self) -> None:
+        if lib.prism_overlay_flush_tx(self._overlay, 1000) < 0:
+            log.warning("TX rings did not empty before a mode switch; a flow may be reordered")

@@ -1,0 +1,203 @@
+"""abconfigs.py - the configurations the A/B compares, each set up and torn down: the kernel path (stock, and with prism_xdp's old TX-checksum setting), the PRISM kernel patch's modes when its knobs exist, and prism_xdp's daemon in each mode."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prism_xdp.daemon.control import ControlClient
+from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.lab.bench.offloads import TxChecksumOff
+from prism_xdp.lab.procinfo import children
+from prism_xdp.lab.testhost import persist as topo
+from prism_xdp.lab.testhost.overlay import OverlayHost, tx_checksum_interfaces
+
+KNOBS = ("port", "sync", "split")
+KERNEL_CONFIGS = ("kernel", "kernel-txoff")
+PATCH_CONFIGS = ("kernel-prism-batch", "kernel-prism-sync")
+PRISM_CONFIGS = ("prism-vanilla", "prism-batch", "prism-sync")
+DESCRIPTIONS = {
+    "kernel": "the kernel's VXLAN device + bridge, with the topology's offloads as they are",
+    "kernel-txoff": "the same, with TX checksum offload off (ethtool -K <if> tx off) on the remote's VXLAN device "
+                    "and uplink veth and on the containers' interfaces, restored after: the setting prism_xdp "
+                    "used to need",
+    "kernel-prism-batch": "the kernel path with the PRISM patch: /proc/port = the HIGH ports, /proc/sync = 0",
+    "kernel-prism-sync": "the kernel path with the PRISM patch: /proc/port = the HIGH ports, /proc/sync = 1",
+    "prism-vanilla": "prism-xdp run (the daemon as users start it), scheduler.mode = vanilla",
+    "prism-batch": "prism-xdp run, scheduler.mode = batch, the HIGH ports as priority rules",
+    "prism-sync": "prism-xdp run, scheduler.mode = sync, the HIGH ports as priority rules",
+}
+
+
+# ---- the PRISM kernel patch's knobs -----------------------------------------
+
+def kernel_knobs(proc: str = "/proc") -> dict[str, Path] | None:
+    """/proc/port, /proc/sync, /proc/split when the running kernel has the PRISM patch, else None."""
+    paths = {k: Path(proc) / k for k in KNOBS}
+    return paths if all(p.exists() for p in paths.values()) else None
+
+
+def kernel_configs(proc: str = "/proc") -> tuple[list[str], str]:
+    """Kernel configurations to run, and why the patched ones are in or out."""
+    if kernel_knobs(proc) is None:
+        return list(KERNEL_CONFIGS), f"PRISM kernel patch: absent (no {proc}/port, {proc}/sync, {proc}/split)"
+    return list(KERNEL_CONFIGS + PATCH_CONFIGS), f"PRISM kernel patch: present ({proc}/port ...)"
+
+
+def available(proc: str = "/proc") -> list[str]:
+    """Every configuration this host can run, in the A/B's order."""
+    return kernel_configs(proc)[0] + list(PRISM_CONFIGS)
+
+
+def choose(text: str | None, proc: str = "/proc") -> list[str]:
+    """--configs as a list (default: every one available), or ConfigError naming what is not."""
+    here = available(proc)
+    if not text:
+        return here
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in here:
+            why = " (needs the PRISM kernel patch's /proc knobs)" if n in PATCH_CONFIGS else ""
+            raise ConfigError(f"--configs: {n!r} is not available here{why}; choose from {', '.join(here)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("--configs: a configuration is listed twice")
+    return names
+
+
+class KernelPatch:
+    """Sets the patch's knobs for a configuration and restores stock behaviour after."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        knobs = kernel_knobs(proc)
+        if knobs is None:
+            raise PrismError(2, "PRISM kernel patch", proc, "no /proc/port, /proc/sync, /proc/split")
+        self.knobs = knobs
+
+    def apply(self, ports: list[int], sync: bool) -> None:
+        if len(ports) > 10:
+            raise ConfigError(f"the kernel patch takes at most 10 ports, not {len(ports)}")
+        self.knobs["port"].write_text(",".join(str(p) for p in ports) + "\n")
+        self.knobs["sync"].write_text("1\n" if sync else "0\n")
+
+    def reset(self) -> None:
+        """An empty port list is stock behaviour."""
+        self.knobs["port"].write_text("0\n")
+        self.knobs["sync"].write_text("0\n")
+
+
+# ---- prism_xdp's daemon -----------------------------------------------------
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (the daemon's workers)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        with contextlib.suppress(OSError):
+            parts = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class PrismDaemon:
+    """prism-xdp run on the topology, as users run it; started and stopped between configurations.
+
+    cpu pins every queue's worker to that CPU (scheduler.cpus); mode and ports, when
+    given, go into the config as a user would write them (scheduler.mode, rules.ports).
+    """
+
+    def __init__(self, state: dict[str, Any], workdir: Path, cpu: int | None = None, mode: str | None = None,
+                 ports: list[int] | None = None) -> None:
+        self.config = workdir / "prism.toml"
+        text = topo.daemon_config(state, str(workdir))
+        sched = [f'mode = "{mode}"'] if mode else []
+        if cpu is not None:
+            sched.append(f"cpus = {[cpu] * state['spec']['queues']}")
+        if sched:
+            text = text.replace("[control]", "[scheduler]\n" + "\n".join(sched) + "\n\n[control]")
+        if ports is not None:
+            text = text.replace("ports = [7000]", f"ports = {sorted(ports)}")
+        self.config.write_text(text)
+        self.socket = workdir / f"{state['spec']['name']}.sock"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        if self.proc is not None:
+            return
+        self.proc = subprocess.Popen([sys.executable, "-m", "prism_xdp.daemon.cli", "run", "--config", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                self.proc = None
+                raise PrismError(5, "prism-xdp run", str(self.config), err.strip()[-500:])
+            try:
+                if self.call("status")["pid"] == self.proc.pid:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise PrismError(110, "prism-xdp run", str(self.config), "did not answer in 20 s")
+            time.sleep(0.05)
+
+    def call(self, cmd: str, **fields: Any) -> Any:
+        with ControlClient(str(self.socket)) as c:
+            return c.call(cmd, **fields)
+
+    def cpu_seconds(self) -> float | None:
+        return tree_cpu_seconds(self.proc.pid) if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+
+# ---- one configuration, set up for a block of measurements ---------------------
+
+@contextlib.contextmanager
+def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: Path, ports: list[int],
+               worker_cpu: int | None, proc: str = "/proc") -> Iterator[PrismDaemon | None]:
+    """The host set up as `config` while inside (the daemon, when it is one, is yielded),
+    and put back as it was after, on every way out."""
+    patch = KernelPatch(proc) if kernel_knobs(proc) is not None else None
+    if patch is not None:
+        patch.reset()  # stock, unless this configuration is one of the patch's
+    try:
+        if config.startswith("prism-"):
+            daemon = PrismDaemon(state, workdir, worker_cpu, mode=config.split("-", 1)[1], ports=ports)
+            try:
+                daemon.start()
+                yield daemon
+            finally:
+                daemon.stop()
+        elif config == "kernel-txoff":
+            with TxChecksumOff(tx_checksum_interfaces(host)):
+                yield None
+        elif config in PATCH_CONFIGS:
+            if patch is None:
+                raise ConfigError(f"{config}: the running kernel has no PRISM patch knobs in {proc}")
+            patch.apply(ports, sync=config.endswith("sync"))
+            yield None
+        elif config == "kernel":
+            yield None
+        else:
+            raise ConfigError(f"configs: unknown configuration {config!r}")
+    finally:
+        if patch is not None:
+            patch.reset()
