@@ -10,7 +10,18 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 COMMON_H = os.path.join(ROOT, "xdp_progs", "prism_common.h")
-SOURCES = ["prism_xsk.c", "prism_socket.c", "prism_csum.c", "prism_fdb.c", "prism_bpf.c", "prism_overlay.c"]
+SOURCES = [
+    "prism_umem.c",
+    "prism_socket.c",
+    "prism_xsk.c",
+    "prism_csum.c",
+    "prism_bpf.c",
+    "prism_fdb.c",
+    "prism_overlay.c",
+    "prism_vxlan.c",
+    "prism_deliver.c",
+    "prism_hist.c",
+]
 
 # Kernel UAPI constants that Python uses, taken from the headers by the
 # compiler rather than copied by hand.

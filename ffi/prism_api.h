@@ -86,8 +86,6 @@ int prism_umem_create(prism_umem **out, uint32_t frame_count, uint32_t frame_siz
 		      int register_kernel);
 int prism_umem_delete(prism_umem *u);
 uint8_t *prism_umem_area(prism_umem *u);
-uint32_t prism_umem_frame_size(prism_umem *u);
-uint32_t prism_umem_headroom(prism_umem *u);
 uint32_t prism_umem_pool_count(prism_umem *u);
 /* Bytes of TX metadata in front of each frame: PRISM_TXMD_LEN when the kernel
  * takes a checksum request with a frame (probed at create), else 0. */
@@ -131,6 +129,9 @@ uint64_t prism_xsk_pending_mask(prism_xsk **xs, uint32_t n, uint64_t *more);
  * syscall instead of a look at every ring, for hundreds of sockets. */
 int prism_xsk_ready_new(prism_xsk **xs, uint32_t n);
 uint64_t prism_xsk_ready_mask(int epfd, uint32_t n, uint64_t *more);
+/* Entries start.. of b onto the TX ring (a frame whose csum is set asks for
+ * the checksum in TX metadata, when the UMEM has it); returns how many went,
+ * the rest stay in b. */
 int prism_tx_batch(prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n);
 int prism_complete_batch(prism_xsk *x, uint32_t max);
 int prism_xsk_kick(prism_xsk *x);
@@ -159,7 +160,6 @@ int prism_map_delete(int fd, const void *key);
 int prism_map_next_key(int fd, const void *key, void *next_key);
 int prism_array_u8_dump(int fd, uint32_t n, uint8_t *values);
 int prism_percpu_sum(int fd, uint32_t key, uint32_t words, uint64_t *out);
-int prism_num_cpus(void);
 
 /* Traffic for benchmarks: BPF_PROG_RUN with live frames. */
 int prism_prog_run_live(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t repeat,
@@ -291,7 +291,6 @@ int prism_overlay_set_uplink(prism_overlay *o, prism_xsk **by_class, uint32_t nc
 int prism_overlay_add_container(prism_overlay *o, prism_xsk **by_class, uint32_t nclass,
 				uint32_t vni, const uint8_t *mac);
 int prism_overlay_add_vtep(prism_overlay *o, uint32_t vni, uint32_t ip, const uint8_t *mac);
-int prism_overlay_set_vtep_mac(prism_overlay *o, uint32_t vtep, const uint8_t *mac);
 void prism_overlay_counters(prism_overlay *o, struct prism_overlay_counters *out);
 /* A copy of class cls's latency histogram: from arrival (XDP's stamp, or
  * the RX poll) to TX kick, or with from_poll from the RX poll only. Reset

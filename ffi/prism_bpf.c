@@ -263,11 +263,6 @@ out:
 	return err;
 }
 
-int prism_num_cpus(void)
-{
-	return libbpf_num_possible_cpus();
-}
-
 /* Sum a per-CPU value of `words` u64 counters over all possible CPUs. */
 int prism_percpu_sum(int fd, uint32_t key, uint32_t words, uint64_t *out)
 {

@@ -26,7 +26,7 @@
  * Either works whether the field held the seed or a full checksum: the
  * field is rewritten from the headers, never trusted. Only frames the host
  * itself produced (a container's) are treated this way; see csum_ingress
- * in prism_overlay.c for frames from the wire.
+ * in prism_vxlan.c for frames from the wire.
  */
 
 static inline uint16_t get16(const uint8_t *p)

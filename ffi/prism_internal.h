@@ -1,4 +1,4 @@
-/* prism_internal.h - the C helpers' private structures (UMEM, ring pairs, sockets), shared by prism_xsk.c and prism_overlay.c; never read by cffi. */
+/* prism_internal.h - the C helpers' private structures (UMEM, ring pairs, sockets) and the ring helpers the overlay shares with the socket API; never read by cffi. */
 #ifndef PRISM_INTERNAL_H
 #define PRISM_INTERNAL_H
 
@@ -87,5 +87,21 @@ static inline void pool_put(struct prism_umem *u, uint64_t addr)
 
 int prism_xsk_kick(struct prism_xsk *x);
 int prism_probe_tx_metadata(struct prism_umem *u);
+
+/* Put n frames of b on x's TX ring (prism_xsk.c): b's entries idx[0..n),
+ * or start..start + n - 1 when idx is NULL. A frame with a checksum
+ * request (b->csum) carries it in TX metadata when the UMEM has that. The
+ * first frames that fit go (returned; *bytes their length); the rest stay
+ * the caller's, and a ring that took fewer than n counts tx_ring_full.
+ * Kicks when the kernel asks: after frames went, or with kick_pending
+ * whenever the ring holds any (even if none went now).
+ */
+uint32_t prism_tx_enqueue(struct prism_xsk *x, const struct prism_batch *b, const uint32_t *idx,
+			  uint32_t start, uint32_t n, int kick_pending, uint64_t *bytes);
+/* One port's rings (its sockets by class; xs[0] set): reap completions,
+ * kick the other sockets' waiting TX rings, top the shared fill ring up to
+ * level frames, wake a driver that waits for it. Returns frames reaped.
+ */
+int prism_xsk_service(struct prism_xsk *const *xs, uint32_t nclass, uint32_t level);
 
 #endif /* PRISM_INTERNAL_H */

@@ -1,4 +1,4 @@
-/* prism_socket.c - AF_XDP socket setup: a UMEM registration per (device, queue), with TX metadata where the kernel has it, ring mmaps and bind. */
+/* prism_socket.c - AF_XDP socket setup: a UMEM registration per (device, queue), with TX metadata where the kernel has it, ring mmaps and bind; then the socket's options, statistics and XSKMAP slot. */
 #include <errno.h>
 #include <net/if.h>
 #include <stdlib.h>
@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <bpf/bpf.h>
 
 #include "prism.h"
 #include "prism_internal.h"
@@ -15,6 +17,12 @@
 #endif
 #ifndef SOL_XDP
 #define SOL_XDP 283
+#endif
+#ifndef SO_PREFER_BUSY_POLL
+#define SO_PREFER_BUSY_POLL 69
+#endif
+#ifndef SO_BUSY_POLL_BUDGET
+#define SO_BUSY_POLL_BUDGET 70
 #endif
 
 /*
@@ -331,4 +339,67 @@ void prism_xsk_delete(struct prism_xsk *x)
 		}
 	}
 	free(x);
+}
+
+/* ---- a socket's options and statistics -------------------------------- */
+
+void prism_xsk_set_rx_stamped(struct prism_xsk *x, int on)
+{
+	x->rx_stamped = !!on;
+}
+
+int prism_xsk_fd(struct prism_xsk *x)
+{
+	return x->fd;
+}
+
+int prism_xsk_zerocopy(struct prism_xsk *x)
+{
+	struct xdp_options opts;
+	socklen_t len = sizeof(opts);
+
+	if (getsockopt(x->fd, SOL_XDP, XDP_OPTIONS, &opts, &len))
+		return -errno;
+	return !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
+}
+
+int prism_xsk_set_busy_poll(struct prism_xsk *x, int usecs, int budget)
+{
+	int one = 1;
+
+	if (setsockopt(x->fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one)) ||
+	    setsockopt(x->fd, SOL_SOCKET, SO_BUSY_POLL, &usecs, sizeof(usecs)) ||
+	    setsockopt(x->fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget)))
+		return -errno;
+	return 0;
+}
+
+int prism_xsk_statistics(struct prism_xsk *x, struct prism_xsk_stats *out)
+{
+	struct xdp_statistics st;
+	socklen_t len = sizeof(st);
+
+	memset(&st, 0, sizeof(st));
+	if (getsockopt(x->fd, SOL_XDP, XDP_STATISTICS, &st, &len))
+		return -errno;
+	/* Kernels before 5.9 return only the first three fields. */
+	out->rx_dropped = st.rx_dropped;
+	out->rx_invalid_descs = st.rx_invalid_descs;
+	out->tx_invalid_descs = st.tx_invalid_descs;
+	out->rx_ring_full = st.rx_ring_full;
+	out->rx_fill_ring_empty_descs = st.rx_fill_ring_empty_descs;
+	out->tx_ring_empty_descs = st.tx_ring_empty_descs;
+	return len / sizeof(__u64);
+}
+
+void prism_xsk_counters(struct prism_xsk *x, struct prism_xsk_counters *out)
+{
+	*out = x->cnt;
+}
+
+int prism_xsk_map_insert(struct prism_xsk *x, int map_fd, uint32_t slot)
+{
+	if (bpf_map_update_elem(map_fd, &slot, &x->fd, 0))
+		return -errno;
+	return 0;
 }

@@ -1,26 +1,15 @@
-/* prism_xsk.c - UMEM, AF_XDP sockets and the batch operations of the hot path (rx, fill, tx, completion). */
+/* prism_xsk.c - the AF_XDP rings on the hot path, a batch per call: fill, rx, tx (one enqueue for every sender), completion, kicks, readiness, and one port's ring service. */
 #include <errno.h>
-#include <net/if.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <bpf/bpf.h>
 #include <xdp/xsk.h>
 
 #include "prism.h"
 #include "prism_internal.h"
-
-#ifndef SO_PREFER_BUSY_POLL
-#define SO_PREFER_BUSY_POLL 69
-#endif
-#ifndef SO_BUSY_POLL_BUDGET
-#define SO_BUSY_POLL_BUDGET 70
-#endif
 
 uint64_t prism_now_ns(void)
 {
@@ -28,274 +17,6 @@ uint64_t prism_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-struct prism_batch *prism_batch_new(uint32_t cap)
-{
-	struct prism_batch *b = calloc(1, sizeof(*b));
-
-	if (!b)
-		return NULL;
-	b->cap = cap;
-	b->addr = calloc(cap, sizeof(*b->addr));
-	b->len = calloc(cap, sizeof(*b->len));
-	b->ts = calloc(cap, sizeof(*b->ts));
-	b->port = calloc(cap, sizeof(*b->port));
-	b->cls = calloc(cap, sizeof(*b->cls));
-	b->poll_ts = calloc(cap, sizeof(*b->poll_ts));
-	b->csum = calloc(cap, sizeof(*b->csum));
-	if (!b->addr || !b->len || !b->ts || !b->port || !b->cls || !b->poll_ts || !b->csum) {
-		prism_batch_delete(b);
-		return NULL;
-	}
-	return b;
-}
-
-void prism_batch_delete(struct prism_batch *b)
-{
-	if (!b)
-		return;
-	free(b->addr);
-	free(b->len);
-	free(b->ts);
-	free(b->port);
-	free(b->cls);
-	free(b->poll_ts);
-	free(b->csum);
-	free(b);
-}
-
-int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t frame_size,
-		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
-		      int register_kernel)
-{
-	struct prism_umem *u;
-	uint32_t i;
-	int err;
-
-	/* Aligned mode: frames are a power of two, so base = addr & ~(size-1). */
-	if (!frame_count || frame_size < 2048 || (frame_size & (frame_size - 1)) ||
-	    headroom >= frame_size / 2)
-		return -EINVAL;
-	u = calloc(1, sizeof(*u));
-	if (!u)
-		return -ENOMEM;
-	u->frame_count = frame_count;
-	u->frame_size = frame_size;
-	u->headroom = headroom;
-	u->fill_size = fill_size;
-	u->comp_size = comp_size;
-	u->size = (uint64_t)frame_count * frame_size;
-	u->area = mmap(NULL, u->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (u->area == MAP_FAILED) {
-		err = -errno;
-		free(u);
-		return err;
-	}
-	u->pool = calloc(frame_count, sizeof(*u->pool));
-	if (!u->pool) {
-		err = -ENOMEM;
-		goto fail;
-	}
-	/* Lowest addresses on top of the stack: easier to read in a dump. */
-	for (i = 0; i < frame_count; i++)
-		u->pool[i] = (uint64_t)(frame_count - 1 - i) * frame_size;
-	u->pool_n = frame_count;
-
-	u->registered = !!register_kernel;
-	if (u->registered) {
-		int md = prism_probe_tx_metadata(u);
-
-		u->txmd_len = md > 0 ? md : 0; /* an error shows again at bind */
-	}
-	*out = u;
-	return 0;
-fail:
-	free(u->pool);
-	munmap(u->area, u->size);
-	free(u);
-	return err;
-}
-
-int prism_umem_delete(struct prism_umem *u)
-{
-	if (!u)
-		return 0;
-	if (u->rings)
-		return -EBUSY; /* sockets still use it */
-	free(u->pool);
-	munmap(u->area, u->size);
-	free(u);
-	return 0;
-}
-
-uint8_t *prism_umem_area(struct prism_umem *u)
-{
-	return u->area;
-}
-
-uint32_t prism_umem_frame_size(struct prism_umem *u)
-{
-	return u->frame_size;
-}
-
-uint32_t prism_umem_headroom(struct prism_umem *u)
-{
-	return u->headroom;
-}
-
-uint32_t prism_umem_tx_metadata(struct prism_umem *u)
-{
-	return u->txmd_len;
-}
-
-uint32_t prism_umem_pool_count(struct prism_umem *u)
-{
-	return u->pool_n;
-}
-
-/* Entries on a ring from its shared indices, read with atomic loads: the
- * cached indices belong to the thread that drives the ring, and another
- * thread (statistics) must not write them.
- */
-static inline uint32_t ring_used(const uint32_t *producer, const uint32_t *consumer)
-{
-	return __atomic_load_n(producer, __ATOMIC_ACQUIRE) - __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
-}
-
-void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
-{
-	out->frames = u->frame_count;
-	out->pool = u->pool_n;
-	out->kernel_rx = u->kernel_rx;
-	out->kernel_tx = u->kernel_tx;
-	out->user = u->user;
-	out->fill_ring = out->rx_ring = out->tx_ring = out->comp_ring = 0;
-	for (struct prism_rings *r = u->rings; r; r = r->next) {
-		out->fill_ring += ring_used(r->fq.producer, r->fq.consumer);
-		out->comp_ring += ring_used(r->cq.producer, r->cq.consumer);
-	}
-	for (struct prism_xsk *x = u->sockets; x; x = x->next) {
-		if (x->rx_map)
-			out->rx_ring += ring_used(x->rx.producer, x->rx.consumer);
-		if (x->tx_map)
-			out->tx_ring += ring_used(x->tx.producer, x->tx.consumer);
-	}
-}
-
-int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, uint32_t len)
-{
-	uint32_t i;
-
-	if (len > u->frame_size - u->headroom)
-		return -EMSGSIZE;
-	if (n > b->cap - b->n)
-		n = b->cap - b->n;
-	if (n > u->pool_n)
-		n = u->pool_n;
-	for (i = 0; i < n; i++) {
-		b->addr[b->n + i] = u->pool[--u->pool_n] + u->headroom;
-		b->len[b->n + i] = len;
-		b->ts[b->n + i] = 0;
-		b->poll_ts[b->n + i] = 0;
-		b->csum[b->n + i] = 0;
-		b->port[b->n + i] = 0;
-		b->cls[b->n + i] = 0;
-	}
-	b->n += n;
-	u->user += n;
-	return n;
-}
-
-int prism_free_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n)
-{
-	uint32_t i;
-
-	if (start > b->n || n > b->n - start)
-		return -EINVAL;
-	for (i = 0; i < n; i++)
-		pool_put(u, b->addr[start + i]);
-	u->user -= n;
-	return n;
-}
-
-int prism_copy_frames_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start,
-			    uint32_t n, const uint8_t *data, uint32_t len)
-{
-	uint32_t i;
-
-	if (start > b->n || n > b->n - start)
-		return -EINVAL;
-	for (i = 0; i < n; i++) {
-		uint64_t addr = b->addr[start + i];
-
-		if (addr - frame_base(u, addr) + len > u->frame_size)
-			return -EMSGSIZE;
-		memcpy(u->area + addr, data, len);
-		b->len[start + i] = len;
-	}
-	return n;
-}
-
-void prism_xsk_set_rx_stamped(struct prism_xsk *x, int on)
-{
-	x->rx_stamped = !!on;
-}
-
-int prism_xsk_fd(struct prism_xsk *x)
-{
-	return x->fd;
-}
-
-int prism_xsk_zerocopy(struct prism_xsk *x)
-{
-	struct xdp_options opts;
-	socklen_t len = sizeof(opts);
-
-	if (getsockopt(x->fd, SOL_XDP, XDP_OPTIONS, &opts, &len))
-		return -errno;
-	return !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
-}
-
-int prism_xsk_set_busy_poll(struct prism_xsk *x, int usecs, int budget)
-{
-	int one = 1;
-
-	if (setsockopt(x->fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one)) ||
-	    setsockopt(x->fd, SOL_SOCKET, SO_BUSY_POLL, &usecs, sizeof(usecs)) ||
-	    setsockopt(x->fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget)))
-		return -errno;
-	return 0;
-}
-
-int prism_xsk_statistics(struct prism_xsk *x, struct prism_xsk_stats *out)
-{
-	struct xdp_statistics st;
-	socklen_t len = sizeof(st);
-
-	memset(&st, 0, sizeof(st));
-	if (getsockopt(x->fd, SOL_XDP, XDP_STATISTICS, &st, &len))
-		return -errno;
-	/* Kernels before 5.9 return only the first three fields. */
-	out->rx_dropped = st.rx_dropped;
-	out->rx_invalid_descs = st.rx_invalid_descs;
-	out->tx_invalid_descs = st.tx_invalid_descs;
-	out->rx_ring_full = st.rx_ring_full;
-	out->rx_fill_ring_empty_descs = st.rx_fill_ring_empty_descs;
-	out->tx_ring_empty_descs = st.tx_ring_empty_descs;
-	return len / sizeof(__u64);
-}
-
-void prism_xsk_counters(struct prism_xsk *x, struct prism_xsk_counters *out)
-{
-	*out = x->cnt;
-}
-
-int prism_xsk_map_insert(struct prism_xsk *x, int map_fd, uint32_t slot)
-{
-	if (bpf_map_update_elem(map_fd, &slot, &x->fd, 0))
-		return -errno;
-	return 0;
 }
 
 int prism_fill_batch(struct prism_xsk *x, uint32_t max)
@@ -415,40 +136,76 @@ int prism_xsk_kick(struct prism_xsk *x)
 	return -errno;
 }
 
-int prism_tx_batch(struct prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n)
+/* One descriptor for entry j of b; with TX metadata (txmd_len, 0 when the
+ * UMEM has none) a frame that asks for a checksum gets the request in
+ * front of it.
+ */
+static inline __attribute__((always_inline)) uint32_t
+tx_desc(struct prism_xsk *x, uint32_t slot, const struct prism_batch *b, uint32_t j,
+	uint32_t txmd_len)
+{
+	struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, slot);
+
+	d->addr = b->addr[j];
+	d->len = b->len[j];
+	d->options = 0;
+	if (txmd_len && b->csum[j]) {
+		struct xsk_tx_metadata *md = (void *)(x->umem->area + d->addr - txmd_len);
+
+		md->flags = XDP_TXMD_FLAGS_CHECKSUM;
+		md->request.csum_start = b->csum[j] >> 16;
+		md->request.csum_offset = b->csum[j] & 0xffff;
+		d->options = XDP_TX_METADATA;
+	}
+	return d->len;
+}
+
+/* The one way onto a TX ring, for prism_tx_batch and the overlay's deliver:
+ * see prism_internal.h. Two loops rather than a test per packet.
+ */
+uint32_t prism_tx_enqueue(struct prism_xsk *x, const struct prism_batch *b, const uint32_t *idx,
+			  uint32_t start, uint32_t n, int kick_pending, uint64_t *bytes)
 {
 	struct prism_umem *u = x->umem;
-	uint32_t idx, i, room;
-	uint64_t bytes = 0;
+	uint32_t txmd_len = u->txmd_len, room, first, i;
+	uint64_t sum = 0;
+
+	room = xsk_prod_nb_free(&x->tx, n);
+	if (room > n)
+		room = n;
+	if (room && xsk_ring_prod__reserve(&x->tx, room, &first) == room) {
+		if (idx)
+			for (i = 0; i < room; i++)
+				sum += tx_desc(x, first + i, b, idx[i], txmd_len);
+		else
+			for (i = 0; i < room; i++)
+				sum += tx_desc(x, first + i, b, start + i, txmd_len);
+		xsk_ring_prod__submit(&x->tx, room);
+		u->user -= room;
+		u->kernel_tx += room;
+		x->cnt.tx_packets += room;
+		x->cnt.tx_bytes += sum;
+	} else {
+		room = 0;
+	}
+	if (room < n)
+		x->cnt.tx_ring_full++;
+	/* Kick only when the kernel asks for it (always, in copy mode). */
+	if (kick_pending ? xsk_ring_prod__needs_wakeup(&x->tx) && prism_xsk_tx_pending(x)
+			 : room && xsk_ring_prod__needs_wakeup(&x->tx))
+		prism_xsk_kick(x);
+	*bytes = sum;
+	return room;
+}
+
+int prism_tx_batch(struct prism_xsk *x, struct prism_batch *b, uint32_t start, uint32_t n)
+{
+	uint64_t bytes;
 
 	if (start > b->n || n > b->n - start)
 		return -EINVAL;
-	room = xsk_prod_nb_free(&x->tx, n);
-	if (room < n) {
-		x->cnt.tx_ring_full++;
-		n = room;
-	}
-	if (n && xsk_ring_prod__reserve(&x->tx, n, &idx) == n) {
-		for (i = 0; i < n; i++) {
-			struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, idx + i);
-
-			d->addr = b->addr[start + i];
-			d->len = b->len[start + i];
-			d->options = 0;
-			bytes += d->len;
-		}
-		xsk_ring_prod__submit(&x->tx, n);
-		u->user -= n;
-		u->kernel_tx += n;
-		x->cnt.tx_packets += n;
-		x->cnt.tx_bytes += bytes;
-	} else {
-		n = 0;
-	}
-	/* Kick only when the kernel asks for it (always, in copy mode). */
-	if (xsk_ring_prod__needs_wakeup(&x->tx) && xsk_prod_nb_free(&x->tx, x->tx.size) < x->tx.size)
-		prism_xsk_kick(x);
-	return n;
+	/* A caller may try again into a full ring: kick whenever it holds frames. */
+	return prism_tx_enqueue(x, b, NULL, start, n, 1, &bytes);
 }
 
 int prism_complete_batch(struct prism_xsk *x, uint32_t max)
@@ -550,4 +307,31 @@ uint64_t prism_xsk_ready_mask(int ep, uint32_t n, uint64_t *more)
 int prism_xsk_tx_pending(struct prism_xsk *x)
 {
 	return x->tx.size - xsk_prod_nb_free(&x->tx, x->tx.size);
+}
+
+/* One port's rings between batches, for the overlay's service. Its sockets
+ * (xs, by class; a class without one repeats xs[0]) share one
+ * completion/fill pair: any of them will do to reap it and to refill.
+ */
+int prism_xsk_service(struct prism_xsk *const *xs, uint32_t nclass, uint32_t level)
+{
+	struct prism_xsk *x = xs[0];
+	struct prism_rings *r = x->rings;
+	uint32_t c, have;
+	int reaped;
+
+	reaped = prism_complete_batch(x, r->cq.size);
+	for (c = 1; c < nclass; c++)
+		if (xs[c] != x && prism_xsk_tx_pending(xs[c]) &&
+		    xsk_ring_prod__needs_wakeup(&xs[c]->tx))
+			prism_xsk_kick(xs[c]);
+	if (level > r->fq.size)
+		level = r->fq.size;
+	have = r->fq.size - xsk_prod_nb_free(&r->fq, r->fq.size);
+	if (have < level)
+		prism_fill_batch(x, level - have);
+	/* A driver that ran dry waits to be told the fill ring has frames. */
+	if (xsk_ring_prod__needs_wakeup(&r->fq))
+		recvfrom(x->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	return reaped;
 }

@@ -1,0 +1,100 @@
+/* prism_overlay.h - the overlay's private state (ports, VTEPs, counters, histograms, forwarding table) and the inline helpers its stages share; private to the C helpers. */
+#ifndef PRISM_OVERLAY_H
+#define PRISM_OVERLAY_H
+
+#include <linux/if_ether.h>
+
+#include "prism.h"
+#include "prism_fdb.h"
+#include "prism_internal.h"
+
+/*
+ * The overlay is split by job: setup, ports and VTEPs (prism_overlay.c),
+ * the VXLAN stages (prism_vxlan.c), delivery and ring service
+ * (prism_deliver.c), latency histograms (prism_hist.c). What more than one
+ * of them touches per packet is here, inline, so that the split costs no
+ * call per packet.
+ */
+
+struct port {
+	struct prism_xsk *xsk[PRISM_NCLASS];
+	uint32_t vni;
+	uint8_t mac[ETH_ALEN];
+	struct prism_port_counters cnt;
+};
+
+struct vtep {
+	uint32_t vni;
+	uint32_t ip; /* network order */
+	uint8_t mac[ETH_ALEN];
+};
+
+struct prism_overlay {
+	struct prism_umem *u;
+	struct prism_overlay_config cfg;
+	struct port ports[PRISM_MAX_PORTS];
+	uint32_t nports; /* port 0, the uplink, counts once set */
+	struct vtep vteps[PRISM_MAX_VTEPS];
+	uint32_t nvteps;
+	uint32_t vnis[PRISM_MAX_PORTS]; /* VNIs with a local port */
+	uint32_t nvnis;
+	uint16_t ip_id;
+	struct prism_overlay_counters cnt;
+	struct prism_hist hist[PRISM_NCLASS]; /* arrival (XDP stamp) to TX kick */
+	struct prism_hist hist_poll[PRISM_NCLASS]; /* RX poll to TX kick */
+	uint64_t cur_poll_ts; /* poll time of the packet a stage is working on */
+	/* Ports whose rings moved since the last service (a TX, or an RX that took
+	 * fill-ring frames): service walks only these, and every port now and then.
+	 */
+	uint64_t busy[(PRISM_MAX_PORTS + 63) / 64];
+	uint32_t services;
+	uint32_t *order; /* deliver's counting sort */
+	uint32_t order_cap;
+	struct prism_fdb fdb;
+};
+
+_Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS, "a learned entry's VTEP indexes the FDB's counts");
+
+static inline int overlay_lookup(struct prism_overlay *o, uint32_t vni, const uint8_t *mac,
+				 uint32_t *idx)
+{
+	return prism_fdb_lookup(&o->fdb, vni, mac, o->cur_poll_ts, idx);
+}
+
+static inline void mark_busy(struct prism_overlay *o, uint32_t port)
+{
+	o->busy[port / 64] |= 1ull << (port % 64);
+}
+
+/* A frame the overlay will not pass on goes back to the pool, counted. */
+static inline void drop(struct prism_overlay *o, uint64_t addr, uint64_t *reason)
+{
+	pool_put(o->u, addr);
+	o->u->user--;
+	(*reason)++;
+}
+
+/* HDR-style bucket of a value (see PRISM_HIST_SUB_BITS in prism_api.h). */
+static inline int hist_bucket(uint64_t v)
+{
+	int msb;
+
+	if (v < (1u << PRISM_HIST_SUB_BITS))
+		return (int)v;
+	msb = 63 - __builtin_clzll(v);
+	return ((msb - PRISM_HIST_SUB_BITS + 1) << PRISM_HIST_SUB_BITS) +
+	       (int)((v >> (msb - PRISM_HIST_SUB_BITS)) & ((1u << PRISM_HIST_SUB_BITS) - 1));
+}
+
+static inline void hist_add(struct prism_hist *h, uint64_t v)
+{
+	h->buckets[hist_bucket(v)]++;
+	h->count++;
+	h->sum += v;
+	if (v > h->max)
+		h->max = v;
+	if (v < h->min || h->count == 1)
+		h->min = v;
+}
+
+#endif /* PRISM_OVERLAY_H */

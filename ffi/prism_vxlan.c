@@ -1,0 +1,465 @@
+/* prism_vxlan.c - the overlay's VXLAN stages, a batch per call: decap (uplink -> containers) and encap (containers -> VTEPs or another container), with flooding and the checksum each frame asks for. */
+#include <errno.h>
+#include <string.h>
+
+#include <linux/in.h>
+
+#include "prism_overlay.h"
+
+/*
+ * Nothing is copied except the extra frames of a flood (one per additional
+ * target): decap moves the descriptor past the outer headers, encap writes
+ * them into the headroom that AF_XDP leaves in front of every received
+ * packet (XDP_PACKET_HEADROOM plus the UMEM's own).
+ */
+
+#define OUTER_IP_UDP_VXLAN 36 /* what the uplink's MTU must also hold */
+#define SPORT_MIN 32768 /* the kernel's default ip_local_port_range */
+#define SPORT_MAX 60999
+
+/* ---- helpers of the stages -------------------------------------------- */
+
+static inline uint8_t *pkt(struct prism_overlay *o, uint64_t addr)
+{
+	return o->u->area + addr;
+}
+
+static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
+		       uint32_t len, uint64_t ts, uint32_t port, uint8_t cls, uint32_t csum)
+{
+	uint64_t poll_ts = o->cur_poll_ts;
+
+	if (out->n == out->cap) {
+		drop(o, addr, &o->cnt.drop_batch_full);
+		return -1;
+	}
+	out->addr[out->n] = addr;
+	out->len[out->n] = len;
+	out->ts[out->n] = ts;
+	out->port[out->n] = port;
+	out->cls[out->n] = cls;
+	out->poll_ts[out->n] = poll_ts;
+	out->csum[out->n] = csum;
+	out->n++;
+	return 0;
+}
+
+/* A fresh frame holding a copy of len bytes at addr, with the same
+ * headroom a received packet has; 0 when the pool is empty.
+ */
+static uint64_t copy_frame(struct prism_overlay *o, uint64_t addr, uint32_t len)
+{
+	struct prism_umem *u = o->u;
+	uint64_t copy;
+
+	if (!u->pool_n) {
+		o->cnt.drop_no_frame++;
+		return 0;
+	}
+	copy = u->pool[--u->pool_n] + u->headroom + XDP_PACKET_HEADROOM;
+	u->user++;
+	memcpy(u->area + copy, u->area + addr, len);
+	o->cnt.flood_copies++;
+	return copy; /* never 0: it starts past the headroom */
+}
+
+static inline int vni_local(const struct prism_overlay *o, uint32_t vni)
+{
+	uint32_t i;
+
+	for (i = 0; i < o->nvnis; i++)
+		if (o->vnis[i] == vni)
+			return 1;
+	return 0;
+}
+
+static inline int vtep_of(const struct prism_overlay *o, uint32_t vni, uint32_t ip)
+{
+	uint32_t i;
+
+	for (i = 0; i < o->nvteps; i++)
+		if (o->vteps[i].ip == ip && o->vteps[i].vni == vni)
+			return i;
+	return -1;
+}
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* Outer Ethernet (two VLAN tags at most) / IPv4 / UDP to the VXLAN port /
+ * VXLAN with the I flag: the length of those headers, or 0 if the packet is
+ * not a well-formed VXLAN packet.
+ */
+static uint32_t parse_outer(const struct prism_overlay *o, const uint8_t *p, uint32_t len,
+			    uint32_t *vni, uint32_t *src_ip)
+{
+	uint32_t off = ETH_HLEN, ihl, i;
+	uint16_t proto;
+
+	if (len < ETH_HLEN)
+		return 0;
+	proto = rd16(p + 12);
+	for (i = 0; i < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD); i++) {
+		if (len < off + 4)
+			return 0;
+		proto = rd16(p + off + 2);
+		off += 4;
+	}
+	if (proto != ETH_P_IP || len < off + 20 || (p[off] >> 4) != 4)
+		return 0;
+	ihl = (p[off] & 0xf) * 4u;
+	if (ihl < 20 || p[off + 9] != IPPROTO_UDP || (rd16(p + off + 6) & 0x3fff))
+		return 0;
+	memcpy(src_ip, p + off + 12, 4);
+	off += ihl;
+	if (len < off + 16 || rd16(p + off + 2) != o->cfg.vxlan_port)
+		return 0;
+	off += 8;
+	if (!(p[off] & 0x08))
+		return 0;
+	*vni = (uint32_t)p[off + 4] << 16 | (uint32_t)p[off + 5] << 8 | p[off + 6];
+	return off + 8;
+}
+
+/* ---- checksums: what a frame asks of the kernel when it is sent ------- */
+
+/* Offload needs room for the TX metadata in front of the frame (always
+ * there for a received frame: the kernel leaves XDP_PACKET_HEADROOM).
+ */
+static inline int csum_can_offload(const struct prism_overlay *o, uint64_t addr, uint32_t extra)
+{
+	return o->cfg.checksum == PRISM_CSUM_OFFLOAD &&
+	       addr - frame_base(o->u, addr) >= extra + o->u->txmd_len;
+}
+
+/* A frame a container sent: its checksum may be partial (the veth's TX
+ * offload), so it is always finished; see prism_csum.c. Ethernet padding
+ * is cut, since an offloaded sum runs to the frame's end. Returns the TX
+ * request, relative to the frame's first byte (0 when done here).
+ */
+static uint32_t csum_local(struct prism_overlay *o, uint64_t addr, uint32_t *len)
+{
+	uint8_t *f = pkt(o, addr);
+	struct prism_l4 l;
+
+	if (!prism_l4_locate(f, *len, &l))
+		return 0;
+	*len = l.end;
+	/* PRISM_ENCAP_LEN: it may yet be encapsulated in front */
+	if (csum_can_offload(o, addr, PRISM_ENCAP_LEN)) {
+		prism_l4_write_seed(f, &l);
+		o->cnt.csum_offload++;
+		return PRISM_CSUM_REQ(l.start, l.offset);
+	}
+	prism_l4_complete(f, &l);
+	o->cnt.csum_software++;
+	return 0;
+}
+
+/* A frame from the wire keeps its checksum, so that the container's stack
+ * verifies it and drops a corrupted one (the frame reaches it as
+ * CHECKSUM_NONE). The exception is accept_partial (a veth uplink on a test
+ * host): a field holding exactly the pseudo-header seed was left partial
+ * by the sender's veth, and is finished like a container's. A corrupted
+ * frame passes that way only if its field happened to equal the seed.
+ */
+static uint32_t csum_ingress(struct prism_overlay *o, uint64_t addr, uint32_t *len)
+{
+	uint8_t *f = pkt(o, addr);
+	struct prism_l4 l;
+
+	if (!o->cfg.accept_partial || !prism_l4_locate(f, *len, &l) || !prism_l4_is_seed(f, &l))
+		return 0;
+	o->cnt.csum_partial_in++;
+	*len = l.end;
+	if (csum_can_offload(o, addr, 0)) {
+		o->cnt.csum_offload++;
+		return PRISM_CSUM_REQ(l.start, l.offset);
+	}
+	prism_l4_complete(f, &l);
+	o->cnt.csum_software++;
+	return 0;
+}
+
+/* ---- decap: uplink -> containers -------------------------------------- */
+
+int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct prism_batch *out)
+{
+	uint32_t i, n = in->n, before = out->n;
+
+	mark_busy(o, PRISM_UPLINK_PORT); /* its fill ring gave frames */
+
+	for (i = 0; i < n; i++) {
+		uint64_t addr = in->addr[i], ts = in->ts[i];
+		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p, csum;
+		const uint8_t *inner;
+		int kind, first;
+		uint8_t pcls;
+
+		o->cnt.decap_in++;
+		o->cur_poll_ts = in->poll_ts[i];
+		hdr = parse_outer(o, pkt(o, addr), len, &vni, &src_ip);
+		if (!hdr) {
+			drop(o, addr, &o->cnt.drop_malformed_outer);
+			continue;
+		}
+		if (len < hdr + ETH_HLEN) {
+			drop(o, addr, &o->cnt.drop_malformed_inner);
+			continue;
+		}
+		if (!vni_local(o, vni)) {
+			drop(o, addr, &o->cnt.drop_unknown_vni);
+			continue;
+		}
+		kind = vtep_of(o, vni, src_ip);
+		if (kind < 0) {
+			drop(o, addr, &o->cnt.drop_unknown_vtep);
+			continue;
+		}
+		addr += hdr;
+		len -= hdr;
+		inner = pkt(o, addr);
+		pcls = in->cls[i];
+		csum = csum_ingress(o, addr, &len);
+		if (o->cfg.learn && !(inner[6] & 1))
+			prism_fdb_learn(&o->fdb, vni, inner + 6, (uint16_t)kind, o->cur_poll_ts);
+
+		if (!(inner[0] & 1)) {
+			kind = overlay_lookup(o, vni, inner, &idx);
+			if (kind == FDB_LOCAL) {
+				if (!emit(o, out, addr, len, ts, idx, pcls, csum))
+					o->cnt.decap_out++;
+				continue;
+			}
+			if (kind == FDB_REMOTE) { /* lives where it came from */
+				drop(o, addr, &o->cnt.drop_unknown_dst);
+				continue;
+			}
+			/* Unknown: flood locally, as a bridge would. */
+		}
+		first = 1;
+		for (p = 1; p < o->nports; p++) {
+			uint64_t copy;
+
+			if (o->ports[p].vni != vni)
+				continue;
+			if (first) {
+				first = 0;
+				continue; /* the original goes last, after the copies */
+			}
+			copy = copy_frame(o, addr, len);
+			if (copy && !emit(o, out, copy, len, ts, p, pcls, csum))
+				o->cnt.decap_out++;
+		}
+		if (first) {
+			drop(o, addr, &o->cnt.drop_unknown_dst);
+			continue;
+		}
+		for (p = 1; p < o->nports && o->ports[p].vni != vni; p++)
+			;
+		if (!emit(o, out, addr, len, ts, p, pcls, csum))
+			o->cnt.decap_out++;
+	}
+	in->n = 0;
+	return out->n - before;
+}
+
+/* ---- encap: containers -> uplink (or another container) -------------- */
+
+static inline uint16_t csum_fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* The kernel picks the outer UDP source port from a hash of the inner flow
+ * (udp_flow_src_port), so that ECMP and RSS spread flows; same idea here:
+ * addresses and ports of an inner IPv4 packet, else the MAC addresses.
+ */
+static uint16_t flow_sport(const uint8_t *f, uint32_t len)
+{
+	uint32_t h = 0x811c9dc5, i, n = 12, start = 0;
+
+	if (len >= ETH_HLEN + 20 && rd16(f + 12) == ETH_P_IP) {
+		uint32_t ihl = (f[ETH_HLEN] & 0xf) * 4u;
+		uint8_t proto = f[ETH_HLEN + 9];
+
+		start = ETH_HLEN + 12; /* saddr, daddr */
+		n = 8;
+		for (i = 0; i < n; i++)
+			h = (h ^ f[start + i]) * 0x01000193;
+		h = (h ^ proto) * 0x01000193;
+		if ((proto == IPPROTO_TCP || proto == IPPROTO_UDP) && len >= ETH_HLEN + ihl + 4 &&
+		    !(rd16(f + ETH_HLEN + 6) & 0x1fff))
+			for (i = 0; i < 4; i++)
+				h = (h ^ f[ETH_HLEN + ihl + i]) * 0x01000193;
+	} else {
+		for (i = 0; i < n; i++)
+			h = (h ^ f[start + i]) * 0x01000193;
+	}
+	h ^= h >> 16;
+	return (uint16_t)(SPORT_MIN + (uint32_t)(((uint64_t)h * (SPORT_MAX - SPORT_MIN + 1)) >> 32));
+}
+
+/* Write Ethernet/IPv4/UDP/VXLAN in front of the frame at *addr; on success
+ * *addr and *len describe the whole packet. Returns 0 or a drop counter.
+ */
+static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *len,
+			   const struct vtep *v)
+{
+	uint32_t ip_len = *len + OUTER_IP_UDP_VXLAN, sum = 0, i;
+	uint16_t sport;
+	uint8_t *h;
+
+	if (ip_len > o->cfg.uplink_mtu)
+		return &o->cnt.drop_mtu;
+	if (*addr - frame_base(o->u, *addr) < PRISM_ENCAP_LEN)
+		return &o->cnt.drop_no_headroom; /* csum_local checked the metadata's room */
+	sport = flow_sport(pkt(o, *addr), *len);
+	*addr -= PRISM_ENCAP_LEN;
+	*len += PRISM_ENCAP_LEN;
+	h = pkt(o, *addr);
+
+	memcpy(h, v->mac, ETH_ALEN);
+	memcpy(h + 6, o->cfg.local_mac, ETH_ALEN);
+	h[12] = ETH_P_IP >> 8;
+	h[13] = ETH_P_IP & 0xff;
+
+	h += ETH_HLEN; /* IPv4, no options */
+	h[0] = 0x45;
+	h[1] = 0;
+	h[2] = ip_len >> 8;
+	h[3] = ip_len & 0xff;
+	o->ip_id++;
+	h[4] = o->ip_id >> 8;
+	h[5] = o->ip_id & 0xff;
+	h[6] = 0;
+	h[7] = 0;
+	h[8] = o->cfg.ttl;
+	h[9] = IPPROTO_UDP;
+	h[10] = h[11] = 0;
+	memcpy(h + 12, &o->cfg.local_ip, 4);
+	memcpy(h + 16, &v->ip, 4);
+	for (i = 0; i < 20; i += 2)
+		sum += rd16(h + i);
+	sum = csum_fold(sum);
+	h[10] = sum >> 8;
+	h[11] = sum & 0xff;
+
+	h += 20; /* UDP, checksum 0 as RFC 7348 allows over IPv4 */
+	h[0] = sport >> 8;
+	h[1] = sport & 0xff;
+	h[2] = o->cfg.vxlan_port >> 8;
+	h[3] = o->cfg.vxlan_port & 0xff;
+	h[4] = (ip_len - 20) >> 8;
+	h[5] = (ip_len - 20) & 0xff;
+	h[6] = h[7] = 0;
+
+	h += 8; /* VXLAN: I flag, VNI */
+	h[0] = 0x08;
+	h[1] = h[2] = h[3] = 0;
+	h[4] = v->vni >> 16;
+	h[5] = (v->vni >> 8) & 0xff;
+	h[6] = v->vni & 0xff;
+	h[7] = 0;
+	return NULL;
+}
+
+static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
+			 uint32_t len, uint64_t ts, const struct vtep *v, uint8_t cls, uint32_t csum)
+{
+	uint64_t *reason = encap_one(o, &addr, &len, v);
+
+	if (reason) {
+		drop(o, addr, reason);
+		return;
+	}
+	if (csum) /* the checksum moved back with the packet's start */
+		csum += PRISM_CSUM_REQ(PRISM_ENCAP_LEN, 0);
+	if (!emit(o, out, addr, len, ts, PRISM_UPLINK_PORT, cls, csum))
+		o->cnt.encap_out++;
+}
+
+int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_batch *in,
+		      struct prism_batch *out)
+{
+	uint32_t i, n = in->n, before = out->n, vni, idx, p, v;
+
+	if (src_port == PRISM_UPLINK_PORT || src_port >= o->nports) {
+		for (i = 0; i < n; i++)
+			drop(o, in->addr[i], &o->cnt.drop_no_port);
+		in->n = 0;
+		return -EINVAL;
+	}
+	vni = o->ports[src_port].vni;
+	mark_busy(o, src_port); /* its fill ring gave frames */
+	for (i = 0; i < n; i++) {
+		uint64_t addr = in->addr[i], ts = in->ts[i], copy;
+		uint32_t len = in->len[i], targets = 0, csum;
+		const uint8_t *f = pkt(o, addr);
+		uint8_t pcls;
+		int kind;
+
+		o->cnt.encap_in++;
+		o->cur_poll_ts = in->poll_ts[i];
+		if (len < ETH_HLEN) {
+			drop(o, addr, &o->cnt.drop_malformed_inner);
+			continue;
+		}
+		pcls = in->cls[i];
+		csum = csum_local(o, addr, &len); /* before flooding copies it */
+		if (!(f[0] & 1)) {
+			kind = overlay_lookup(o, vni, f, &idx);
+			if (kind == FDB_LOCAL) {
+				if (idx == src_port)
+					drop(o, addr, &o->cnt.drop_unknown_dst); /* no hairpin */
+				else if (!emit(o, out, addr, len, ts, idx, pcls, csum))
+					o->cnt.local_out++;
+				continue;
+			}
+			if (kind == FDB_REMOTE && idx < o->nvteps) {
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[idx], pcls, csum);
+				continue;
+			}
+		}
+		/* Flood: copies for every target but the last, which takes the
+		 * original (copies are made before it is encapsulated).
+		 */
+		for (p = 1; p < o->nports; p++)
+			targets += p != src_port && o->ports[p].vni == vni;
+		for (v = 0; v < o->nvteps; v++)
+			targets += o->vteps[v].vni == vni;
+		if (!targets) {
+			drop(o, addr, &o->cnt.drop_unknown_dst);
+			continue;
+		}
+		for (p = 1; p < o->nports; p++) {
+			if (p == src_port || o->ports[p].vni != vni)
+				continue;
+			if (--targets == 0) {
+				if (!emit(o, out, addr, len, ts, p, pcls, csum))
+					o->cnt.local_out++;
+				break;
+			}
+			copy = copy_frame(o, addr, len);
+			if (copy && !emit(o, out, copy, len, ts, p, pcls, csum))
+				o->cnt.local_out++;
+		}
+		for (v = 0; targets && v < o->nvteps; v++) {
+			if (o->vteps[v].vni != vni)
+				continue;
+			if (--targets == 0) {
+				send_to_vtep(o, out, addr, len, ts, &o->vteps[v], pcls, csum);
+				break;
+			}
+			copy = copy_frame(o, addr, len);
+			if (copy)
+				send_to_vtep(o, out, copy, len, ts, &o->vteps[v], pcls, csum);
+		}
+	}
+	in->n = 0;
+	return out->n - before;
+}
