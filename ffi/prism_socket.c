@@ -96,8 +96,8 @@ static int ring_size(int fd, int opt, uint32_t size)
  */
 #define RING_INIT(r, map, o, n)                                                   \
 	do {                                                                      \
-		(r)->mask = (n) - 1;                                              \
 		(r)->size = (n);                                                  \
+		(r)->mask = (r)->size - 1;                                        \
 		(r)->producer = (void *)((char *)(map) + (o)->producer);          \
 		(r)->consumer = (void *)((char *)(map) + (o)->consumer);          \
 		(r)->flags = (void *)((char *)(map) + (o)->flags);                \

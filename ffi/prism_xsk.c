@@ -140,9 +140,8 @@ int prism_xsk_kick(struct prism_xsk *x)
  * UMEM has none) a frame that asks for a checksum gets the request in
  * front of it.
  */
-static inline __attribute__((always_inline)) uint32_t
-tx_desc(struct prism_xsk *x, uint32_t slot, const struct prism_batch *b, uint32_t j,
-	uint32_t txmd_len)
+static inline uint32_t tx_desc(struct prism_xsk *x, uint32_t slot, const struct prism_batch *b,
+			       uint32_t j, uint32_t txmd_len)
 {
 	struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, slot);
 
