@@ -311,8 +311,8 @@ int prism_prog_run_test(int prog_fd, const uint8_t *frame, uint32_t len, uint32_
 			uint32_t *duration_ns, uint32_t *retval)
 {
 	uint8_t out[4096];
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len,
-		    .data_out = out, .data_size_out = sizeof(out), .repeat = repeat);
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len, .data_out = out,
+		    .data_size_out = sizeof(out), .repeat = repeat);
 
 	if (bpf_prog_test_run_opts(prog_fd, &opts))
 		return -errno;

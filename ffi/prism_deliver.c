@@ -66,7 +66,8 @@ int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batc
 	}
 	o->cnt.deliver_in += n;
 	i = 63 - __builtin_clzll(n);
-	o->hist[cls < PRISM_NCLASS ? cls : 0].batch_sizes[i < PRISM_BATCH_SIZE_BUCKETS ? i : PRISM_BATCH_SIZE_BUCKETS - 1]++;
+	o->hist[cls < PRISM_NCLASS ? cls : 0]
+		.batch_sizes[i < PRISM_BATCH_SIZE_BUCKETS ? i : PRISM_BATCH_SIZE_BUCKETS - 1]++;
 	/* Counting sort by port keeps each port's packets in arrival order. */
 	for (i = 0; i < n; i++) {
 		p = b->port[i] < o->nports ? b->port[i] : PRISM_MAX_PORTS;
@@ -152,7 +153,8 @@ int prism_overlay_flush_tx(struct prism_overlay *o, uint32_t max_rounds)
  * packets taken off the RX ring.
  */
 int prism_overlay_through(struct prism_overlay *o, struct prism_xsk *x, uint32_t src_port,
-			  uint32_t cls, struct prism_batch *in, struct prism_batch *out, uint32_t max)
+			  uint32_t cls, struct prism_batch *in, struct prism_batch *out,
+			  uint32_t max)
 {
 	int n, err;
 
@@ -164,8 +166,8 @@ int prism_overlay_through(struct prism_overlay *o, struct prism_xsk *x, uint32_t
 	/* A stage that fails has dropped and counted what it could not pass
 	 * on; the error still goes up, so the caller knows.
 	 */
-	err = src_port == PRISM_UPLINK_PORT ? prism_decap_batch(o, in, out)
-					    : prism_encap_batch(o, src_port, in, out);
+	err = src_port == PRISM_UPLINK_PORT ? prism_decap_batch(o, in, out) :
+					      prism_encap_batch(o, src_port, in, out);
 	if (err < 0)
 		return err;
 	err = prism_deliver_batch(o, cls, out);

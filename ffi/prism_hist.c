@@ -26,8 +26,7 @@ uint64_t prism_hist_bucket_low(int b)
 	return (uint64_t)((1 << PRISM_HIST_SUB_BITS) + sub) << (msb - PRISM_HIST_SUB_BITS);
 }
 
-int prism_overlay_hist(struct prism_overlay *o, uint32_t cls, int from_poll,
-		       struct prism_hist *out)
+int prism_overlay_hist(struct prism_overlay *o, uint32_t cls, int from_poll, struct prism_hist *out)
 {
 	if (cls >= PRISM_NCLASS)
 		return -EINVAL;

@@ -53,7 +53,8 @@ struct prism_overlay {
 	struct prism_fdb fdb;
 };
 
-_Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS, "a learned entry's VTEP indexes the FDB's counts");
+_Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS,
+	       "a learned entry's VTEP indexes the FDB's counts");
 
 static inline int overlay_lookup(struct prism_overlay *o, uint32_t vni, const uint8_t *mac,
 				 uint32_t *idx)

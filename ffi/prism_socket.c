@@ -94,16 +94,16 @@ static int ring_size(int fd, int opt, uint32_t size)
  * the shared indices, flags and descriptors at the kernel's offsets in the
  * mapping, and cached copies of the indices.
  */
-#define RING_INIT(r, map, o, n)                                                   \
-	do {                                                                      \
-		(r)->size = (n);                                                  \
-		(r)->mask = (r)->size - 1;                                        \
-		(r)->producer = (void *)((char *)(map) + (o)->producer);          \
-		(r)->consumer = (void *)((char *)(map) + (o)->consumer);          \
-		(r)->flags = (void *)((char *)(map) + (o)->flags);                \
-		(r)->ring = (char *)(map) + (o)->desc;                            \
-		(r)->cached_prod = *(r)->producer;                                \
-		(r)->cached_cons = *(r)->consumer;                                \
+#define RING_INIT(r, map, o, n)                                          \
+	do {                                                             \
+		(r)->size = (n);                                         \
+		(r)->mask = (r)->size - 1;                               \
+		(r)->producer = (void *)((char *)(map) + (o)->producer); \
+		(r)->consumer = (void *)((char *)(map) + (o)->consumer); \
+		(r)->flags = (void *)((char *)(map) + (o)->flags);       \
+		(r)->ring = (char *)(map) + (o)->desc;                   \
+		(r)->cached_prod = *(r)->producer;                       \
+		(r)->cached_cons = *(r)->consumer;                       \
 	} while (0)
 
 static void prod_init(struct xsk_ring_prod *r, void *map, const struct xdp_ring_offset *o,
@@ -221,7 +221,8 @@ static void socket_unmap(struct prism_xsk *x)
 static int socket_setup(struct prism_xsk *x, struct prism_rings *r, int ifindex, uint32_t queue,
 			uint32_t rx_size, uint32_t tx_size, uint32_t bind_flags)
 {
-	struct sockaddr_xdp sxdp = { .sxdp_family = AF_XDP, .sxdp_ifindex = ifindex,
+	struct sockaddr_xdp sxdp = { .sxdp_family = AF_XDP,
+				     .sxdp_ifindex = ifindex,
 				     .sxdp_queue_id = queue };
 	struct xdp_mmap_offsets off;
 	int err;

@@ -127,7 +127,8 @@ uint32_t prism_umem_pool_count(struct prism_umem *u)
  */
 static inline uint32_t ring_used(const uint32_t *producer, const uint32_t *consumer)
 {
-	return __atomic_load_n(producer, __ATOMIC_ACQUIRE) - __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
+	return __atomic_load_n(producer, __ATOMIC_ACQUIRE) -
+	       __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
 }
 
 void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
@@ -186,8 +187,8 @@ int prism_free_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start
 	return n;
 }
 
-int prism_copy_frames_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start,
-			    uint32_t n, const uint8_t *data, uint32_t len)
+int prism_copy_frames_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n,
+			    const uint8_t *data, uint32_t len)
 {
 	uint32_t i;
 

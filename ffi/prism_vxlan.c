@@ -301,7 +301,8 @@ static uint16_t flow_sport(const uint8_t *f, uint32_t len)
 			h = (h ^ f[start + i]) * 0x01000193;
 	}
 	h ^= h >> 16;
-	return (uint16_t)(SPORT_MIN + (uint32_t)(((uint64_t)h * (SPORT_MAX - SPORT_MIN + 1)) >> 32));
+	return (uint16_t)(SPORT_MIN +
+			  (uint32_t)(((uint64_t)h * (SPORT_MAX - SPORT_MIN + 1)) >> 32));
 }
 
 /* Write Ethernet/IPv4/UDP/VXLAN in front of the frame at *addr; on success
@@ -369,7 +370,8 @@ static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *le
 }
 
 static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
-			 uint32_t len, uint64_t ts, const struct vtep *v, uint8_t cls, uint32_t csum)
+			 uint32_t len, uint64_t ts, const struct vtep *v, uint8_t cls,
+			 uint32_t csum)
 {
 	uint64_t *reason = encap_one(o, &addr, &len, v);
 

@@ -190,8 +190,8 @@ uint32_t prism_tx_enqueue(struct prism_xsk *x, const struct prism_batch *b, cons
 	if (room < n)
 		x->cnt.tx_ring_full++;
 	/* Kick only when the kernel asks for it (always, in copy mode). */
-	if (kick_pending ? xsk_ring_prod__needs_wakeup(&x->tx) && prism_xsk_tx_pending(x)
-			 : room && xsk_ring_prod__needs_wakeup(&x->tx))
+	if (kick_pending ? xsk_ring_prod__needs_wakeup(&x->tx) && prism_xsk_tx_pending(x) :
+			   room && xsk_ring_prod__needs_wakeup(&x->tx))
 		prism_xsk_kick(x);
 	*bytes = sum;
 	return room;
@@ -219,7 +219,8 @@ int prism_complete_batch(struct prism_xsk *x, uint32_t max)
 	u->kernel_tx -= n;
 	x->cnt.comp_reaped += n;
 	/* Frames still on the TX ring need another kick to move on. */
-	if (xsk_prod_nb_free(&x->tx, x->tx.size) < x->tx.size && xsk_ring_prod__needs_wakeup(&x->tx))
+	if (xsk_prod_nb_free(&x->tx, x->tx.size) < x->tx.size &&
+	    xsk_ring_prod__needs_wakeup(&x->tx))
 		prism_xsk_kick(x);
 	return n;
 }

@@ -66,7 +66,6 @@ struct vxlan_hdr {
 
 #define VXLAN_FLAG_I bpf_htonl(0x08000000)
 
-
 /* Step over an Ethernet header and up to two VLAN tags; return the
  * EtherType in network order and leave *pos after the headers, or 0 when
  * they are cut short.
@@ -175,8 +174,8 @@ static __always_inline int fold_class(const struct prism_steer_config *conf, int
  * PRISM_STEER_F_META): the rule class, and the time with TIMESTAMP.
  */
 static __always_inline int redirect_stamped(struct xdp_md *ctx,
-					     const struct prism_steer_config *conf, __u32 slot,
-					     int rule_cls)
+					    const struct prism_steer_config *conf, __u32 slot,
+					    int rule_cls)
 {
 	if (conf->flags & (PRISM_STEER_F_META | PRISM_STEER_F_TIMESTAMP)) {
 		void *data, *end;
@@ -199,7 +198,8 @@ static __always_inline int redirect_stamped(struct xdp_md *ctx,
  * socket. An empty slot falls back to the queue's LOW socket; with no socket
  * at all (daemon not ready, or gone) the kernel keeps the packet.
  */
-static __always_inline int steer_to_socket(struct xdp_md *ctx, const struct prism_steer_config *conf,
+static __always_inline int steer_to_socket(struct xdp_md *ctx,
+					   const struct prism_steer_config *conf,
 					   struct prism_steer_counters *cnt, int cls, __u64 bytes)
 {
 	int rule_cls = cls;
