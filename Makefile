@@ -13,13 +13,19 @@ test:
 unit:
 	.venv/bin/python -m pytest tests/unit
 
+# C in kernel style (.clang-format); a missing clang-format fails lint rather than passing it.
+C_SOURCES = $(wildcard ffi/*.c ffi/*.h xdp_progs/*.c xdp_progs/*.h)
+CLANG_FORMAT = clang-format
+
 lint:
 	.venv/bin/ruff check prism_xdp tests tools ffi setup.py
 	.venv/bin/mypy prism_xdp
-	clang-format --dry-run --Werror ffi/*.c ffi/*.h xdp_progs/*.c xdp_progs/*.h 2>/dev/null || true
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "lint: $(CLANG_FORMAT) not found (Debian package clang-format; tools/setup.sh installs it)" >&2; exit 1; }
+	$(CLANG_FORMAT) --dry-run --Werror $(C_SOURCES)
 
 format:
 	.venv/bin/ruff format prism_xdp tests tools ffi setup.py
+	$(CLANG_FORMAT) -i $(C_SOURCES)
 
 bench: bench-xsk bench-classifier bench-overlay bench-sched bench-perf bench-checksum bench-scale
 

@@ -6,7 +6,7 @@ ROOT=$PWD
 VENV=${PRISM_VENV:-$ROOT/.venv}
 
 DEB_PACKAGES=(
-  clang llvm libxdp-dev xdp-tools libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
+  clang clang-format llvm libxdp-dev xdp-tools libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
   gcc python3 python3-dev python3-venv
   iproute2 ethtool iperf3 sockperf tcpdump iputils-ping linux-perf
   memcached libmemcached-tools nginx-light wrk
