@@ -15,7 +15,6 @@ from pathlib import Path
 from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane import native, xdp
 from prism_xdp.dataplane.batch import Batch
-from prism_xdp.dataplane.native import check_rc, ffi, lib
 from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
@@ -52,9 +51,8 @@ def make_program(config: str) -> tuple[xdp.XdpProgram, Steering | None]:
 
 def program_ns(prog: xdp.XdpProgram, frame: bytes, repeat: int) -> float:
     """Average run time of the program over the frame, measured by the kernel."""
-    dur, ret = ffi.new("uint32_t *"), ffi.new("uint32_t *")
-    check_rc(lib.prism_prog_run_test(prog.fd, frame, len(frame), repeat, dur, ret), "BPF_PROG_RUN")
-    return float(dur[0])
+    duration, _verdict = native.prog_run_test(prog.fd, frame, repeat)
+    return float(duration)
 
 
 def rxdrop_mpps(config: str, up: Uplink, gen: LiveFrameGenerator, frame: bytes, count: int,

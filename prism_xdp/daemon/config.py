@@ -10,9 +10,8 @@ from typing import Any
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.classes import class_name, parse_class
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.dataplane.native import lib
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec, check_vni, parse_ipv4, parse_mac
-from prism_xdp.dataplane.sched import Mode
+from prism_xdp.dataplane.sched import BATCH_MAX, BATCH_MIN, Mode
 from prism_xdp.dataplane.xdp import AttachMode
 from prism_xdp.dataplane.xsk import BindMode
 
@@ -192,8 +191,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     sc = _Table(top.get("scheduler", dict, {}), "scheduler")
     mode = sc.choice("mode", tuple(m.value for m in Mode), "batch")
     poll = sc.choice("poll", ("busy", "blocking"), "busy")
-    batch = sc.int_in("batch", 1, 4096, 64)
-    low_batch_with_high = sc.int_in("low_batch_with_high", 0, 4096, 8)
+    batch = sc.int_in("batch", BATCH_MIN, BATCH_MAX, 64)
+    low_batch_with_high = sc.int_in("low_batch_with_high", 0, BATCH_MAX, 8)
     classes = sc.int_in("classes", 2, native.PRISM_NCLASS, 2)
     cpus = sc.get("cpus", list, [])
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
@@ -261,8 +260,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         if spec.host_if == interface:
             raise ConfigError(f"container[{i}].host_if: {spec.host_if} is the uplink")
         containers.append(spec)
-    if len(containers) > lib.PRISM_MAX_PORTS - 1:
-        raise ConfigError(f"container: at most {lib.PRISM_MAX_PORTS - 1} containers per host, not {len(containers)}")
+    if len(containers) > native.MAX_PORTS - 1:
+        raise ConfigError(f"container: at most {native.MAX_PORTS - 1} containers per host, not {len(containers)}")
     names = [c.name for c in containers]
     if len(set(names)) != len(names):
         raise ConfigError(f"container: names must be distinct, {names!r}")

@@ -24,9 +24,11 @@ from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
-from prism_xdp.dataplane.datapath import DatapathParams, Programs, online_cpus
+from prism_xdp.dataplane.datapath import DatapathParams
 from prism_xdp.dataplane.errors import ConfigError, PrismError
 from prism_xdp.dataplane.hist import Histogram
+from prism_xdp.dataplane.hostinfo import online_cpus
+from prism_xdp.dataplane.programs import Programs
 from prism_xdp.dataplane.sched import Mode
 from prism_xdp.dataplane.xsk import XskParams, rx_queue_count
 

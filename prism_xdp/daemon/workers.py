@@ -12,9 +12,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from prism_xdp.dataplane.classes import CLASS_NAMES
-from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Programs, Runner
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.dataplane.errors import PrismError
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec
+from prism_xdp.dataplane.programs import Programs
 
 log = logging.getLogger("prism_xdp")
 PR_SET_PDEATHSIG = 1

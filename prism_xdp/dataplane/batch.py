@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.umem import Umem
 
 
@@ -18,10 +18,7 @@ class Batch:
     def __init__(self, cap: int = 64) -> None:
         if cap <= 0:
             raise ValueError(f"batch capacity must be positive, not {cap}")
-        ptr = lib.prism_batch_new(cap)
-        if ptr == ffi.NULL:
-            raise MemoryError(f"batch of {cap} descriptors")
-        self.ptr: Any = ffi.gc(ptr, lib.prism_batch_delete)
+        self.ptr: Any = native.batch_new(cap)
         self.cap = cap
 
     @property
@@ -36,20 +33,17 @@ class Batch:
 
     def alloc(self, umem: Umem, count: int, length: int) -> int:
         """Take up to count free frames of the given length from the pool."""
-        return check_rc(lib.prism_alloc_batch(umem.ptr, self.ptr, count, length), "alloc frames")
+        return native.alloc_batch(umem.ptr, self.ptr, count, length)
 
     def fill_with(self, umem: Umem, data: bytes, start: int = 0, count: int | None = None) -> int:
         """Copy one packet into frames start..start+count of the batch (tools, tests)."""
         count = self.n - start if count is None else count
-        return check_rc(
-            lib.prism_copy_frames_batch(umem.ptr, self.ptr, start, count, data, len(data)),
-            "copy packet into frames",
-        )
+        return native.copy_frames_batch(umem.ptr, self.ptr, start, count, data)
 
     def free(self, umem: Umem, start: int = 0, count: int | None = None) -> int:
         """Give frames back to the pool; the caller then drops them from the batch."""
         count = self.n - start if count is None else count
-        return check_rc(lib.prism_free_batch(umem.ptr, self.ptr, start, count), "free frames")
+        return native.free_batch(umem.ptr, self.ptr, start, count)
 
     def drop_all(self, umem: Umem) -> int:
         n = self.free(umem)

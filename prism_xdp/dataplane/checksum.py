@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.dataplane.native import lib
+from prism_xdp.dataplane.hostinfo import is_veth
 
 METHODS = ("auto", "offload", "software")
 PARTIAL = ("auto", "accept", "verify")
@@ -25,7 +26,7 @@ class ChecksumPolicy:
     accept_partial: bool = False
 
     def c_method(self) -> int:
-        return int(lib.PRISM_CSUM_OFFLOAD if self.method == "offload" else lib.PRISM_CSUM_SOFTWARE)
+        return native.CSUM_OFFLOAD if self.method == "offload" else native.CSUM_SOFTWARE
 
     def describe(self) -> dict[str, str]:
         how = ("kernel TX metadata (CHECKSUM_PARTIAL, seed written here)" if self.method == "offload"
@@ -42,18 +43,6 @@ def kernel_has_tx_metadata() -> bool:
         return umem.tx_metadata
 
 
-def uplink_is_veth(ifname: str) -> bool:
-    """The link's kind as the kernel reports it (IFLA_LINKINFO); a NIC has none."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False
-        info = ipr.get_links(found[0])[0].get_attr("IFLA_LINKINFO")
-        return info is not None and info.get_attr("IFLA_INFO_KIND") == "veth"
-
-
 def resolve(method: str, partial: str, uplink: str, has_tx_metadata: bool | None = None,
             veth: bool | None = None) -> ChecksumPolicy:
     """Decide every "auto"; refuse what the kernel cannot do."""
@@ -68,7 +57,7 @@ def resolve(method: str, partial: str, uplink: str, has_tx_metadata: bool | None
                               "this kernel lacks it: use auto or software")
         method = "offload" if has else "software"
     if partial == "auto":
-        accept = uplink_is_veth(uplink) if veth is None else veth
+        accept = is_veth(uplink) if veth is None else veth
     else:
         accept = partial == "accept"
     return ChecksumPolicy(method, accept)

@@ -3,54 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import ipaddress
-import logging
 import os
 import queue
 import select
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute
-
-from prism_xdp.dataplane import native
-from prism_xdp.dataplane.batch import Batch
+from prism_xdp.dataplane import hostinfo, native
 from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
-from prism_xdp.dataplane.errors import ConfigError, PrismError
-from prism_xdp.dataplane.native import check_rc, ffi, lib
-from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec, resolve_mac
-from prism_xdp.dataplane.sched import Engine, Mode
+from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.ops import DatapathOps, Source
+from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec
+from prism_xdp.dataplane.programs import Programs
+from prism_xdp.dataplane.sched import Engine, Mode, check_batch
 from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem, UmemParams
 from prism_xdp.dataplane.xdp import AttachMode
 from prism_xdp.dataplane.xsk import XskParams, XskSocket
-from prism_xdp.lab.testhost.netns import link_mac
 
-log = logging.getLogger("prism_xdp")
 POLL_MODES = ("busy", "blocking")
 BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
-# Reap completions and refill after this many delivered batches under load: the
-# pool holds thousands of frames, a batch uses at most batch_size.
-SERVICE_EVERY = 4
-
-
-def online_cpus() -> set[int]:
-    """CPUs the kernel has online (not only those this process may use now)."""
-    try:
-        text = open("/sys/devices/system/cpu/online").read().strip()
-    except OSError:
-        return set(range(os.cpu_count() or 1))
-    cpus: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 @dataclass(frozen=True)
@@ -92,10 +71,7 @@ class DatapathParams:
         Mode.parse(self.mode)
         if self.poll not in POLL_MODES:
             raise ConfigError(f"poll must be one of {', '.join(POLL_MODES)}, not {self.poll!r}")
-        if not 1 <= self.batch_size <= 4096:
-            raise ConfigError(f"batch_size must be in 1..4096, not {self.batch_size}")
-        if not 0 <= self.low_batch_with_high <= 4096:
-            raise ConfigError(f"low_batch_with_high must be in 0..4096, not {self.low_batch_with_high}")
+        check_batch(self.batch_size, self.low_batch_with_high)
         if not 1 <= self.nclass <= native.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{native.PRISM_NCLASS}, not {self.nclass}")
         if not 0 <= self.queue < native.PRISM_MAX_QUEUES:
@@ -106,83 +82,12 @@ class DatapathParams:
             raise ConfigError(f"fdb_max_per_vtep must be in 1..8192, not {self.fdb_max_per_vtep}")
         if not 1 <= self.ttl <= 255:
             raise ConfigError(f"ttl must be in 1..255, not {self.ttl}")
-        if self.cpu is not None and self.cpu not in online_cpus():
+        if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):
             value = getattr(self, name)
             if not 1 <= value <= 1 << 16:
                 raise ConfigError(f"{name} must be in 1..65536, not {value}")
-
-
-def _uplink_address(ifname: str) -> tuple[str, int]:
-    """The uplink's first IPv4 address and its MTU."""
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise PrismError(19, "uplink", ifname, "no such interface")
-        mtu = int(ipr.get_links(found[0])[0].get_attr("IFLA_MTU"))
-        for addr in ipr.get_addr(index=found[0], family=2):
-            return str(addr.get_attr("IFA_ADDRESS")), mtu
-    raise PrismError(99, "uplink", ifname, "has no IPv4 address: set local_ip or add one")
-
-
-@dataclass
-class Source:
-    """A socket the loop receives from: the uplink's or a container's, of one class."""
-
-    port: int
-    cls: int
-    xsk: XskSocket
-    from_uplink: bool
-
-
-class Programs:
-    """The XDP programs of one host: the classifier on the uplink and prism_egress on every
-    container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
-
-    def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
-                 timestamps: bool = True) -> None:
-        # By default every packet carries the time XDP saw it: latency includes
-        # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
-        self.containers = list(containers)
-        self.timestamps = timestamps
-        self.attached: list[tuple[Steering, str]] = []
-        # Every packet carries XDP's metadata: its class, and its arrival time
-        # unless timestamps are off.
-        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True)
-        self.egress: list[Steering] = []
-        try:
-            for spec in self.containers:
-                self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
-                                            rules_from=self.uplink, vni=spec.vni, timestamps=timestamps,
-                                            metadata=True))
-        except BaseException:
-            self.close()
-            raise
-
-    def attach(self, uplink: str, mode: AttachMode) -> None:
-        """Containers first, the uplink last: by then every socket is in place."""
-        for spec, eg in zip(self.containers, self.egress, strict=True):
-            eg.attach(spec.host_if, mode)
-            self.attached.append((eg, spec.host_if))
-        self.uplink.attach(uplink, mode)
-        self.attached.append((self.uplink, uplink))
-
-    def detach(self) -> None:
-        """The uplink first: no new packets come in while the rest goes."""
-        for steer, ifname in reversed(self.attached):
-            steer.prog.detach(ifname)
-        self.attached.clear()
-
-    def set_vanilla(self, on: bool) -> None:
-        for steer in [self.uplink, *self.egress]:
-            if steer.vanilla != on:
-                steer.vanilla = on
-
-    def close(self) -> None:
-        self.detach()
-        for steer in [*self.egress, self.uplink]:
-            steer.close()
 
 
 class Datapath:
@@ -216,9 +121,9 @@ class Datapath:
 
     def _build(self) -> None:
         p = self.params
-        local_ip, mtu = _uplink_address(p.uplink)
-        local_ip = p.local_ip or local_ip
+        local_ip = p.local_ip or hostinfo.ipv4_address(p.uplink)
         ipaddress.IPv4Address(local_ip)
+        mtu = p.uplink_mtu or hostinfo.link_mtu(p.uplink)
         frames = 2 * p.uplink_fill + len(self.containers) * 2 * p.container_fill + 8 * p.batch_size + 1024
         ring = max(2048, 1 << (p.uplink_fill - 1).bit_length())
         self.umem = Umem(UmemParams(frame_count=frames, frame_size=p.frame_size,
@@ -234,8 +139,8 @@ class Datapath:
         self.egress = self.programs.egress
 
         checksum = p.checksum or resolve_checksum("auto", "auto", p.uplink, self.umem.tx_metadata)
-        self.overlay = Overlay(self.umem, p.vxlan_port, link_mac(p.uplink), local_ip,
-                               p.uplink_mtu or mtu, p.ttl, p.learn, checksum, p.fdb_ageing_s, p.fdb_max_per_vtep)
+        self.overlay = Overlay(self.umem, p.vxlan_port, hostinfo.link_mac(p.uplink), local_ip,
+                               mtu, p.ttl, p.learn, checksum, p.fdb_ageing_s, p.fdb_max_per_vtep)
         self._undo.callback(self.overlay.close)
 
         self.sources: list[Source] = []
@@ -249,7 +154,7 @@ class Datapath:
             self.sources += [Source(port, c, s, False) for c, s in enumerate(socks)]
 
         for vtep in self.vteps:
-            mac = vtep.mac or resolve_mac(p.uplink, vtep.ip)
+            mac = vtep.mac or hostinfo.resolve_mac(p.uplink, vtep.ip)
             self.overlay.add_vtep(vtep.vni, vtep.ip, mac)
 
         # Frames first, programs last: a program steers to sockets that
@@ -260,7 +165,8 @@ class Datapath:
             # Undone first: no new packets reach the sockets while they close.
             self._undo.callback(self.programs.detach)
 
-        self.ops = DatapathOps(self)
+        self.ops = DatapathOps(self.sources, self.overlay, p.batch_size, self.service, self.set_vanilla)
+        self._undo.callback(self.ops.close)
         self.engine = Engine(self.ops, p.mode, p.batch_size, low_batch_with_high=p.low_batch_with_high)
         self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._poller = select.poll()
@@ -294,12 +200,6 @@ class Datapath:
     def service(self) -> int:
         p = self.params
         return self.overlay.service(p.uplink_fill, p.container_fill)
-
-    def poll(self) -> int:
-        """One scheduling step (and any pending control request); packets or stage steps done."""
-        while not self._requests.empty():
-            self._requests.get_nowait()()
-        return self.engine.step()
 
     def run(self, stop: threading.Event) -> None:
         """Loop until stop is set. busy: spin; blocking: sleep in poll() while nothing arrives."""
@@ -364,14 +264,8 @@ class Datapath:
         """A port rule for both directions; measurement records the class XDP puts in each packet."""
         self.steer.set_port(port, cls)
 
-    def clear_port(self, port: int) -> None:
-        self.set_port(port, native.PRISM_CLASS_LOW)
-
     def set_dscp(self, dscp: int, cls: int = native.PRISM_CLASS_HIGH) -> None:
         self.steer.set_dscp(dscp, cls)
-
-    def set_vni(self, vni: int, cls: int = native.PRISM_CLASS_HIGH) -> None:
-        self.steer.set_vni(vni, cls)
 
     def latency(self) -> dict[str, Any]:
         """Per class (what the rules say, whatever socket carried it), in µs:
@@ -442,8 +336,10 @@ class Runner:
 
     def cpu_seconds(self) -> float:
         """CPU time the worker thread has used so far (user + system)."""
-        fields = open(f"/proc/self/task/{self._thread.native_id}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ident = self._thread.ident
+        if ident is None:
+            return 0.0  # not started
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
     def stop(self) -> None:
         self._stop.set()
@@ -457,128 +353,3 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class _Work:
-    """A batch taken off one ring, with room for what its process stage makes of it."""
-
-    __slots__ = ("rx", "out", "src", "n")
-
-    def __init__(self, batch: int) -> None:
-        self.rx = Batch(batch)
-        self.out = Batch(batch * 4)  # floods make more packets than they take
-        self.src: Source | None = None
-        self.n = 0
-
-
-READY_SCAN = 64  # sockets a worker looks at ring by ring; more: the kernel's readiness (epoll)
-
-
-class DatapathOps:
-    """The scheduler's view of a Datapath: rings, stages, a pool of in-flight work items."""
-
-    def __init__(self, dp: Datapath, pool: int = 64) -> None:
-        self.dp = dp
-        self._sources = dp.sources
-        self._xsks = ffi.new("prism_xsk *[]", [s.xsk.ptr for s in dp.sources])
-        self._nxsk = len(dp.sources)
-        self._free = [_Work(dp.params.batch_size) for _ in range(pool)]
-        self._overlay = dp.overlay.ptr
-        self._service = dp.service
-        self._mask = lib.prism_xsk_pending_mask
-        # Sockets past the first 64 (32 containers and up) report in words of
-        # their own, read as one little-endian integer.
-        self._more = ffi.new("uint64_t[]", max(1, (self._nxsk - 1) // 64))
-        self._more_bytes = ffi.buffer(self._more)
-        # Past READY_SCAN sockets, asking the kernel (epoll) beats looking at every ring.
-        self._ready_fd = -1
-        if self._nxsk > READY_SCAN:
-            self._ready_fd = check_rc(lib.prism_xsk_ready_new(self._xsks, self._nxsk), "epoll over the sockets")
-            dp._undo.callback(os.close, self._ready_fd)
-            self._ready = lib.prism_xsk_ready_mask
-        self._rx = lib.prism_rx_upto
-        self._delivered_since = 0
-        self._through = lib.prism_overlay_through
-        self._in_batch, self._out_batch = Batch(dp.params.batch_size), Batch(dp.params.batch_size * 4)
-        self._in, self._out = self._in_batch.ptr, self._out_batch.ptr
-
-    def sources(self) -> list[Source]:
-        return self._sources
-
-    def pending(self) -> int:
-        if self._ready_fd >= 0:
-            first = int(self._ready(self._ready_fd, self._nxsk, self._more))
-        else:
-            first = int(self._mask(self._xsks, self._nxsk, self._more))
-        if self._nxsk <= 64:
-            return first
-        return first | int.from_bytes(self._more_bytes, "little") << 64
-
-    def pending_count(self, src: Source) -> int:
-        return src.xsk.rx_pending
-
-    def rx(self, src: Source, limit: int) -> _Work | None:
-        if not self._free:
-            return None  # every work item is in flight: the ring waits
-        work = self._free.pop()
-        work.rx.ptr.n = 0
-        n = self._rx(src.xsk.ptr, work.rx.ptr, limit)
-        if n <= 0:
-            self._free.append(work)
-            return None
-        work.src, work.n = src, n
-        return work
-
-    def through(self, src: Source, limit: int) -> int:
-        n = self._through(self._overlay, src.xsk.ptr, src.port, src.cls, self._in, self._out, limit)
-        if n < 0:
-            # The stage dropped and counted what it could not pass on; an
-            # ENOMEM is the host's and the loop goes on, anything else is a bug.
-            self._stage_error(n, f"through {src.xsk.ifname}")
-            return 0
-        if n > 0:
-            self._delivered_since += 1
-        return n
-
-    def process(self, work: _Work) -> None:
-        src = work.src
-        if src is None:
-            raise ValueError("process: a work item without its source")
-        work.out.ptr.n = 0
-        if src.from_uplink:
-            rc = lib.prism_decap_batch(self._overlay, work.rx.ptr, work.out.ptr)
-        else:
-            rc = lib.prism_encap_batch(self._overlay, src.port, work.rx.ptr, work.out.ptr)
-        if rc < 0:
-            self._stage_error(rc, f"{'decap' if src.from_uplink else 'encap'} {src.xsk.ifname}")
-
-    def deliver(self, work: _Work) -> None:
-        if work.src is None:
-            raise ValueError("deliver: a work item without its source")
-        rc = lib.prism_deliver_batch(self._overlay, work.src.cls, work.out.ptr)
-        self._free.append(work)  # its batch is empty whatever happened
-        self._delivered_since += 1
-        if rc < 0:
-            self._stage_error(rc, "deliver")
-
-    @staticmethod
-    def _stage_error(rc: int, what: str) -> None:
-        if rc == -errno.ENOMEM:
-            return  # counted in drop_no_memory; the next batch may find memory
-        check_rc(rc, what)
-
-    def service(self, now: bool = False) -> None:
-        """Completions back to the pool and fill rings topped up (a walk over every port's
-        rings): after every SERVICE_EVERY delivered batches, and when asked to run now.
-        Counted in deliveries, not in steps: vanilla takes three steps per batch (rx,
-        process, deliver) and counting steps made it walk the rings ~3x as often."""
-        if now or self._delivered_since >= SERVICE_EVERY:
-            self._delivered_since = 0
-            self._service()
-
-    def set_vanilla(self, on: bool) -> None:
-        self.dp.set_vanilla(on)
-
-    def flush_tx(self) -> None:
-        if lib.prism_overlay_flush_tx(self._overlay, 1000) < 0:
-            log.warning("TX rings did not empty before a mode switch; a flow may be reordered")

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.checksum import ChecksumPolicy
-from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.hist import Histogram
-from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane.native import check_rc, ffi
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
 
-UPLINK_PORT = int(lib.PRISM_UPLINK_PORT)
+UPLINK_PORT = native.UPLINK_PORT
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -82,45 +83,23 @@ class VtepSpec:
             parse_mac(self.mac, f"{where}.mac")
 
 
-def resolve_mac(ifname: str, ip: str, timeout: float = 2.0) -> str:
-    """The link-layer address of ip on ifname from the kernel's neighbour table.
-
-    When the entry is missing or stale, the kernel is asked to resolve it
-    (NTF_USE: it sends the ARP request itself), then the table is polled.
-    ARP replies are not VXLAN, so the steering program passes them on.
-    """
-    from pyroute2 import IPRoute
-
-    nud_valid = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT
-    deadline = time.monotonic() + timeout
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise PrismError(19, "resolve VTEP", ifname, "no such interface")
-        index = found[0]
-        asked = False
-        while True:
-            for entry in ipr.get_neighbours(ifindex=index, dst=ip):
-                mac = entry.get_attr("NDA_LLADDR")
-                if mac and entry["state"] & nud_valid:
-                    return str(mac)
-            if time.monotonic() > deadline:
-                raise PrismError(113, "resolve VTEP", f"{ip} on {ifname}",
-                                 "no ARP reply; is the VTEP up, or give its mac in the config")
-            if not asked:
-                ipr.neigh("replace", dst=ip, ifindex=index, flags=0x01, state=0x01)  # NTF_USE
-                asked = True
-            time.sleep(0.01)
-
-
 def _ip_be(ip: str) -> int:
     """The uint32 whose bytes in memory are the address in network order."""
     return int.from_bytes(socket.inet_aton(ip), sys.byteorder)
 
 
-def _mac_bytes(mac: str) -> Any:
-    return ffi.new("uint8_t[6]", parse_mac(mac, "mac"))
+def _mac_bytes(mac: str) -> bytes:
+    return parse_mac(mac, "mac")
 
+
+def _stage_error(rc: int, what: str) -> int:
+    if rc == -errno.ENOMEM:
+        return 0  # counted in drop_no_memory; the next batch may find memory
+    return check_rc(rc, what)
+
+
+_decap, _encap, _deliver = native.decap_batch, native.encap_batch, native.deliver_batch
+_through, _service = native.overlay_through, native.overlay_service
 
 COUNTER_NAMES = tuple(name for name, _ in ffi.typeof("struct prism_overlay_counters").fields)
 PORT_COUNTER_NAMES = tuple(name for name, _ in ffi.typeof("struct prism_port_counters").fields)
@@ -147,11 +126,8 @@ class Overlay:
         cfg.accept_partial = 1 if checksum.accept_partial else 0
         cfg.fdb_ageing_s = fdb_ageing_s
         cfg.fdb_max_per_vtep = fdb_max_per_vtep
-        out = ffi.new("prism_overlay **")
-        check_rc(lib.prism_overlay_new(out, umem.ptr, cfg), "create overlay",
-                 hint="vxlan_port, uplink MTU (>= 68) and ttl must be set; checksum offload needs TX metadata")
+        self._ptr: Any = native.overlay_new(umem.ptr, cfg)
         self.checksum = checksum
-        self._ptr: Any = out[0]
         self.umem = umem
         self.ports: list[str] = []  # port number -> name
 
@@ -166,74 +142,81 @@ class Overlay:
         return ffi.new("prism_xsk *[]", [s.ptr for s in socks]) if socks else ffi.NULL
 
     def set_uplink(self, socks: list[XskSocket], name: str = "uplink") -> int:
-        check_rc(lib.prism_overlay_set_uplink(self.ptr, self._sockets(socks), len(socks)), "set uplink")
+        native.overlay_set_uplink(self.ptr, self._sockets(socks), len(socks))
         if not self.ports:
             self.ports.append(name)
         return UPLINK_PORT
 
     def add_container(self, socks: list[XskSocket], vni: int, mac: str, name: str) -> int:
-        port = check_rc(
-            lib.prism_overlay_add_container(self.ptr, self._sockets(socks), len(socks), vni,
-                                            _mac_bytes(mac)),
-            "add container", name, "MAC already used in this VNI, or the uplink is not set",
-        )
+        port = native.overlay_add_container(self.ptr, self._sockets(socks), len(socks), vni, _mac_bytes(mac), name)
         self.ports.append(name)
         return port
 
     def add_vtep(self, vni: int, ip: str, mac: str) -> int:
-        return check_rc(lib.prism_overlay_add_vtep(self.ptr, vni, _ip_be(ip),
-                                                   _mac_bytes(mac)), "add VTEP", f"{ip} VNI {vni}")
+        return native.overlay_add_vtep(self.ptr, vni, _ip_be(ip), _mac_bytes(mac), f"{ip} VNI {vni}")
 
     def lookup(self, vni: int, mac: str) -> tuple[str, int] | None:
         """Where (vni, mac) goes: ("local", port), ("remote", vtep) or None."""
-        idx = ffi.new("uint32_t *")
-        kind = lib.prism_overlay_lookup(self.ptr, vni, _mac_bytes(mac), idx)
-        return {0: None, 1: ("local", int(idx[0])), 2: ("remote", int(idx[0]))}[kind]
+        kind, idx = native.overlay_lookup(self.ptr, vni, _mac_bytes(mac))
+        return {0: None, 1: ("local", idx), 2: ("remote", idx)}[kind]
 
-    # stages --------------------------------------------------------------
+    # stages: what the worker's loop runs, a batch per call -------------------
+    # Each takes every packet of its input batch and appends what it passes on
+    # to out. A -ENOMEM is the host's (counted in drop_no_memory, the loop goes
+    # on: 0); any other -errno is a bug and raises. The pointer is read without
+    # the closed check of .ptr: a closed overlay fails in cffi all the same.
     def decap(self, batch: Batch, out: Batch) -> int:
-        return int(lib.prism_decap_batch(self.ptr, batch.ptr, out.ptr))
+        rc: int = _decap(self._ptr, batch.ptr, out.ptr)
+        return rc if rc >= 0 else _stage_error(rc, "decap")
 
     def encap(self, src_port: int, batch: Batch, out: Batch) -> int:
-        return int(lib.prism_encap_batch(self.ptr, src_port, batch.ptr, out.ptr))
+        rc: int = _encap(self._ptr, src_port, batch.ptr, out.ptr)
+        return rc if rc >= 0 else _stage_error(rc, "encap")
 
     def deliver(self, cls: int, batch: Batch) -> int:
-        return check_rc(lib.prism_deliver_batch(self.ptr, cls, batch.ptr), "deliver")
+        """Transmit batch on each packet's port, class cls's socket; batch is empty afterwards."""
+        rc: int = _deliver(self._ptr, cls, batch.ptr)
+        return rc if rc >= 0 else _stage_error(rc, "deliver")
+
+    def through(self, xsk: XskSocket, src_port: int, cls: int, batch: Batch, out: Batch, limit: int) -> int:
+        """rx (up to limit) from xsk, then decap (from the uplink) or encap, then deliver,
+        in one call; packets taken. batch and out are scratch, empty before and after."""
+        rc: int = _through(self._ptr, xsk.ptr, src_port, cls, batch.ptr, out.ptr, limit)
+        return rc if rc >= 0 else _stage_error(rc, f"through {xsk.ifname}")
 
     def service(self, uplink_fill: int, fill_level: int) -> int:
-        return int(lib.prism_overlay_service(self.ptr, uplink_fill, fill_level))
+        """Completions back to the pool, every fill ring topped up; frames reaped."""
+        return int(_service(self._ptr, uplink_fill, fill_level))
+
+    def flush_tx(self, max_rounds: int = 1000) -> bool:
+        """Kick until every TX ring is empty; False if they did not empty."""
+        return int(native.overlay_flush_tx(self.ptr, max_rounds)) >= 0
 
     # measurement -----------------------------------------------------------
     def histogram(self, cls: int, from_poll: bool = False) -> tuple[Histogram, list[int]]:
         """Class cls's latency in ns to the TX kick — from arrival (XDP's stamp), or
         from_poll from the RX poll — and its deliver batch sizes (log2 buckets)."""
-        raw = ffi.new("struct prism_hist *")
-        check_rc(lib.prism_overlay_hist(self.ptr, cls, 1 if from_poll else 0, raw), "histogram",
-                 f"class {cls}")
+        raw = native.overlay_hist(self.ptr, cls, from_poll)
         h = Histogram(list(raw.buckets), int(raw.count), int(raw.sum), int(raw.min), int(raw.max))
         return h, list(raw.batch_sizes)
 
     def reset_histograms(self) -> None:
-        lib.prism_overlay_hist_reset(self.ptr)
+        native.overlay_hist_reset(self.ptr)
 
     # statistics ----------------------------------------------------------
     def counters(self) -> dict[str, int]:
-        out = ffi.new("struct prism_overlay_counters *")
-        lib.prism_overlay_counters(self.ptr, out)
+        out = native.overlay_counters(self.ptr)
         return {name: int(getattr(out, name)) for name in COUNTER_NAMES}
 
     def port_counters(self) -> dict[str, dict[str, int]]:
-        out = ffi.new("struct prism_port_counters *")
         result = {}
         for port, name in enumerate(self.ports):
-            check_rc(lib.prism_overlay_port_counters(self.ptr, port, out), "port counters", name)
+            out = native.overlay_port_counters(self.ptr, port, name)
             result[name] = {k: int(getattr(out, k)) for k in PORT_COUNTER_NAMES}
         return result
 
     def close(self) -> None:
         if self._ptr is not None:
-            lib.prism_overlay_delete(self._ptr)
+            native.overlay_delete(self._ptr)
             self._ptr = None
 
-
-DROP_REASONS = tuple(n[len("drop_"):] for n in COUNTER_NAMES if n.startswith("drop_"))

@@ -12,6 +12,16 @@ from typing import Any, Protocol
 from prism_xdp.dataplane.errors import ConfigError
 
 HIGH_ACTIVE_STEPS = 256  # LOW steps after a HIGH packet during which HIGH counts as active
+# Packets a batch may take (the one definition: the daemon's config checks against it).
+BATCH_MIN, BATCH_MAX = 1, 4096
+
+
+def check_batch(batch: int, low_batch_with_high: int = 0) -> None:
+    """A batch size in BATCH_MIN..BATCH_MAX; a LOW batch while HIGH is active in 0..BATCH_MAX (0: the batch)."""
+    if not BATCH_MIN <= batch <= BATCH_MAX:
+        raise ConfigError(f"batch must be in {BATCH_MIN}..{BATCH_MAX}, not {batch}")
+    if not 0 <= low_batch_with_high <= BATCH_MAX:
+        raise ConfigError(f"low_batch_with_high must be in 0..{BATCH_MAX}, not {low_batch_with_high}")
 
 
 class Mode(enum.Enum):
@@ -37,7 +47,7 @@ class Work(Protocol):
 
 
 class Ops(Protocol):
-    """What a scheduler drives: the real data path (datapath.DatapathOps) or a simulation (simsched)."""
+    """What a scheduler drives: the real data path (ops.DatapathOps) or a simulation (simsched)."""
 
     def sources(self) -> Sequence[Any]:
         """Every RX ring, each with .cls (0 = LOW, higher = more urgent)."""
@@ -100,10 +110,7 @@ class Scheduler:
     mode: Mode
 
     def __init__(self, ops: Ops, batch: int = 64, low_batch_with_high: int = 0) -> None:
-        if not 1 <= batch <= 4096:
-            raise ConfigError(f"batch must be in 1..4096, not {batch}")
-        if not 0 <= low_batch_with_high <= 4096:
-            raise ConfigError(f"low_batch_with_high must be in 0..4096, not {low_batch_with_high}")
+        check_batch(batch, low_batch_with_high)
         self.ops = ops
         self.batch = batch
         # While HIGH traffic is active, a LOW batch is cut to this size: each

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane.native import ffi
 from prism_xdp.dataplane.xdp import AttachMode, XdpProgram
 from prism_xdp.dataplane.xsk import XskSocket
 
@@ -121,8 +121,7 @@ class Steering:
         conf.nclass = self.nclass
         conf.vni = self._vni
         conf.flags = self._flags
-        check_rc(lib.prism_map_update(self._config_fd, ffi.new("uint32_t *", 0), conf, 0),
-                 "map update", "steer_config")
+        native.map_update(self._config_fd, ffi.new("uint32_t *", 0), conf, "steer_config")
 
     @property
     def vxlan_port(self) -> int:
@@ -151,19 +150,15 @@ class Steering:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"port must be in 0..65535, not {port!r}")
         _check_class(cls, self.nclass)
-        check_rc(lib.prism_map_update(self._ports_fd, ffi.new("uint32_t *", port),
-                                      ffi.new("uint8_t *", cls), 0), "map update",
-                 f"port_rules[{port}]")
+        native.map_update(self._ports_fd, ffi.new("uint32_t *", port), ffi.new("uint8_t *", cls),
+                          f"port_rules[{port}]")
 
     def clear_port(self, port: int) -> None:
         self.set_port(port, native.PRISM_CLASS_LOW)
 
     def ports(self) -> dict[int, int]:
         """Every port that has a rule, with its class."""
-        values = ffi.new("uint8_t[]", native.PRISM_NPORTS)
-        check_rc(lib.prism_array_u8_dump(self._ports_fd, native.PRISM_NPORTS, values), "map dump",
-                 "port_rules")
-        raw = bytes(ffi.buffer(values, native.PRISM_NPORTS))
+        raw = native.array_u8_dump(self._ports_fd, native.PRISM_NPORTS, "port_rules")
         return {p: c for p, c in enumerate(raw) if c}
 
     def clear_ports(self) -> None:
@@ -175,15 +170,12 @@ class Steering:
         if not isinstance(dscp, int) or not 0 <= dscp < native.PRISM_NDSCP:
             raise ConfigError(f"dscp must be in 0..{native.PRISM_NDSCP - 1}, not {dscp!r}")
         _check_class(cls, self.nclass)
-        check_rc(lib.prism_map_update(self._dscp_fd, ffi.new("uint32_t *", dscp),
-                                      ffi.new("uint8_t *", cls), 0), "map update",
-                 f"dscp_rules[{dscp}]")
+        native.map_update(self._dscp_fd, ffi.new("uint32_t *", dscp), ffi.new("uint8_t *", cls),
+                          f"dscp_rules[{dscp}]")
 
     def dscp_rules(self) -> dict[int, int]:
-        values = ffi.new("uint8_t[]", native.PRISM_NDSCP)
-        check_rc(lib.prism_array_u8_dump(self._dscp_fd, native.PRISM_NDSCP, values), "map dump",
-                 "dscp_rules")
-        return {d: c for d, c in enumerate(bytes(ffi.buffer(values, native.PRISM_NDSCP))) if c}
+        raw = native.array_u8_dump(self._dscp_fd, native.PRISM_NDSCP, "dscp_rules")
+        return {d: c for d, c in enumerate(raw) if c}
 
     def set_vni(self, vni: int, cls: int = native.PRISM_CLASS_HIGH) -> None:
         if not isinstance(vni, int) or not 0 <= vni < (1 << 24):
@@ -191,20 +183,18 @@ class Steering:
         _check_class(cls, self.nclass)
         key = ffi.new("uint32_t *", vni)
         if cls == native.PRISM_CLASS_LOW:
-            rc = lib.prism_map_delete(self._vni_fd, key)
-            if rc not in (0, -2):  # ENOENT: no rule, nothing to clear
-                check_rc(rc, "map delete", f"vni_rules[{vni}]")
+            # No rule: nothing to clear.
+            native.map_delete(self._vni_fd, key, f"vni_rules[{vni}]", missing_ok=True)
             return
-        check_rc(lib.prism_map_update(self._vni_fd, key, ffi.new("uint8_t *", cls), 0),
-                 "map update", f"vni_rules[{vni}]",
-                 f"at most {native.PRISM_MAX_VNI_RULES} VNI rules")
+        native.map_update(self._vni_fd, key, ffi.new("uint8_t *", cls), f"vni_rules[{vni}]",
+                          f"at most {native.PRISM_MAX_VNI_RULES} VNI rules")
 
     def vni_rules(self) -> dict[int, int]:
         out: dict[int, int] = {}
         prev, key = ffi.NULL, ffi.new("uint32_t *")
         value = ffi.new("uint8_t *")
-        while lib.prism_map_next_key(self._vni_fd, prev, key) == 0:
-            if lib.prism_map_lookup(self._vni_fd, key, value) == 0:
+        while native.map_next_key(self._vni_fd, prev, key, "vni_rules"):
+            if native.map_lookup(self._vni_fd, key, value, "vni_rules"):
                 out[int(key[0])] = int(value[0])
             prev = ffi.new("uint32_t *", key[0])
         return out
@@ -216,14 +206,11 @@ class Steering:
         xsk.insert_into(self.xsks_fd, xsk_slot(xsk.queue, cls))
 
     def remove_socket(self, queue: int, cls: int) -> None:
-        rc = lib.prism_map_delete(self.xsks_fd, ffi.new("uint32_t *", xsk_slot(queue, cls)))
-        if rc not in (0, -2):
-            check_rc(rc, "map delete", f"xsks[{xsk_slot(queue, cls)}]")
+        slot = xsk_slot(queue, cls)
+        native.map_delete(self.xsks_fd, ffi.new("uint32_t *", slot), f"xsks[{slot}]", missing_ok=True)
 
     def counters(self) -> SteerCounters:
-        words = ffi.new("uint64_t[]", native.PRISM_COUNTER_WORDS)
-        check_rc(lib.prism_percpu_sum(self._counters_fd, 0, native.PRISM_COUNTER_WORDS, words),
-                 "read counters", "steer_counters")
+        words = native.percpu_sum(self._counters_fd, 0, native.PRISM_COUNTER_WORDS, "steer_counters")
         out = SteerCounters()
         for i, (name, idx) in enumerate(COUNTER_FIELDS):
             if idx is None:  # the one scalar: passed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane import native
 
 
 @dataclass(frozen=True)
@@ -80,18 +80,10 @@ class Umem:
     def __init__(self, params: UmemParams | None = None, *, register: bool = True) -> None:
         self.params = params or UmemParams()
         self.params.check()
-        out = ffi.new("prism_umem **")
         p = self.params
-        check_rc(
-            lib.prism_umem_create(
-                out, p.frame_count, p.frame_size, p.headroom, p.fill_size, p.comp_size,
-                1 if register else 0,
-            ),
-            "create UMEM",
-            f"{p.frame_count} x {p.frame_size} B",
-        )
-        self._ptr: Any = out[0]
-        self._area = ffi.buffer(lib.prism_umem_area(self._ptr), p.frame_count * p.frame_size)
+        self._ptr: Any = native.umem_create(p.frame_count, p.frame_size, p.headroom, p.fill_size,
+                                            p.comp_size, register)
+        self._area = native.umem_area(self._ptr, p.frame_count * p.frame_size)
         self.sockets: list[Any] = []
 
     @property
@@ -103,15 +95,14 @@ class Umem:
     @property
     def tx_metadata(self) -> bool:
         """The kernel takes a checksum request with each frame (AF_XDP TX metadata, probed at create)."""
-        return bool(lib.prism_umem_tx_metadata(self.ptr))
+        return bool(native.umem_tx_metadata(self.ptr))
 
     @property
     def free_frames(self) -> int:
-        return int(lib.prism_umem_pool_count(self.ptr))
+        return int(native.umem_pool_count(self.ptr))
 
     def account(self) -> FrameAccount:
-        out = ffi.new("struct prism_frame_account *")
-        lib.prism_umem_account(self.ptr, out)
+        out = native.umem_account(self.ptr)
         return FrameAccount(out.frames, out.pool, out.kernel_rx, out.kernel_tx, out.user,
                             out.fill_ring, out.rx_ring, out.tx_ring, out.comp_ring)
 
@@ -126,7 +117,7 @@ class Umem:
         """Free the memory; every socket on it must be closed first."""
         if self._ptr is None:
             return
-        check_rc(lib.prism_umem_delete(self._ptr), "delete UMEM", hint="close its sockets first")
+        native.umem_delete(self._ptr)
         self._ptr = None
 
     def __enter__(self) -> Umem:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.errors import PrismError
-from prism_xdp.dataplane.native import check_rc, ffi, lib, quiet_library, string
 
 log = logging.getLogger("prism_xdp")
 
@@ -61,14 +61,8 @@ def bpf_object_path(name: str) -> str:
 
 def attached(ifname: str) -> Attached | None:
     """The XDP program attached to ifname, or None."""
-    ifindex = ifindex_of(ifname)
-    prog_id = ffi.new("uint32_t *")
-    mode = ffi.new("int *")
-    name = ffi.new("char[32]")
-    rc = check_rc(lib.prism_xdp_query(ifindex, prog_id, mode, name, 32), "XDP query", ifname)
-    if rc == 0:
-        return None
-    return Attached(int(prog_id[0]), int(mode[0]), string(name))
+    found = native.xdp_query(ifindex_of(ifname), ifname)
+    return Attached(*found) if found is not None else None
 
 
 def detach_stale(ifname: str) -> Attached | None:
@@ -85,54 +79,9 @@ def detach_stale(ifname: str) -> Attached | None:
             f"program {current.name!r} (id {current.prog_id}) is attached and is not ours; "
             "detach it first (xdp-loader unload or ip link set dev IF xdp off)",
         )
-    rc = lib.prism_xdp_detach_id(ifindex_of(ifname), current.prog_id, current.mode)
-    if rc < 0 and -rc not in (errno.ENOENT, errno.ENODEV, errno.EEXIST):
-        check_rc(rc, "detach stale XDP program", ifname)
+    native.xdp_detach_id(ifindex_of(ifname), current.prog_id, current.mode, "detach stale XDP program", ifname,
+                         tolerate=(errno.ENOENT, errno.ENODEV, errno.EEXIST))
     return current
-
-
-class BpfMap:
-    """A BPF map of a loaded program, with C types for key and value (control plane)."""
-
-    def __init__(self, fd: int, name: str, key_type: str, value_type: str) -> None:
-        self.fd = fd
-        self.name = name
-        self.key_type = key_type
-        self.value_type = value_type
-
-    def _key(self, key: Any) -> Any:
-        return ffi.new(f"{self.key_type} *", key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        check_rc(
-            lib.prism_map_update(self.fd, self._key(key), ffi.new(f"{self.value_type} *", value), 0),
-            "map update", f"{self.name}[{key}]",
-        )
-
-    def get(self, key: Any) -> Any | None:
-        value = ffi.new(f"{self.value_type} *")
-        rc = lib.prism_map_lookup(self.fd, self._key(key), value)
-        if rc == -errno.ENOENT:
-            return None
-        check_rc(rc, "map lookup", f"{self.name}[{key}]")
-        return value[0]
-
-    def __getitem__(self, key: Any) -> Any:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __delitem__(self, key: Any) -> None:
-        check_rc(lib.prism_map_delete(self.fd, self._key(key)), "map delete", f"{self.name}[{key}]")
-
-    def keys(self) -> list[Any]:
-        out = []
-        prev, nxt = ffi.NULL, ffi.new(f"{self.key_type} *")
-        while lib.prism_map_next_key(self.fd, prev, nxt) == 0:
-            out.append(nxt[0])
-            prev = ffi.new(f"{self.key_type} *", nxt[0])
-        return out
 
 
 class XdpProgram:
@@ -150,14 +99,7 @@ class XdpProgram:
         """reuse: map name -> fd of an existing map that this object shares instead of creating."""
         self.name = name
         self.path = path or bpf_object_path(name)
-        out = ffi.new("prism_prog **")
-        reuse = reuse or {}
-        names = [ffi.new("char[]", n.encode()) for n in reuse]
-        name_arr = ffi.new("char *[]", names) if names else ffi.NULL
-        fd_arr = ffi.new("int[]", list(reuse.values())) if reuse else ffi.NULL
-        check_rc(lib.prism_prog_open(out, self.path.encode(), name_arr, fd_arr, len(reuse)),
-                 "open BPF object", self.path)
-        self._ptr: Any = out[0]
+        self._ptr: Any = native.prog_open(self.path, reuse or {})
         self.attachments: list[tuple[str, AttachMode]] = []
         self._links: dict[str, int] = {}  # ifname -> BPF link fd
 
@@ -169,15 +111,15 @@ class XdpProgram:
 
     @property
     def prog_name(self) -> str:
-        return string(lib.prism_prog_name(self.ptr))
+        return native.prog_name(self.ptr)
 
     @property
     def prog_id(self) -> int:
-        return int(lib.prism_prog_id(self.ptr))
+        return int(native.prog_id(self.ptr))
 
     @property
     def fd(self) -> int:
-        return int(lib.prism_prog_fd(self.ptr))
+        return int(native.prog_fd(self.ptr))
 
     def attach(self, ifname: str, mode: AttachMode = AttachMode.NATIVE) -> None:
         stale = detach_stale(ifname)
@@ -186,13 +128,12 @@ class XdpProgram:
                 "replaced a stale %s (id %d) on %s", stale.name, stale.prog_id, ifname
             )
         hint = "native XDP needs driver support; try mode skb" if mode is AttachMode.NATIVE else ""
-        rc = lib.prism_prog_attach_link(self.ptr, ifindex_of(ifname), int(mode))
-        if rc >= 0:
-            self._links[ifname] = rc
-        elif -rc in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # no XDP links on this kernel
-            with quiet_library():
-                rc = lib.prism_prog_attach(self.ptr, ifindex_of(ifname), int(mode))
-        check_rc(rc, f"attach {self.name}", ifname, hint)
+        what = f"attach {self.name}"
+        link = native.prog_attach_link(self.ptr, ifindex_of(ifname), int(mode), what, ifname, hint)
+        if link is not None:
+            self._links[ifname] = link
+        else:  # no XDP links on this kernel
+            native.prog_attach(self.ptr, ifindex_of(ifname), int(mode), what, ifname, hint)
         self.attachments.append((ifname, mode))
 
     def detach(self, ifname: str) -> None:
@@ -201,9 +142,8 @@ class XdpProgram:
             self.attachments.remove(entry)
         link = self._links.pop(ifname, None)
         if link is not None:
-            rc = lib.prism_link_detach(link)
-            if rc < 0 and -rc not in (errno.ENOENT, errno.ENODEV, errno.ENOLINK):
-                check_rc(rc, f"detach {self.name}", ifname)
+            native.link_detach(link, f"detach {self.name}", ifname,
+                               tolerate=(errno.ENOENT, errno.ENODEV, errno.ENOLINK))
             return
         try:
             current = attached(ifname)
@@ -213,16 +153,11 @@ class XdpProgram:
             raise
         if current is None or current.prog_id != self.prog_id:
             return
-        rc = lib.prism_xdp_detach_id(ifindex_of(ifname), current.prog_id, current.mode)
-        if rc < 0 and -rc not in (errno.ENOENT, errno.ENODEV):
-            check_rc(rc, f"detach {self.name}", ifname)
+        native.xdp_detach_id(ifindex_of(ifname), current.prog_id, current.mode, f"detach {self.name}", ifname,
+                             tolerate=(errno.ENOENT, errno.ENODEV))
 
     def map_fd(self, map_name: str) -> int:
-        return check_rc(lib.prism_prog_map_fd(self.ptr, map_name.encode()), "BPF map",
-                        f"{self.name}.{map_name}")
-
-    def map(self, map_name: str, key_type: str = "uint32_t", value_type: str = "uint32_t") -> BpfMap:
-        return BpfMap(self.map_fd(map_name), map_name, key_type, value_type)
+        return native.prog_map_fd(self.ptr, map_name, f"{self.name}.{map_name}")
 
     def close(self) -> None:
         """Detach everywhere, then unload (reverse order of setup)."""
@@ -232,7 +167,7 @@ class XdpProgram:
             for ifname, _mode in list(self.attachments):
                 self.detach(ifname)
         finally:
-            lib.prism_prog_close(self._ptr)
+            native.prog_close(self._ptr)
             self._ptr = None
 
     def __enter__(self) -> XdpProgram:

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.errors import PrismError
-from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane.native import check_rc
 from prism_xdp.dataplane.umem import Umem
 
 
@@ -34,8 +35,8 @@ class XskParams:
     busy_poll_budget: int = 64
 
     def bind_flags(self) -> int:
-        flags = {BindMode.AUTO: 0, BindMode.COPY: lib.XDP_COPY, BindMode.ZEROCOPY: lib.XDP_ZEROCOPY}
-        return flags[self.bind] | (lib.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0)
+        flags = {BindMode.AUTO: 0, BindMode.COPY: native.XDP_COPY, BindMode.ZEROCOPY: native.XDP_ZEROCOPY}
+        return flags[self.bind] | (native.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0)
 
 
 STAT_FIELDS = (
@@ -94,7 +95,6 @@ class XskSocket:
             raise PrismError(
                 errno.EINVAL, "AF_XDP socket", name, f"{ifname} has {nqueues} rx queue(s)"
             )
-        out = ffi.new("prism_xsk **")
         p = self.params
         hint = ""
         if p.bind is BindMode.ZEROCOPY:
@@ -103,21 +103,20 @@ class XskSocket:
         # frees its binding asynchronously. EBUSY that lasts is a real owner.
         deadline = time.monotonic() + 1.0
         while True:
-            rc = lib.prism_xsk_create(out, umem.ptr, ifname.encode(), queue, p.rx_size,
-                                      p.tx_size, p.bind_flags())
-            if rc != -errno.EBUSY or time.monotonic() > deadline:
+            try:
+                self._ptr: Any = native.xsk_create(umem.ptr, ifname, queue, p.rx_size, p.tx_size,
+                                                   p.bind_flags(), name, hint)
                 break
+            except PrismError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                if time.monotonic() > deadline:
+                    raise PrismError(errno.EBUSY, "AF_XDP socket", name,
+                                     "another AF_XDP socket (another process?) is bound to this queue") from None
             time.sleep(0.01)
-        if rc == -errno.EBUSY:
-            hint = "another AF_XDP socket (another process?) is bound to this queue"
-        check_rc(rc, "AF_XDP socket", name, hint)
-        self._ptr: Any = out[0]
         umem.sockets.append(self)
         if p.busy_poll_usecs:
-            check_rc(
-                lib.prism_xsk_set_busy_poll(self._ptr, p.busy_poll_usecs, p.busy_poll_budget),
-                "busy-poll socket options", name, "needs kernel >= 5.11",
-            )
+            native.xsk_set_busy_poll(self._ptr, p.busy_poll_usecs, p.busy_poll_budget, name)
 
     @property
     def ptr(self) -> Any:
@@ -127,67 +126,64 @@ class XskSocket:
 
     @property
     def fd(self) -> int:
-        return int(lib.prism_xsk_fd(self.ptr))
+        return int(native.xsk_fd(self.ptr))
 
     @property
     def zerocopy(self) -> bool:
-        return bool(check_rc(lib.prism_xsk_zerocopy(self.ptr), "XDP_OPTIONS", self.ifname))
+        return native.xsk_zerocopy(self.ptr, self.ifname)
 
     # The hot path: one call a batch.
     def fill(self, max_frames: int) -> int:
         """Move up to max_frames free frames onto this (device, queue)'s fill ring."""
-        return int(lib.prism_fill_batch(self.ptr, max_frames))
+        return int(native.fill_batch(self.ptr, max_frames))
 
     def rx(self, batch: Batch) -> int:
         """Append what the RX ring holds (up to the batch's room) to the batch."""
-        return int(lib.prism_rx_batch(self.ptr, batch.ptr))
+        return int(native.rx_batch(self.ptr, batch.ptr))
+
+    def rx_upto(self, batch: Batch, limit: int) -> int:
+        """As rx, taking at most limit packets (a scheduler's batch size)."""
+        return int(native.rx_upto(self.ptr, batch.ptr, limit))
 
     def tx(self, batch: Batch, start: int = 0, count: int | None = None) -> int:
         """Put batch descriptors on the TX ring and kick; returns how many went."""
         count = batch.n - start if count is None else count
-        return check_rc(lib.prism_tx_batch(self.ptr, batch.ptr, start, count), "tx", self.ifname)
+        return check_rc(native.tx_batch(self.ptr, batch.ptr, start, count), "tx", self.ifname)
 
     def complete(self, max_frames: int = 1 << 30) -> int:
         """Return transmitted frames from the completion ring to the pool."""
-        return int(lib.prism_complete_batch(self.ptr, max_frames))
+        return int(native.complete_batch(self.ptr, max_frames))
 
     def kick(self) -> None:
-        check_rc(lib.prism_xsk_kick(self.ptr), "TX kick", self.ifname)
+        native.xsk_kick(self.ptr, self.ifname)
 
     def set_rx_stamped(self, on: bool) -> None:
         """The XDP program puts metadata in front of each packet (Steering(metadata=True)):
         strip it on rx, taking the packet's class and arrival time from it."""
-        lib.prism_xsk_set_rx_stamped(self.ptr, 1 if on else 0)
+        native.xsk_set_rx_stamped(self.ptr, 1 if on else 0)
 
     @property
     def rx_pending(self) -> int:
-        return int(lib.prism_xsk_rx_pending(self.ptr))
-
-    @property
-    def tx_pending(self) -> int:
-        return int(lib.prism_xsk_tx_pending(self.ptr))
+        return int(native.xsk_rx_pending(self.ptr))
 
     def insert_into(self, map_fd: int, slot: int) -> None:
         """Make this socket XSKMAP slot `slot` (the program redirects there)."""
-        check_rc(lib.prism_xsk_map_insert(self.ptr, map_fd, slot), "XSKMAP insert",
-                 f"slot {slot}")
+        native.xsk_map_insert(self.ptr, map_fd, slot)
 
     def statistics(self) -> dict[str, int]:
         """The kernel's XDP_STATISTICS for this socket."""
-        out = ffi.new("struct prism_xsk_stats *")
-        check_rc(lib.prism_xsk_statistics(self.ptr, out), "XDP_STATISTICS", self.ifname)
+        out = native.xsk_statistics(self.ptr, self.ifname)
         return {f: int(getattr(out, f)) for f in STAT_FIELDS}
 
     def counters(self) -> dict[str, int]:
         """What the helpers did on this socket (user-space counters)."""
-        out = ffi.new("struct prism_xsk_counters *")
-        lib.prism_xsk_counters(self.ptr, out)
+        out = native.xsk_counters(self.ptr)
         return {f: int(getattr(out, f)) for f in COUNTER_FIELDS}
 
     def close(self) -> None:
         if self._ptr is None:
             return
-        lib.prism_xsk_delete(self._ptr)
+        native.xsk_delete(self._ptr)
         self._ptr = None
         if self in self.umem.sockets:
             self.umem.sockets.remove(self)

@@ -6,7 +6,8 @@ import os
 import threading
 import time
 
-from prism_xdp.dataplane.native import check_rc, ffi, lib
+from prism_xdp.dataplane import native
+from prism_xdp.dataplane.native import ffi
 from prism_xdp.dataplane.xdp import XdpProgram
 from prism_xdp.lab.testhost.netns import inside, link_index
 
@@ -40,12 +41,10 @@ class LiveFrameGenerator:
 
     @staticmethod
     def _set_port(fd: int, ifindex: int) -> None:
-        check_rc(lib.prism_map_update(fd, ffi.new("uint32_t *", 0), ffi.new("uint32_t *", ifindex),
-                                      0), "map update", "tx_port")
+        native.map_update(fd, ffi.new("uint32_t *", 0), ffi.new("uint32_t *", ifindex), "tx_port")
 
     def send(self, frame: bytes, count: int, batch: int = 64) -> None:
-        check_rc(lib.prism_prog_run_live(self.prog.fd, frame, len(frame), count, batch),
-                 "BPF_PROG_RUN live frames", hint="needs kernel >= 5.18")
+        native.prog_run_live(self.prog.fd, frame, count, batch)
 
     def start(self, frame: bytes, count: int) -> None:
         def work() -> None:

@@ -157,13 +157,13 @@ def test_busy_poll_options_apply(uplink: Uplink, umem: Umem) -> None:
 
 CRASHER = """
 import sys, time
-from prism_xdp.dataplane.native import lib
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.xdp import XdpProgram, ifindex_of
 prog = XdpProgram("prism_steer")
 if sys.argv[2] == "link":
     prog.attach(sys.argv[1])
 else:  # as libxdp attaches (an older prism_xdp, or a kernel without XDP links)
-    assert lib.prism_prog_attach(prog.ptr, ifindex_of(sys.argv[1]), 1) == 0
+    native.prog_attach(prog.ptr, ifindex_of(sys.argv[1]), 1, "attach", sys.argv[1])
 print(prog.prog_id, flush=True)
 time.sleep(60)
 """

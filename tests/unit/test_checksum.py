@@ -10,10 +10,11 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
+from prism_xdp.dataplane import native
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.checksum import ChecksumPolicy, resolve
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.dataplane.native import ffi, lib
+from prism_xdp.dataplane.native import ffi
 from prism_xdp.dataplane.overlay import Overlay
 from prism_xdp.dataplane.umem import Umem, UmemParams
 from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
@@ -34,8 +35,7 @@ def frame(proto: str, payload: bytes, vlan: bool = False, options: bool = False)
 
 
 def locate(f: bytes) -> object | None:
-    loc = ffi.new("struct prism_l4 *")
-    return loc if lib.prism_l4_locate(f, len(f), loc) == 1 else None
+    return native.l4_locate(f)
 
 
 def field(f: bytes, loc: object) -> int:
@@ -60,20 +60,20 @@ def test_complete_matches_scapy_from_a_seed_or_a_full_sum(proto: str, shape: str
     for size in [0, 1, 2, 3, 7, 8, 9, 63, 64, 65, 1000, 1371, 1400] + [rng.randrange(1, 1401) for _ in range(20)]:
         good = frame(proto, os.urandom(size), vlan=shape == "vlan", options=shape == "ip-options")
         loc = locate(good)
-        assert loc is not None and lib.prism_l4_valid(good, len(good)) == 1
-        assert lib.prism_l4_seed(good, loc) == pseudo_seed(good, loc)
+        assert loc is not None and native.l4_valid(good, len(good)) == 1
+        assert native.l4_seed(good, loc) == pseudo_seed(good, loc)
         partial = bytearray(good)
-        lib.prism_l4_write_seed(ffi.from_buffer(partial), loc)
-        assert lib.prism_l4_is_seed(bytes(partial), loc) == 1
-        assert lib.prism_l4_valid(bytes(partial), len(partial)) == (field(good, loc) == pseudo_seed(good, loc))
-        lib.prism_l4_complete(ffi.from_buffer(partial), loc)
+        native.l4_write_seed(ffi.from_buffer(partial), loc)
+        assert native.l4_is_seed(bytes(partial), loc) == 1
+        assert native.l4_valid(bytes(partial), len(partial)) == (field(good, loc) == pseudo_seed(good, loc))
+        native.l4_complete(ffi.from_buffer(partial), loc)
         assert bytes(partial) == good, f"{proto} {shape} {size} B"
 
 
 def test_a_corrupted_byte_makes_the_checksum_wrong() -> None:
     good = bytearray(frame("udp", b"x" * 100))
     good[-1] ^= 0x40
-    assert lib.prism_l4_valid(bytes(good), len(good)) == 0
+    assert native.l4_valid(bytes(good), len(good)) == 0
 
 
 def test_locate_reports_the_ip_packet_end_before_ethernet_padding() -> None:
@@ -101,7 +101,7 @@ def test_locate_declines_what_has_no_checksum_to_finish(case: str) -> None:
         "tcp-header-cut": lambda: bytes(base / IP(src="10.0.0.1", dst="10.0.0.2", proto=6) / Raw(b"x" * 10)),
     }[case]()
     assert locate(f) is None
-    assert lib.prism_l4_valid(f, len(f)) < 0
+    assert native.l4_valid(f, len(f)) < 0
 
 
 # ---- the stages ---------------------------------------------------------------
@@ -145,7 +145,7 @@ def stages(request: pytest.FixtureRequest):
 def partial_of(f: bytes) -> bytes:
     loc = locate(f)
     out = bytearray(f)
-    lib.prism_l4_write_seed(ffi.from_buffer(out), loc)
+    native.l4_write_seed(ffi.from_buffer(out), loc)
     return bytes(out)
 
 
@@ -161,7 +161,7 @@ def test_a_containers_partial_checksum_is_finished_on_the_way_out(stages: Stages
     assert port == 0 and loc is not None
     if st.ov.checksum.method == "offload":
         assert req == (50 + loc.start) << 16 | loc.offset  # relative to the encapsulated frame
-        assert lib.prism_l4_is_seed(inner, loc) == 1 and st.ov.counters()["csum_offload"] == 1
+        assert native.l4_is_seed(inner, loc) == 1 and st.ov.counters()["csum_offload"] == 1
     else:
         assert req == 0 and inner == good and st.ov.counters()["csum_software"] == 1
 
@@ -205,9 +205,9 @@ def test_csum_batch_finishes_every_packet_as_asked() -> None:
             start = b.n
             b.alloc(umem, 1, len(f))
             b.fill_with(umem, partial_of(f), start, 1)
-        assert lib.prism_csum_batch(umem.ptr, b.ptr, lib.PRISM_CSUM_SOFTWARE) == 3
+        assert native.csum_batch(umem.ptr, b.ptr, native.CSUM_SOFTWARE) == 3
         assert [umem.read(a, n) for a, n in b.descriptors()] == frames
-        assert lib.prism_csum_batch(umem.ptr, b.ptr, lib.PRISM_CSUM_OFFLOAD) == 3
+        assert native.csum_batch(umem.ptr, b.ptr, native.CSUM_OFFLOAD) == 3
         assert [umem.read(a, n) for a, n in b.descriptors()] == [partial_of(f) for f in frames]
         assert all(b.ptr.csum[i] for i in range(3))
         b.drop_all(umem)

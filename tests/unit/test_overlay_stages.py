@@ -1,6 +1,8 @@
-"""test_overlay.py - the C overlay stages on frames in plain memory: decap, learning, flooding, encap headers byte by byte, every drop reason, frame accounting."""
+"""test_overlay_stages.py - the C overlay stages on frames in plain memory: decap, learning, flooding, encap headers byte by byte, every drop reason, frame accounting; the worker loop's DatapathOps runs these same stages."""
 
 from __future__ import annotations
+
+import errno
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -9,8 +11,9 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
 from prism_xdp.dataplane.batch import Batch
-from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.dataplane.overlay import ContainerSpec, Overlay, VtepSpec
+from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.dataplane.ops import DatapathOps, Source
+from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec
 from prism_xdp.dataplane.umem import Umem, UmemParams
 from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
 
@@ -211,7 +214,11 @@ def test_encap_without_headroom_is_dropped_not_corrupted(st: Stages) -> None:
 def test_encap_of_a_runt_and_from_the_uplink_port(st: Stages) -> None:
     assert st.run("encap", b"\x00" * 10, src=st.c1) == []
     assert st.drops() == {"drop_malformed_inner": 1}
-    assert st.run("encap", inner_to(C2_MAC), src=0) == []
+    b, out = st.batch_of(inner_to(C2_MAC)), Batch(8)
+    with pytest.raises(PrismError) as info:  # a bug in the caller: the frame is dropped, and it is told
+        st.ov.encap(0, b, out)
+    assert info.value.errno == errno.EINVAL and "encap" in str(info.value)
+    assert b.n == 0 and out.n == 0
     assert st.drops()["drop_no_port"] == 1
 
 
@@ -220,6 +227,50 @@ def test_deliver_to_ports_without_sockets_returns_frames(st: Stages) -> None:
     st.ov.decap(b, out)
     assert st.ov.deliver(0, out) == 0 and out.n == 0
     assert st.drops() == {"drop_no_port": 1}
+
+
+class Ring:
+    """An RX ring in plain memory, in the socket's place: rx_upto hands over the frames queued here."""
+
+    def __init__(self, umem: Umem, *frames: bytes) -> None:
+        self.umem, self.frames = umem, list(frames)
+
+    def rx_upto(self, batch: Batch, limit: int) -> int:
+        n = 0
+        while self.frames and n < limit:
+            frame, start = self.frames.pop(0), batch.n
+            assert batch.alloc(self.umem, 1, len(frame)) == 1
+            batch.ptr.addr[start] += HEADROOM
+            batch.fill_with(self.umem, frame, start, 1)
+            n += 1
+        return n
+
+
+def test_the_worker_loop_runs_these_stages(st: Stages) -> None:
+    """DatapathOps, which the schedulers drive in production, passes its batches through the
+    Overlay methods above: rx, then decap (from the uplink) or encap, then deliver."""
+    ops = DatapathOps([], st.ov, 16, service=lambda: None, set_vanilla=lambda on: None)
+    inner = inner_to(C1_MAC)
+    uplink = Source(UPLINK_PORT, 0, Ring(st.umem, encapsulate(OUTER, inner, 42)), True)  # type: ignore[arg-type]
+    work = ops.rx(uplink, 16)
+    assert work is not None and work.n == 1 and ops.rx(uplink, 16) is None
+    ops.process(work)
+    assert work.rx.n == 0 and work.out.n == 1 and work.out.ptr.port[0] == st.c1
+    assert st.umem.read(*work.out.descriptors()[0]) == inner
+    ops.deliver(work)  # the container has no socket here: dropped and counted
+    assert work.out.n == 0 and st.drops() == {"drop_no_port": 1}
+
+    reply = inner_to(REMOTE_MAC, src_mac=C1_MAC)
+    container = Source(st.c1, 0, Ring(st.umem, reply), False)  # type: ignore[arg-type]
+    work = ops.rx(container, 16)
+    assert work is not None
+    ops.process(work)
+    assert work.out.n == 1 and work.out.ptr.port[0] == UPLINK_PORT  # encapsulated toward the VTEP
+    assert outer_of(st.umem.read(*work.out.descriptors()[0]))[IP].dst == VTEP_IP
+    ops.deliver(work)
+    c = st.ov.counters()
+    assert (c["decap_in"], c["encap_in"], c["encap_out"], c["deliver_in"]) == (1, 1, 1, 2)
+    assert st.drops() == {"drop_no_port": 2}
 
 
 def test_flood_copies_stop_when_the_pool_is_empty() -> None:

@@ -1,0 +1,56 @@
+"""programs.py - Programs: the XDP programs of one host (the classifier on the uplink, prism_egress on every container veth, one set of rule maps), shared by every queue's worker."""
+
+from __future__ import annotations
+
+from prism_xdp.dataplane.overlay import ContainerSpec
+from prism_xdp.dataplane.steer import Steering
+from prism_xdp.dataplane.xdp import AttachMode
+
+
+class Programs:
+    """The XDP programs of one host: the classifier on the uplink and prism_egress on every
+    container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
+
+    def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
+                 timestamps: bool = True) -> None:
+        # By default every packet carries the time XDP saw it: latency includes
+        # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
+        self.containers = list(containers)
+        self.timestamps = timestamps
+        self.attached: list[tuple[Steering, str]] = []
+        # Every packet carries XDP's metadata: its class, and its arrival time
+        # unless timestamps are off.
+        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True)
+        self.egress: list[Steering] = []
+        try:
+            for spec in self.containers:
+                self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
+                                            rules_from=self.uplink, vni=spec.vni, timestamps=timestamps,
+                                            metadata=True))
+        except BaseException:
+            self.close()
+            raise
+
+    def attach(self, uplink: str, mode: AttachMode) -> None:
+        """Containers first, the uplink last: by then every socket is in place."""
+        for spec, eg in zip(self.containers, self.egress, strict=True):
+            eg.attach(spec.host_if, mode)
+            self.attached.append((eg, spec.host_if))
+        self.uplink.attach(uplink, mode)
+        self.attached.append((self.uplink, uplink))
+
+    def detach(self) -> None:
+        """The uplink first: no new packets come in while the rest goes."""
+        for steer, ifname in reversed(self.attached):
+            steer.prog.detach(ifname)
+        self.attached.clear()
+
+    def set_vanilla(self, on: bool) -> None:
+        for steer in [self.uplink, *self.egress]:
+            if steer.vanilla != on:
+                steer.vanilla = on
+
+    def close(self) -> None:
+        self.detach()
+        for steer in [*self.egress, self.uplink]:
+            steer.close()
