@@ -44,6 +44,27 @@ def _kernel_version() -> tuple[int, int]:
         return (0, 0)
 
 
+# Config field -> DatapathParams field: the one place where the daemon's config
+# meets the data plane (per queue, datapath_params adds the queue, its CPU, the
+# socket settings and the checksum policy decided at start).
+DATAPATH_FIELDS = {
+    "uplink": "uplink", "vxlan_port": "vxlan_port", "local_ip": "local_ip", "mtu": "uplink_mtu", "ttl": "ttl",
+    "classes": "nclass", "batch": "batch_size", "low_batch_with_high": "low_batch_with_high",
+    "uplink_fill": "uplink_fill", "container_fill": "container_fill", "frame_size": "frame_size",
+    "xdp_mode": "attach_mode", "mode": "mode", "poll": "poll", "timestamps": "timestamps",
+    "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep",
+}
+
+
+def datapath_params(cfg: Config, index: int, checksum: ChecksumPolicy) -> DatapathParams:
+    """The worker of cfg.queues[index]."""
+    return DatapathParams(
+        **{dp: getattr(cfg, name) for name, dp in DATAPATH_FIELDS.items()},
+        queue=cfg.queues[index], cpu=cfg.cpus[index] if cfg.cpus else None, checksum=checksum,
+        xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
+                      busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget))
+
+
 def preflight(cfg: Config) -> list[str]:
     """What is missing on this host for this config (empty when ready), checked before anything is touched."""
     problems = []
@@ -147,15 +168,8 @@ class Daemon:
         programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
         self._undo.callback(programs.close)
         self.programs = programs
-        for i, q in enumerate(cfg.queues):
-            params = DatapathParams(
-                cfg.uplink, queue=q, vxlan_port=cfg.vxlan_port, local_ip=cfg.local_ip, uplink_mtu=cfg.mtu,
-                ttl=cfg.ttl, nclass=cfg.classes, batch_size=cfg.batch, low_batch_with_high=cfg.low_batch_with_high, uplink_fill=cfg.uplink_fill, container_fill=cfg.container_fill,
-                frame_size=cfg.frame_size, xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
-                              busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget),
-                attach_mode=cfg.xdp_mode, mode=cfg.mode, poll=cfg.poll, cpu=cfg.cpus[i] if cfg.cpus else None,
-                timestamps=cfg.timestamps, checksum=self.checksum, fdb_ageing_s=cfg.fdb_ageing_s,
-                fdb_max_per_vtep=cfg.fdb_max_per_vtep)
+        for i in range(len(cfg.queues)):
+            params = datapath_params(cfg, i, self.checksum)
             # One process per queue: queues run in parallel, each with its own
             # interpreter; the programs' maps are shared through inherited fds.
             worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs)
