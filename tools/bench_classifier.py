@@ -20,8 +20,7 @@ from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.packets import vxlan_packet
-from prism_xdp.lab.testhost.netns import Testbed
-from prism_xdp.lab.testhost.pair import Uplink
+from prism_xdp.lab.testhost import Testbed, Uplink
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxc"

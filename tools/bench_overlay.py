@@ -16,8 +16,7 @@ from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.packets import Outer, encapsulate
-from prism_xdp.lab.testhost.netns import Testbed
-from prism_xdp.lab.testhost.overlay import OverlayHost, add_kernel_overlay, create_overlay_host
+from prism_xdp.lab.testhost import OverlayHost, Testbed, add_kernel_overlay, create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxo"

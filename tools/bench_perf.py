@@ -23,13 +23,8 @@ from prism_xdp.lab.bench.configs import PrismDaemon
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.inject import Flow, build
 from prism_xdp.lab.procinfo import pss_mb, rss_sum_mb
-from prism_xdp.lab.testhost import persist as topo
-from prism_xdp.lab.testhost.overlay import (
-    OverlayHost,
-    check_rps_mask,
-    container_rx_packets,
-    set_rps,
-)
+from prism_xdp.lab.testhost import OverlayHost, topo
+from prism_xdp.lab.testhost.links import check_rps_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pxp"
@@ -64,9 +59,9 @@ def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame
         gen.start_for(frame, seconds=warmup + seconds + profile_seconds + 1, cpu=cpu, call_seconds=GEN_CALL_SECONDS,
                       threads=gen_threads)
     time.sleep(warmup)
-    rx0, c0, t0 = container_rx_packets(host.containers[0]), cpuprof.read_cpu_times(), time.monotonic()
+    rx0, c0, t0 = host.containers[0].rx_packets(), cpuprof.read_cpu_times(), time.monotonic()
     time.sleep(seconds)
-    rx1, c1, t1 = container_rx_packets(host.containers[0]), cpuprof.read_cpu_times(), time.monotonic()
+    rx1, c1, t1 = host.containers[0].rx_packets(), cpuprof.read_cpu_times(), time.monotonic()
     prof = cpuprof.profile(profile_seconds, Path(tempfile.gettempdir()) / f"pxp-perf-{os.getpid()}.data") if profile_seconds else None
     for gen, _ in gens:
         gen.stop()
@@ -169,7 +164,7 @@ def main() -> int:
         try:
             for rep in range(args.runs):
                 for mask in masks:
-                    set_rps(host.containers[0], mask)
+                    host.containers[0].set_rps(mask)
                     for size in sizes:
                         frame = build(host, Flow("low", 9), size)
                         for config in CONFIGS:

@@ -23,8 +23,7 @@ from prism_xdp.lab.bench.samples import nearest_rank
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.inject import Flow, build
 from prism_xdp.lab.probe import RttProbe, pm_qos_low_latency
-from prism_xdp.lab.testhost.netns import Testbed, popen_in
-from prism_xdp.lab.testhost.overlay import create_overlay_host
+from prism_xdp.lab.testhost import Testbed, create_overlay_host, popen_in
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxk"

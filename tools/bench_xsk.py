@@ -20,8 +20,7 @@ from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.packets import vxlan_packet
-from prism_xdp.lab.testhost.netns import Testbed, unique_name
-from prism_xdp.lab.testhost.pair import Uplink
+from prism_xdp.lab.testhost import Testbed, Uplink
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxb"
@@ -117,8 +116,8 @@ def main() -> int:
     results: dict[str, list[float]] = {}
     with Testbed() as tb:
         up = Uplink.create(tb, PREFIX)
-        cns = tb.add_netns(unique_name(PREFIX, "c"))
-        host_c, cont_c = unique_name(PREFIX, "h"), unique_name(PREFIX, "k")
+        cns = tb.add_netns(tb.name(PREFIX, "c"))
+        host_c, cont_c = tb.name(PREFIX, "h"), tb.name(PREFIX, "k")
         tb.add_veth(host_c, cont_c, None, cns)
         gen = LiveFrameGenerator(up.remote_if, up.remote_ns)
         tb.defer(gen.close)

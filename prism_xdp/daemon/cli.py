@@ -138,7 +138,7 @@ def _top(args: argparse.Namespace) -> int:
 
 
 def _topo(args: argparse.Namespace) -> int:
-    from prism_xdp.lab.testhost import persist as topo
+    from prism_xdp.lab.testhost import topo
 
     if args.action == "up":
         spec = topo.TopoSpec(args.name, args.containers, args.queues, args.vni, args.vxlan_port,
@@ -162,7 +162,7 @@ def _topo(args: argparse.Namespace) -> int:
 
 def _inject(args: argparse.Namespace) -> int:
     from prism_xdp.lab import inject
-    from prism_xdp.lab.testhost import persist as topo
+    from prism_xdp.lab.testhost import topo
 
     state = topo.load_state(args.topo)
     if state is None:
@@ -241,7 +241,7 @@ def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from prism_xdp.lab.bench import runner as abbench
-    from prism_xdp.lab.testhost import persist as topo
+    from prism_xdp.lab.testhost import topo
 
     if args.what:
         if args.what[0] != "merge":

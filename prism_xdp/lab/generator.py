@@ -9,7 +9,7 @@ import time
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.native import ffi
 from prism_xdp.dataplane.xdp import XdpProgram
-from prism_xdp.lab.testhost.netns import inside, link_index
+from prism_xdp.lab.testhost import inside, link_index
 
 
 def next_call_size(size: int, took: float, target: float) -> int:

@@ -13,8 +13,7 @@ from scapy.utils import wrpcap
 
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.lab.packets import Outer, encapsulate
-from prism_xdp.lab.testhost.netns import link_mac, send_frame, socket_in
-from prism_xdp.lab.testhost.overlay import OverlayHost
+from prism_xdp.lab.testhost import OverlayHost, link_mac, send_frame, socket_in
 
 MAX_RATE = 2_000_000  # pps: scapy-built frames sent from Python do not go faster anyway
 

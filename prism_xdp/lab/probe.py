@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
-from prism_xdp.lab.testhost.netns import link_mac, send_frame, socket_in
-from prism_xdp.lab.testhost.overlay import OverlayHost
+from prism_xdp.lab.testhost import OverlayHost, link_mac, send_frame, socket_in
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SEQ = struct.Struct("!Q")

@@ -14,8 +14,8 @@ from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
 from prism_xdp.lab.packets import Inner, malformed_packets, vxlan_packet
-from prism_xdp.lab.testhost.netns import Testbed, socket_in, unique_name
-from prism_xdp.lab.testhost.pair import Uplink, drain
+from prism_xdp.lab.rx import drain
+from prism_xdp.lab.testhost import Testbed, Uplink, socket_in
 
 PREFIX = "pxs"  # what the self-check creates starts with this
 HIGH_PORT = 11211  # memcached: the paper's latency-sensitive example
@@ -85,7 +85,7 @@ def run(count: int = 200, out: TextIO = sys.stdout) -> bool:
                        f"({mode} mode, {time.monotonic() - t0:.2f} s)")
 
             # 2. a real kernel VXLAN device on the remote side
-            vx = unique_name(PREFIX, "v")
+            vx = tb.name(PREFIX, "v")
             tb.add_vxlan(vx, 42, up.remote_ip, up.host_ip, up.remote_if, up.remote_ns)
             inner = Inner()
             tb.add_addr(vx, inner.src_ip, 24, up.remote_ns)

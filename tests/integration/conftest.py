@@ -11,8 +11,8 @@ import pytest
 
 from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.umem import Umem
-from prism_xdp.lab.testhost.netns import Testbed
-from prism_xdp.lab.testhost.pair import Uplink, drain
+from prism_xdp.lab.rx import drain
+from prism_xdp.lab.testhost import Testbed, Uplink
 
 __all__ = ["PREFIX", "Uplink", "drain", "recv_frames"]
 

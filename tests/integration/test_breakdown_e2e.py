@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prism_xdp.lab.bench import breakdown
-from prism_xdp.lab.testhost import persist as topo
+from prism_xdp.lab.testhost import topo
 
 PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
 NAME = "pxtk"  # the test prefix, so that leftovers are easy to find

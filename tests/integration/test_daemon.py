@@ -22,9 +22,7 @@ from conftest import PREFIX
 from prism_xdp.daemon.control import ControlClient
 from prism_xdp.dataplane import xdp
 from prism_xdp.lab.procinfo import children
-from prism_xdp.lab.testhost import netns
-from prism_xdp.lab.testhost.netns import run_in
-from prism_xdp.lab.testhost.overlay import OverlayHost, create_overlay_host
+from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, popen_in, run_in
 
 PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
 
@@ -82,7 +80,7 @@ class Daemon:
 
 
 @pytest.fixture
-def host(testbed: netns.Testbed) -> Iterator[OverlayHost]:
+def host(testbed: Testbed) -> Iterator[OverlayHost]:
     h = create_overlay_host(testbed, PREFIX, containers=2)
     yield h
     while RUNNING:
@@ -166,7 +164,7 @@ def test_kill_9_under_load_then_restart_recovers(host: OverlayHost, tmp_path: Pa
     d = Daemon(host, tmp_path)
     assert ping(host.remote_ns, host.containers[0].ip) == 3
     c = host.containers[0]
-    load = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
+    load = popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
                                            "--ports", "9000,9001", "--count", "20000", "--burst", "64",
                                            "--gap-us", "200"], stdout=subprocess.DEVNULL)
     try:
@@ -276,7 +274,7 @@ def test_prometheus_endpoint(host: OverlayHost, tmp_path: Path) -> None:
     nothing_left(host, tmp_path)
 
 
-def test_two_queues_two_worker_processes(testbed: netns.Testbed, tmp_path: Path) -> None:
+def test_two_queues_two_worker_processes(testbed: Testbed, tmp_path: Path) -> None:
     host = create_overlay_host(testbed, PREFIX, containers=1, queues=2)
     text = config_text(host, tmp_path).replace("[uplink]\n", "[uplink]\nqueues = 2\n")
     (tmp_path / "prism.toml").write_text(text)
@@ -406,7 +404,7 @@ def test_classes_2_and_3_are_real_or_refused(host: OverlayHost, tmp_path: Path) 
     nothing_left(host, four)
 
 
-def test_mode_switches_across_two_queues_lose_and_reorder_nothing(testbed: netns.Testbed, tmp_path: Path) -> None:
+def test_mode_switches_across_two_queues_lose_and_reorder_nothing(testbed: Testbed, tmp_path: Path) -> None:
     """100 switches, vanilla/batch/sync in turn, while 16 flows spread over both queues: every
     worker holds, the steering flips once, every worker resumes; no flow loses or reorders."""
     host = create_overlay_host(testbed, PREFIX, containers=1, queues=2)
@@ -416,12 +414,12 @@ def test_mode_switches_across_two_queues_lose_and_reorder_nothing(testbed: netns
     c = host.containers[0]
     ports = ",".join(str(p) for p in range(9000, 9016))  # some HIGH, most LOW; hashed onto both queues
     count = 1500
-    recv = netns.popen_in(c.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "recv", "--bind", c.ip, "--ports", ports,
+    recv = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "recv", "--bind", c.ip, "--ports", ports,
                                  "--expect", str(16 * count), "--timeout", "5"], stdout=subprocess.PIPE, text=True)
     try:
         assert recv.stdout is not None
         assert recv.stdout.readline().strip() == "ready"
-        send = netns.popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
+        send = popen_in(host.remote_ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "send", "--dst", c.ip,
                                                "--ports", ports, "--count", str(count), "--burst", "16",
                                                "--gap-us", "1000"], stdout=subprocess.PIPE, text=True)
         modes = ["vanilla", "batch", "sync"]

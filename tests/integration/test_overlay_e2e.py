@@ -19,9 +19,14 @@ from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet, malformed_packets
-from prism_xdp.lab.testhost import netns
-from prism_xdp.lab.testhost.netns import run_in, socket_in
-from prism_xdp.lab.testhost.overlay import OverlayHost, create_overlay_host
+from prism_xdp.lab.testhost import (
+    OverlayHost,
+    Testbed,
+    create_overlay_host,
+    link_mac,
+    run_in,
+    socket_in,
+)
 
 
 @dataclass
@@ -38,7 +43,7 @@ VARIANTS = [("stock", "offload"), ("stock", "software"), ("tx-off", "offload")]
 
 
 @pytest.fixture(params=VARIANTS, ids=[f"{o}-{m}" for o, m in VARIANTS])
-def overlay(testbed: netns.Testbed, request: pytest.FixtureRequest) -> Iterator[Running]:
+def overlay(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[Running]:
     offloads, method = request.param
     host = create_overlay_host(testbed, PREFIX, containers=2, offloads=offloads)
     policy = ChecksumPolicy(method, accept_partial=True)  # the uplink is a veth
@@ -204,7 +209,7 @@ def test_a_corrupted_checksum_from_the_wire_reaches_no_socket(overlay: Running) 
     server.bind((c0.ip, 7010))
     server.settimeout(0.5)
     outer = Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip)
-    remote_mac = netns.link_mac(h.vxlan_if, h.remote_ns)
+    remote_mac = link_mac(h.vxlan_if, h.remote_ns)
     inner = Inner(src_mac=remote_mac, dst_mac=c0.mac, src_ip=h.remote_overlay_ip, dst_ip=c0.ip)
     good = bytearray(bytes(inner_packet(inner, 40000, 7010, "udp", b"intact payload")))
     bad = bytearray(good)
@@ -270,7 +275,7 @@ def test_frame_accounting_balances_after_traffic(overlay: Running) -> None:
             == account["frames"])
 
 
-def test_without_timestamps_traffic_flows_and_latency_counts_from_the_poll(testbed: netns.Testbed) -> None:
+def test_without_timestamps_traffic_flows_and_latency_counts_from_the_poll(testbed: Testbed) -> None:
     """scheduler.timestamps = false: the programs write no stamp and the sockets expect none;
     frames arrive intact and latency is measured from the worker's poll only."""
     host = create_overlay_host(testbed, PREFIX, containers=1)
@@ -293,7 +298,7 @@ def test_without_timestamps_traffic_flows_and_latency_counts_from_the_poll(testb
             dp.close()
 
 
-def test_forty_containers_each_served_both_ways(testbed: netns.Testbed) -> None:
+def test_forty_containers_each_served_both_ways(testbed: Testbed) -> None:
     """82 sockets: every container's rings are polled, not only the first 64 sockets' (32 containers)."""
     host = create_overlay_host(testbed, PREFIX, containers=40)
     dp = Datapath(DatapathParams(host.uplink.host_if, container_fill=64), host.specs(), host.vteps())
@@ -311,7 +316,7 @@ def test_forty_containers_each_served_both_ways(testbed: netns.Testbed) -> None:
             dp.close()
 
 
-def test_user_space_records_the_class_xdp_decided(testbed: netns.Testbed) -> None:
+def test_user_space_records_the_class_xdp_decided(testbed: Testbed) -> None:
     """One classifier: for every rule type, the class a packet is measured under is the class
     XDP steered it by (four classes, four sockets a device), also in vanilla mode where XDP
     steers everything to LOW; malformed frames never reach user space."""
@@ -320,7 +325,7 @@ def test_user_space_records_the_class_xdp_decided(testbed: netns.Testbed) -> Non
     runner = Runner(dp).start()
     up, c0 = host.uplink, host.containers[0]
     outer = Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip)
-    remote_mac = netns.link_mac(host.vxlan_if, host.remote_ns)
+    remote_mac = link_mac(host.vxlan_if, host.remote_ns)
     inner = Inner(src_mac=remote_mac, dst_mac=c0.mac, src_ip=host.remote_overlay_ip, dst_ip=c0.ip)
     sinks = []
     try:

@@ -16,15 +16,13 @@ from conftest import PREFIX
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.inject import Flow, build
-from prism_xdp.lab.testhost import netns
-from prism_xdp.lab.testhost.netns import popen_in, run_in
-from prism_xdp.lab.testhost.overlay import OverlayHost, create_overlay_host
+from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, popen_in, run_in
 
 HIGH_PORT = 7000
 
 
 @pytest.fixture
-def host(testbed: netns.Testbed) -> OverlayHost:
+def host(testbed: Testbed) -> OverlayHost:
     return create_overlay_host(testbed, PREFIX, containers=1)
 
 

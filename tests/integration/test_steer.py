@@ -16,7 +16,7 @@ from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
 from prism_xdp.lab.packets import Inner, malformed_packets, vxlan_packet
-from prism_xdp.lab.testhost.netns import socket_in, unique_name
+from prism_xdp.lab.testhost import socket_in
 
 
 @dataclass
@@ -151,7 +151,7 @@ def test_malformed_frames_are_counted_and_dropped(steered: Steered, kind: str) -
 def test_frames_from_a_kernel_vxlan_device(steered: Steered) -> None:
     """The remote host is a real kernel VXLAN endpoint, not scapy."""
     up, tb = steered.uplink, steered.uplink.testbed
-    vx = unique_name(PREFIX, "v")
+    vx = tb.name(PREFIX, "v")
     tb.add_vxlan(vx, 42, up.remote_ip, up.host_ip, up.remote_if, up.remote_ns)
     inner = Inner()
     tb.add_addr(vx, "172.30.0.1", 24, up.remote_ns)

@@ -17,9 +17,8 @@ from pyroute2 import IPRoute
 
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.lab import cpuprof
-from prism_xdp.lab.testhost import persist as topo
-from prism_xdp.lab.testhost.netns import socket_in
-from prism_xdp.lab.testhost.overlay import tx_checksum_interfaces
+from prism_xdp.lab.testhost import socket_in, topo, tx_checksum_interfaces
+from prism_xdp.lab.testhost.links import read_features
 
 PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
 NAME = "pxtq"  # test topologies carry the test prefix too
@@ -219,10 +218,8 @@ TX_FEATURES = ("tx-checksum-ip-generic", "tx-tcp-segmentation")
 
 
 def tx_state(state: dict) -> dict[str, dict[str, bool]]:
-    from prism_xdp.lab.bench import offloads
-
     host = topo.host_of(state)
-    return {f"{ns}/{ifname}": {k: f.wanted for k, f in offloads.read(ifname, ns).items() if k in TX_FEATURES}
+    return {f"{ns}/{ifname}": {k: f.wanted for k, f in read_features(ifname, ns).items() if k in TX_FEATURES}
             for ifname, ns in tx_checksum_interfaces(host)}
 
 

@@ -20,7 +20,7 @@ from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import BindMode, XskParams, XskSocket
 from prism_xdp.lab.packets import vxlan_packet
-from prism_xdp.lab.testhost.netns import socket_in, unique_name
+from prism_xdp.lab.testhost import socket_in
 
 
 def test_two_sockets_on_one_queue_each_get_their_class(uplink: Uplink, umem: Umem) -> None:
@@ -48,8 +48,8 @@ def test_two_sockets_on_one_queue_each_get_their_class(uplink: Uplink, umem: Ume
 def test_forward_to_another_veth_without_copy(uplink: Uplink, umem: Umem) -> None:
     """Frames received on the uplink go out on a container veth from the same UMEM."""
     tb = uplink.testbed
-    cns = tb.add_netns(unique_name(PREFIX, "c"))
-    host_c, cont_c = unique_name(PREFIX, "h"), unique_name(PREFIX, "k")
+    cns = tb.add_netns(tb.name(PREFIX, "c"))
+    host_c, cont_c = tb.name(PREFIX, "h"), tb.name(PREFIX, "k")
     tb.add_veth(host_c, cont_c, None, cns)
     with xdp.XdpProgram("prism_redirect") as prog:
         prog.attach(uplink.host_if)

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.lab.bench import iperf, memcache, offloads, sockperf, webserve, workloads
+from prism_xdp.lab.bench import iperf, memcache, sockperf, webserve, workloads
 from prism_xdp.lab.bench.samples import expand_histogram, nearest_rank
 from prism_xdp.lab.bench.toolproc import listening
+from prism_xdp.lab.testhost import links
 
 DATA = Path(__file__).parent / "data" / "realtools"
 
@@ -120,15 +121,15 @@ tx-udp-segmentation: off [requested on]
 
 
 def test_offloads_restore_what_was_wanted() -> None:
-    off = offloads.parse_features(ETHTOOL_TXOFF)
+    off = links.parse_features(ETHTOOL_TXOFF)
     assert "tx-checksumming" not in off and "generic-receive-offload" not in off  # ethtool -K does not take them
-    assert off["tx-tcp-segmentation"] == offloads.Feature(active=False, wanted=True, fixed=False)
+    assert off["tx-tcp-segmentation"] == links.Feature(active=False, wanted=True, fixed=False)
     assert off["tx-checksum-ipv4"].fixed and off["highdma"].active
-    before = offloads.parse_features(ETHTOOL_TXOFF.replace("tx-checksum-ip-generic: off", "tx-checksum-ip-generic: on")
+    before = links.parse_features(ETHTOOL_TXOFF.replace("tx-checksum-ip-generic: off", "tx-checksum-ip-generic: on")
                                      .replace("tx-checksum-sctp: off", "tx-checksum-sctp: on"))
     # TSO stayed wanted on: putting the checksums back is all it takes.
-    assert offloads.changes(before, off) == {"tx-checksum-ip-generic": True, "tx-checksum-sctp": True}
-    assert offloads.changes(off, off) == {}
+    assert links.changes(before, off) == {"tx-checksum-ip-generic": True, "tx-checksum-sctp": True}
+    assert links.changes(off, off) == {}
 
 
 def test_listening_reads_proc_net() -> None:

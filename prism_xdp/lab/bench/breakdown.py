@@ -413,7 +413,7 @@ def client_seconds() -> int:
 
 
 def names_of(host: Any, client_pid: int, server_pid: int) -> Names:
-    from prism_xdp.lab.testhost.netns import link_index
+    from prism_xdp.lab.testhost import link_index
 
     c = host.containers[0]
     return Names(host.uplink.remote_if, host.vxlan_if, host.uplink.host_if, c.host_if, c.cont_if,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -14,10 +13,8 @@ from typing import Any
 
 from prism_xdp.daemon.control import ControlClient
 from prism_xdp.dataplane.errors import ConfigError, PrismError
-from prism_xdp.lab.bench.offloads import TxChecksumOff
-from prism_xdp.lab.procinfo import children
-from prism_xdp.lab.testhost import persist as topo
-from prism_xdp.lab.testhost.overlay import OverlayHost, tx_checksum_interfaces
+from prism_xdp.lab.procinfo import tree_cpu_seconds
+from prism_xdp.lab.testhost import OverlayHost, TxChecksumOff, topo, tx_checksum_interfaces
 
 KNOBS = ("port", "sync", "split")
 KERNEL_CONFIGS = ("kernel", "kernel-txoff")
@@ -93,16 +90,6 @@ class KernelPatch:
 
 
 # ---- prism_xdp's daemon -----------------------------------------------------
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its children (the daemon's workers)."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        with contextlib.suppress(OSError):
-            parts = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
 
 class PrismDaemon:
     """prism-xdp run on the topology, as users run it; started and stopped between configurations.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prism_xdp.lab import cpuprof
-from prism_xdp.lab.bench import breakdown, iperf, memcache, offloads, sockperf, webserve, workloads
+from prism_xdp.lab.bench import breakdown, iperf, memcache, sockperf, webserve, workloads
 from prism_xdp.lab.bench import configs as abconfigs
 from prism_xdp.lab.bench import report as abreport
 from prism_xdp.lab.bench.configs import PrismDaemon
@@ -21,9 +21,8 @@ from prism_xdp.lab.bench.samples import cdf, summarize
 from prism_xdp.lab.bench.toolproc import Tool, ToolError, Tools
 from prism_xdp.lab.bench.workloads import High, Low
 from prism_xdp.lab.probe import pm_qos_low_latency
-from prism_xdp.lab.testhost import persist as topo
-from prism_xdp.lab.testhost.netns import run_in
-from prism_xdp.lab.testhost.overlay import OverlayHost, tx_checksum_interfaces
+from prism_xdp.lab.testhost import OverlayHost, run_in, topo, tx_checksum_interfaces
+from prism_xdp.lab.testhost.links import read_features
 
 LEAD_S = 0.5  # a LOW load runs this long before the first HIGH measurement under it
 GAP_S = 0.2  # between HIGH measurements: a client's start and exit
@@ -381,6 +380,6 @@ def offload_state(host: OverlayHost) -> dict[str, dict[str, bool]]:
     """TX checksum and TSO as the topology has them (what `kernel` runs with), per interface."""
     out: dict[str, dict[str, bool]] = {}
     for ifname, ns in tx_checksum_interfaces(host):
-        feats = offloads.read(ifname, ns)
+        feats = read_features(ifname, ns)
         out[f"{ns}/{ifname}"] = {k: feats[k].active for k in TX_FEATURES if k in feats}
     return out

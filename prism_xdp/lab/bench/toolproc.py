@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from prism_xdp.lab.testhost.netns import popen_in
+from prism_xdp.lab.testhost import popen_in
 
 
 class ToolError(OSError):

@@ -1,17 +1,15 @@
-"""testhost.py - a minimal test host: an uplink veth (the host's 'NIC') with a remote namespace behind it, a raw sender there, and a receive helper for sockets."""
+"""uplink.py - the pair host: an uplink veth (the host's 'NIC') with a remote namespace behind it and a raw sender there; the AF_XDP tests use it alone, the overlay host builds on it."""
 
 from __future__ import annotations
 
 import errno
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prism_xdp.dataplane.batch import Batch
-from prism_xdp.dataplane.xsk import XskSocket
 from prism_xdp.lab.packets import Outer
-from prism_xdp.lab.testhost.netns import Testbed, link_mac, send_frame, socket_in, unique_name
+from prism_xdp.lab.testhost.links import link_mac
+from prism_xdp.lab.testhost.netns import send_frame, socket_in
+from prism_xdp.lab.testhost.testbed import Testbed
 
 
 @dataclass
@@ -29,10 +27,9 @@ class Uplink:
     _tx: socket.socket | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, testbed: Testbed, prefix: str, queues: int = 1,
-               naming: Callable[[str, str], str] = unique_name) -> Uplink:
-        ns = testbed.add_netns(naming(prefix, "r"))
-        host_if, remote_if = naming(prefix, "u"), naming(prefix, "p")
+    def create(cls, testbed: Testbed, prefix: str, queues: int = 1) -> Uplink:
+        ns = testbed.add_netns(testbed.name(prefix, "r"))
+        host_if, remote_if = testbed.name(prefix, "u"), testbed.name(prefix, "p")
         testbed.add_veth(host_if, remote_if, None, ns, queues=queues)
         up = cls(testbed, host_if, remote_if, ns)
         testbed.add_addr(host_if, up.host_ip, 24)
@@ -59,28 +56,3 @@ class Uplink:
         if self._tx is not None:
             self._tx.close()
             self._tx = None
-
-
-def drain(xsk: XskSocket, want: int, timeout: float = 2.0, batch: Batch | None = None) -> list[bytes]:
-    """Receive until `want` packets came (or timeout); return their bytes, frames freed.
-
-    Waits 50 ms past `want`, so that packets which should not come are seen
-    too. For tests and tools: it copies every packet out.
-    """
-    batch = batch or Batch(64)
-    got: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    settle = None
-    while time.monotonic() < deadline:
-        batch.clear()
-        if xsk.rx(batch):
-            got += [xsk.umem.read(a, n) for a, n in batch.descriptors()]
-            batch.drop_all(xsk.umem)
-            xsk.fill(64)
-        elif len(got) >= want:
-            settle = settle or time.monotonic() + 0.05
-            if time.monotonic() > settle:
-                break
-        else:
-            time.sleep(0.001)
-    return got

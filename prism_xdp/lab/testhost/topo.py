@@ -1,4 +1,4 @@
-"""topo.py - `prism-xdp topo up|down|show|config`: a named test host in namespaces that outlives the command, recorded in a state file so that `down` removes exactly what `up` made."""
+"""topo.py - the saved topology of `prism-xdp topo up|down|show|config`: a named test host in namespaces that outlives the command, recorded in a state file so that `down` removes exactly what `up` made."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.lab.testhost.netns import Testbed, link_exists
+from prism_xdp.lab.testhost.links import check_rps_mask, link_exists
+from prism_xdp.lab.testhost.netns import netns_exists
 from prism_xdp.lab.testhost.overlay import (
     Container,
     OverlayHost,
     add_kernel_overlay,
-    check_rps_mask,
     create_overlay_host,
-    fixed_name,
-    set_rps,
 )
-from prism_xdp.lab.testhost.pair import Uplink
+from prism_xdp.lab.testhost.testbed import Testbed
+from prism_xdp.lab.testhost.uplink import Uplink
 
 STATE_DIR = Path(os.environ.get("PRISM_XDP_STATE", "/run/prism-xdp/topo"))
 DEFAULT_NAME = "pxd"
@@ -62,7 +61,7 @@ def load_state(name: str) -> dict[str, Any] | None:
 
 def _complete(state: dict[str, Any]) -> bool:
     made = state["made"]
-    return all(os.path.exists(f"/var/run/netns/{ns}") for ns in made["namespaces"]) and all(
+    return all(netns_exists(ns) for ns in made["namespaces"]) and all(
         link_exists(name, ns) for name, ns in made["links"])
 
 
@@ -74,13 +73,12 @@ def up(spec: TopoSpec) -> tuple[dict[str, Any], bool]:
         if state["spec"] == asdict(spec) and _complete(state):
             return state, False
         down(spec.name)  # partial, or asked for another shape: rebuild
-    tb = Testbed()
+    tb = Testbed(fixed_names=True)  # `down` and another command find them by name
     try:
-        host = create_overlay_host(tb, spec.name, spec.containers, spec.vni, spec.queues, spec.vxlan_port,
-                                   naming=fixed_name)
-        kernel = add_kernel_overlay(tb, host, spec.name, naming=fixed_name) if spec.kernel_path else None
+        host = create_overlay_host(tb, spec.name, spec.containers, spec.vni, spec.queues, spec.vxlan_port)
+        kernel = add_kernel_overlay(tb, host, spec.name) if spec.kernel_path else None
         for c in host.containers:
-            set_rps(c, spec.container_rps)
+            c.set_rps(spec.container_rps)
     except BaseException:
         tb.close()
         raise
