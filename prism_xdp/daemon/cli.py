@@ -208,11 +208,11 @@ def bench_params(args: argparse.Namespace) -> BenchParams:
     if not 0 < args.steal_max <= 1:
         raise ConfigError(f"--steal-max: a fraction of a CPU in (0, 1], not {args.steal_max}")
     if getattr(args, "breakdown", False):
-        from prism_xdp.lab.bench import breakdown
+        from prism_xdp.lab.bench import breakdown, tracing
 
         if breakdown.HIGH not in (args.high or workloads.HIGH_DEFAULT).split(","):
             raise ConfigError(f"--breakdown traces {breakdown.HIGH}: add it to --high")
-        why = breakdown.perf_available()
+        why = tracing.perf_available()
         if why:
             raise ConfigError(f"--breakdown: {why} (tools/setup.sh installs linux-perf)")
     return abbench.BenchParams(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_xdp.lab.bench import breakdown
+from prism_xdp.lab.bench import tracing
 from prism_xdp.lab.testhost import topo
 
 PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
@@ -31,7 +31,7 @@ def topology(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
 @pytest.mark.privileged
 @pytest.mark.timeout(240)
 def test_breakdown_stages_add_up_to_the_round_trip(topology: dict, tmp_path: Path) -> None:
-    why = breakdown.perf_available()
+    why = tracing.perf_available()
     if why:
         pytest.skip(why)
     r = subprocess.run([*PRISM, "bench", "--topo", NAME, "--breakdown", "--high", "sockperf-udp", "--low", "idle",

@@ -9,40 +9,41 @@ import pytest
 
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.lab.bench import breakdown as bd
+from prism_xdp.lab.bench import stages, tracing
 
 DATA = Path(__file__).parent / "data" / "breakdown"
-NAMES = {k: bd.Names(**v) for k, v in json.loads((DATA / "names.json").read_text()).items()}
+NAMES = {k: stages.Names(**v) for k, v in json.loads((DATA / "names.json").read_text()).items()}
 
 
 def capture(config: str) -> str:
     return (DATA / f"perf-{config}-idle.txt").read_text()
 
 
-def points(config: str) -> list[bd.Point]:
-    return bd.chain("kernel" if config == "kernel" else "prism", NAMES[config], bd.slot_of(config))
+def points(config: str) -> list[stages.Point]:
+    return stages.chain("kernel" if config == "kernel" else "prism", NAMES[config], bd.slot_of(config))
 
 
 def test_perf_script_lines_become_events_in_time_order() -> None:
     text = capture("prism-sync")
-    events = bd.parse_script(text)
+    events = stages.parse_script(text)
     assert len(events) == len(text.splitlines()) == 250
     assert [e.t_ns for e in events] == sorted(e.t_ns for e in events)
     redirect = next(e for e in events if e.event == "xdp:xdp_redirect")
     assert redirect.fields["ifindex"] in ("600", "601") and redirect.fields["map_index"] == "1"
     xmit = next(e for e in events if e.event == "net:net_dev_start_xmit")
     assert xmit.fields["dev"] == "pxtkv" and xmit.fields["len"] == "106" and xmit.fields["skbaddr"].startswith("0x")
-    assert bd.parse_script("not perf output\n") == []
+    assert stages.parse_script("not perf output\n") == []
 
 
 def test_each_configuration_has_its_chain() -> None:
     kernel = [p.name for p in points("kernel")]
-    assert kernel == list(bd.ALL_POINTS)
+    assert kernel == list(stages.ALL_POINTS)
     sync = points("prism-sync")
-    assert [p.name for p in sync] == list(bd.ALL_POINTS)
+    assert [p.name for p in sync] == list(stages.ALL_POINTS)
     host_rx = next(p for p in sync if p.name == "host_rx")
     assert host_rx.event == "xdp:xdp_redirect" and ("map_index", "1") in host_rx.match
     # vanilla: one socket per queue takes LOW too, so the uplink's redirect is no HIGH point
-    vanilla = bd.chain("prism", NAMES["prism-sync"], bd.slot_of("prism-vanilla"))
+    vanilla = stages.chain("prism", NAMES["prism-sync"], bd.slot_of("prism-vanilla"))
     assert "host_rx" not in [p.name for p in vanilla]
     assert ("map_index", "0") in next(p for p in vanilla if p.name == "host_back").match
 
@@ -50,23 +51,23 @@ def test_each_configuration_has_its_chain() -> None:
 @pytest.mark.parametrize("config", ["kernel", "prism-sync"])
 def test_round_trips_pair_in_order_and_their_stages_add_up(config: str) -> None:
     chain, names = points(config), NAMES[config]
-    res = bd.pair(bd.parse_script(capture(config)), chain, names)
+    res = stages.pair(stages.parse_script(capture(config)), chain, names)
     assert len(res.trips) >= 15
     assert res.started - len(res.trips) == res.incomplete <= 1  # the capture is cut at its end
     for trip in res.trips:
         times = [trip[p.name] for p in chain]
         assert times == sorted(times)
-    segs = bd.segments(res.trips, chain)
+    segs = stages.segments(res.trips, chain)
     for i, span in enumerate(segs["span"]):
         assert sum(segs[p.name][i] for p in chain[1:]) == pytest.approx(span, abs=1e-6)
     assert 10 < sorted(segs["span"])[len(segs["span"]) // 2] < 1000  # µs: a real round trip
 
 
 def test_wakeups_are_kept_beside_the_chain() -> None:
-    res = bd.pair(bd.parse_script(capture("kernel")), points("kernel"), NAMES["kernel"])
+    res = stages.pair(stages.parse_script(capture("kernel")), points("kernel"), NAMES["kernel"])
     woken = [t for t in res.trips if "server_wakeup" in t]
     assert woken and all(t["cont_rx"] <= t["server_wakeup"] <= t["server_recv"] for t in woken)
-    segs = bd.segments(res.trips, points("kernel"))
+    segs = stages.segments(res.trips, points("kernel"))
     assert len(segs["server_wakeup_to_run"]) == len(woken) and min(segs["server_wakeup_to_run"]) >= 0
 
 
@@ -74,8 +75,8 @@ def test_a_missed_event_makes_its_round_trip_incomplete_not_wrong() -> None:
     lines = capture("kernel").splitlines()
     first_cont_rx = next(i for i, line in enumerate(lines) if "netif_receive_skb: dev=pxtkk0" in line)
     text = "\n".join(lines[:first_cont_rx] + lines[first_cont_rx + 1:])
-    full = bd.pair(bd.parse_script(capture("kernel")), points("kernel"), NAMES["kernel"])
-    cut = bd.pair(bd.parse_script(text), points("kernel"), NAMES["kernel"])
+    full = stages.pair(stages.parse_script(capture("kernel")), points("kernel"), NAMES["kernel"])
+    cut = stages.pair(stages.parse_script(text), points("kernel"), NAMES["kernel"])
     assert cut.started == full.started and len(cut.trips) == len(full.trips) - 1
     assert cut.incomplete == full.incomplete + 1
     assert cut.trips == full.trips[1:]  # the first round trip lost its point; no other changed
@@ -91,23 +92,23 @@ def test_a_frame_of_the_same_size_on_another_skb_is_not_taken() -> None:
     fake = (f"25000 [000]  {s}.{int(ns) + 1:09d}:     net:net_dev_start_xmit: dev=pxtkp queue_mapping=0 "
             "skbaddr=0xffff000000000001 len=156")
     text = "\n".join(lines[:i + 1] + [fake] + lines[i + 1:])
-    full = bd.pair(bd.parse_script(capture("kernel")), points("kernel"), NAMES["kernel"])
-    got = bd.pair(bd.parse_script(text), points("kernel"), NAMES["kernel"])
+    full = stages.pair(stages.parse_script(capture("kernel")), points("kernel"), NAMES["kernel"])
+    got = stages.pair(stages.parse_script(text), points("kernel"), NAMES["kernel"])
     assert got.trips == full.trips
 
 
 def test_analyse_summarises_every_stage() -> None:
-    out = bd.analyse(capture("prism-sync"), points("prism-sync"), NAMES["prism-sync"])
+    out = stages.analyse(capture("prism-sync"), points("prism-sync"), NAMES["prism-sync"])
     assert out["round_trips"] >= 15 and out["events"] == 250
     segs = out["segments_us"]
-    assert all(segs[p]["count"] == out["round_trips"] for p in bd.ALL_POINTS[1:])
+    assert all(segs[p]["count"] == out["round_trips"] for p in stages.ALL_POINTS[1:])
     assert out["sum_of_means_us"] == pytest.approx(segs["span"]["mean"], abs=0.05)
     assert abs(out["sum_of_medians_us"] - segs["span"]["p50"]) < 0.3 * segs["span"]["p50"]
 
 
 def test_perf_records_only_what_the_chain_names() -> None:
     n = NAMES["prism-sync"]
-    args = bd.perf_events(points("prism-sync"), n)
+    args = tracing.perf_events(points("prism-sync"), n)
     events = args[1::4]
     assert args[0::4] == ["-e"] * len(events) and args[2::4] == ["--filter"] * len(events)
     assert len(set(events)) == len(events)  # one filter per tracepoint: perf takes the last one given
@@ -126,7 +127,7 @@ def test_perf_records_only_what_the_chain_names() -> None:
 def test_the_table_shows_each_configuration_and_what_it_lacks() -> None:
     rows = []
     for config in ("kernel", "prism-sync"):
-        trace = bd.analyse(capture(config), points(config), NAMES[config])
+        trace = stages.analyse(capture(config), points(config), NAMES[config])
         rows.append({"config": config, "low": "idle", "trace": trace, "ok": True, "perf_cpu_s": 0.5, "lost": 0,
                      "sockperf_traced_us": {"count": 10, "p50": 50.0, "p99": 90.0}, "sockperf_sent": 30})
     rows[1]["daemon"] = {"latency_us": {"count": 5, "p50": 12.0, "p99": 40.0},
@@ -136,7 +137,7 @@ def test_the_table_shows_each_configuration_and_what_it_lacks() -> None:
     assert "| from the previous point to | kernel | prism-sync | prism-vanilla |" in text
     assert "| daemon: HIGH XDP->TX kick | - | 12.0 / 40.0 | - |" in text
     assert "- prism-vanilla: ToolError: x" in text
-    assert text.count("\n| ") == 1 + len(bd.ALL_POINTS) - 1 + 10  # header, stages, the rest
+    assert text.count("\n| ") == 1 + len(stages.ALL_POINTS) - 1 + 10  # header, stages, the rest
 
 
 def test_breakdown_needs_sockperf_udp(tmp_path: Path) -> None:
