@@ -39,8 +39,10 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
         rows.append([cls, steer["steered"][cls], _rate(steer["steered"][cls], before, seconds),
                      lat.get("p50", "-"), lat.get("p99", "-"), lat.get("p99.9", "-"), lat.get("max", "-"),
                      pipe.get("p99", "-")])
-    out.append(table(["class", "steered", "rate", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "pipeline p99"], rows))
-    out.append(f"(latency: XDP to TX kick, both directions; passed to kernel {steer['passed']}, "
+    out.append(table(["class", "steered", "rate", "p50 ≤ µs", "p99 ≤ µs", "p99.9 ≤ µs", "max µs", "pipeline p99 ≤"],
+                     rows))
+    out.append(f"(latency: XDP to TX kick, both directions; pNN ≤: its histogram bucket's upper edge, at most "
+               f"1/16 above the true value; passed to kernel {steer['passed']}, "
                f"malformed {sum(steer['malformed'].values())})")
     out.append("")
 

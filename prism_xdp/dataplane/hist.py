@@ -1,4 +1,13 @@
-"""hist.py - latency histograms as the C side records them (HDR-style log-linear buckets): percentiles, merging, summaries."""
+"""hist.py - latency histograms as the C side records them (HDR-style log-linear buckets): percentile bounds, merging, summaries.
+
+A bucket holds the values from bucket_low(i) to bucket_high(i); its width is at
+most 1/16 of its values. Only the bucket of a sample is kept, so a percentile is
+known to lie in one bucket and no closer. What is published (percentile(),
+summary(), `ctl stats`, `top`) is that bucket's upper edge - HdrHistogram's
+"highest equivalent value" - clamped to the exact maximum: a bound (the true
+p99 is at most the published p99, and at most one bucket width, 1/16, below it),
+never a point inside the bucket that was guessed.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,11 @@ def bucket_low(index: int) -> int:
     msb = (index >> SUB_BITS) + SUB_BITS - 1
     sub = index & ((1 << SUB_BITS) - 1)
     return ((1 << SUB_BITS) + sub) << (msb - SUB_BITS)
+
+
+def bucket_high(index: int) -> int:
+    """Largest value that falls into a bucket (HdrHistogram's "highest equivalent value")."""
+    return bucket_low(index + 1) - 1
 
 
 @dataclass
@@ -55,10 +69,9 @@ class Histogram:
         self.max = max(self.max, other.max)
 
     def percentile(self, p: float) -> int:
-        """The value at percentile p: the middle of its bucket, clamped to [min, max].
-
-        Off by at most half a bucket (1/32 of the value).
-        """
+        """An upper bound of the value at percentile p (nearest rank): the upper edge of its
+        bucket, clamped to the exact max. Never below the exact value, and above it by less
+        than one bucket width (1/16 of the value)."""
         if not self.count:
             return 0
         if not 0 <= p <= 100:
@@ -68,16 +81,28 @@ class Histogram:
         for index, n in enumerate(self.buckets):
             seen += n
             if seen >= rank:
-                low, high = bucket_low(index), bucket_low(index + 1) - 1
-                return int(min(self.max, max(self.min, (low + high) // 2)))
+                return min(self.max, bucket_high(index))
         return self.max
+
+    def count_at_or_below(self, value: int) -> int:
+        """Samples <= value; exact when value is a bucket's upper edge (bucket_high), as the
+        Prometheus buckets' boundaries are."""
+        if value < 0:
+            return 0
+        last = bucket_of(value)
+        if bucket_high(last) != value:
+            raise ValueError(f"{value} is not a bucket's upper edge: the count at or below it is not known")
+        return sum(self.buckets[: last + 1])
 
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
 
     def summary(self, unit: float = 1e3) -> dict[str, float]:
-        """count, mean, min, p50/p90/p99/p99.9, max; values divided by unit (default: microseconds)."""
+        """count, mean, min, p50/p90/p99/p99.9, max; values divided by unit (default: microseconds).
+
+        The mean, min and max are exact; each pNN is an upper bound (percentile()): "p99 <=".
+        """
         out: dict[str, float] = {"count": self.count}
         if not self.count:
             return out
@@ -94,5 +119,5 @@ class Histogram:
         for index, n in enumerate(self.buckets):
             if n:
                 seen += n
-                points.append((bucket_low(index + 1) - 1, seen / self.count))
+                points.append((bucket_high(index), seen / self.count))
         return points
