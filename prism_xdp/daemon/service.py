@@ -143,6 +143,8 @@ class Daemon:
         self._undo = contextlib.ExitStack()
         self.stop_event = threading.Event()
         self._hup = threading.Event()
+        # What reloads did (SIGHUP or ctl reload): status shows it, so a refused one is seen.
+        self._reloads: dict[str, Any] = {"ok": 0, "refused": 0, "last_error": None}
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -183,7 +185,7 @@ class Daemon:
         control.start()
         if cfg.prometheus:
             host, _, port = cfg.prometheus.rpartition(":")
-            metrics = MetricsServer(host, int(port), self.stats)
+            metrics = MetricsServer(host, int(port), lambda: self.stats(histograms=True))
             self._undo.callback(metrics.close)
             metrics.start()
         log.info("prism-xdp %s running: uplink %s queues %s, %d container(s), mode %s, poll %s, control %s",
@@ -261,10 +263,16 @@ class Daemon:
         return removed
 
     def reload(self) -> dict[str, Any]:
-        """Re-read the config file and apply its rules; the rest needs a restart."""
-        new = load(self.cfg.path)
-        check_rule_classes(new.rules, self.cfg.classes)  # sockets per class are fixed at start
+        """Re-read the config file and apply its rules; the rest needs a restart. A config
+        that does not load changes nothing and is counted (status: reloads)."""
+        try:
+            new = load(self.cfg.path)
+            check_rule_classes(new.rules, self.cfg.classes)  # sockets per class are fixed at start
+        except (ConfigError, PrismError) as exc:
+            self._reloads.update(refused=self._reloads["refused"] + 1, last_error=str(exc))
+            raise
         self._apply_rules(new.rules)
+        self._reloads["ok"] += 1
         log.info("rules reloaded from %s", self.cfg.path)
         return {"rules": {k: len(v) for k, v in self.rules().items()}}
 
@@ -303,10 +311,11 @@ class Daemon:
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],
-                "rules": {k: len(v) for k, v in self.rules().items()}}
+                "rules": {k: len(v) for k, v in self.rules().items()}, "reloads": dict(self._reloads)}
 
-    def stats(self) -> dict[str, Any]:
-        """Totals over queues (counters summed, histograms merged) and each queue's own."""
+    def stats(self, histograms: bool = False) -> dict[str, Any]:
+        """Totals over queues (counters summed, histograms merged) and each queue's own; with
+        histograms, the merged latency histograms too (for /metrics: too big for ctl)."""
         per_queue = {str(w.queue): w.call("stats") for w in self.workers}
         totals: dict[str, Any] = {"stages": {}, "ports": {}, "steer": {}, "xsk": {}}
         merged: dict[str, Histogram] = {}
@@ -327,8 +336,11 @@ class Daemon:
         totals["latency"] = {cls: {"latency_us": merged[f"{cls}/xdp"].summary(),
                                    "pipeline_us": merged[f"{cls}/poll"].summary()}
                              for cls in (CLASS_NAMES[c] for c in range(self.cfg.classes))}
-        return {"mode": self.mode(), "uptime_s": round(time.time() - self.started, 1), "totals": totals,
-                "queues": per_queue}
+        out = {"mode": self.mode(), "uptime_s": round(time.time() - self.started, 1), "totals": totals,
+               "queues": per_queue}
+        if histograms:
+            out["histograms"] = merged
+        return out
 
     def reset_stats(self) -> None:
         for w in self.workers:

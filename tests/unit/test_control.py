@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from prism_xdp.daemon import metrics, report, rundir
 from prism_xdp.daemon.control import COMMANDS, ControlServer, dispatch
+from prism_xdp.dataplane.hist import Histogram, bucket_high, bucket_of
 
 
 class FakeDaemon:
@@ -121,14 +125,72 @@ SAMPLE_STATS: dict[str, Any] = {
 }
 
 
-def test_prometheus_text() -> None:
-    text = metrics.render(SAMPLE_STATS)
-    assert 'prism_xdp_drops_total{reason="unknown_vni"} 1' in text
-    assert 'prism_xdp_steered_packets_total{class="high"} 2' in text
-    assert 'prism_xdp_latency_microseconds{class="high",from="xdp",quantile="0.99"} 12.0' in text
-    assert 'prism_xdp_mode_info{mode="sync"} 1' in text
+def _known_histogram() -> Histogram:
+    h = Histogram()
+    for ns, n in ((800, 3), (1023, 1), (1024, 2), (5000, 4), (3_000_000, 1), (2_000_000_000, 1)):
+        h.record(ns, n)
+    return h
+
+
+def test_prometheus_exposition_has_real_types() -> None:
+    h = _known_histogram()
+    stats = SAMPLE_STATS | {"queues": {"0": {"frames": {"frames": 4096, "pool": 4000}}},
+                            "histograms": {"high/xdp": h, "low/poll": Histogram()}}
+    text = metrics.render(stats)
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert all(name.startswith("prism_xdp_") for name in fams)
     for line in text.splitlines():
         assert line.startswith("#") or line.startswith("prism_xdp_"), line
+    assert not any(n.startswith(("process_", "python_")) for n in fams)  # a private registry
+    types = {"stage_packets": "counter", "drops": "counter", "steered_packets": "counter",
+             "xsk_statistics": "counter", "port_tx_full": "counter", "fdb_entries": "gauge", "frames": "gauge",
+             "uptime_seconds": "gauge", "mode_info": "gauge", "latency_seconds": "histogram"}
+    assert {k: fams[f"prism_xdp_{k}"].type for k in types} == types
+
+    def samples(fam: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in fams[f"prism_xdp_{fam}"].samples}
+
+    assert samples("drops")[("prism_xdp_drops_total", (("reason", "unknown_vni"),))] == 1
+    assert samples("steered_packets")[("prism_xdp_steered_packets_total", (("class", "high"),))] == 2
+    assert samples("mode_info")[("prism_xdp_mode_info", (("mode", "sync"),))] == 1
+    assert samples("frames")[("prism_xdp_frames", (("place", "pool"), ("queue", "0")))] == 4000
+    assert ("prism_xdp_stage_packets_total", (("counter", "decap_in"),)) in samples("stage_packets")
+
+    # The histogram: cumulative, in seconds, at exact bucket edges 2^k - 1 ns, +Inf last.
+    lat = [s for s in fams["prism_xdp_latency_seconds"].samples if s.labels.get("class") == "high"]
+    buckets = [(float(s.labels["le"]), s.value) for s in lat if s.name.endswith("_bucket")]
+    assert [le for le, _ in buckets[:-1]] == [e / 1e9 for e in metrics.LATENCY_LE_NS]
+    assert buckets[-1] == (float("inf"), h.count)
+    for le_ns, (_, count) in zip(metrics.LATENCY_LE_NS, buckets, strict=False):
+        assert count == h.count_at_or_below(le_ns)
+    by_le = dict(buckets)
+    assert by_le[1023e-9] == 4  # 800 x3 and 1023; 1024 is above
+    assert by_le[2047e-9] == 6 and by_le[8191e-9] == 10
+    assert by_le[4194303e-9] == 11 and by_le[((1 << 30) - 1) / 1e9] == 11  # 2 s: only in +Inf
+    [count] = [s.value for s in lat if s.name.endswith("_count")]
+    [total] = [s.value for s in lat if s.name.endswith("_sum")]
+    assert count == h.count == 12 and total == pytest.approx(h.total / 1e9)
+    empty = [s for s in fams["prism_xdp_latency_seconds"].samples if s.labels.get("class") == "low"]
+    assert all(s.value == 0 for s in empty)
+
+
+def test_latency_boundaries_are_bucket_edges() -> None:
+    assert all(bucket_high(bucket_of(edge)) == edge for edge in metrics.LATENCY_LE_NS)
+    assert metrics.LATENCY_LE_NS[0] < 1100 and metrics.LATENCY_LE_NS[-1] > 1e9
+
+
+def test_metrics_server_serves_only_metrics() -> None:
+    server = metrics.MetricsServer("127.0.0.1", 0, lambda: SAMPLE_STATS)
+    server.start()
+    try:
+        host, port = server.address[:2]
+        text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+        assert 'prism_xdp_mode_info{mode="sync"} 1.0' in text
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://{host}:{port}/", timeout=5)
+        assert err.value.code == 404
+    finally:
+        server.close()
 
 
 def test_readable_table() -> None:
