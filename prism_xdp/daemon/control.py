@@ -10,9 +10,11 @@ import socket
 import socketserver
 import struct
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from prism_xdp.daemon import rundir
+from prism_xdp.daemon import report, rundir
 from prism_xdp.dataplane.classes import CLASS_BY_NAME
 from prism_xdp.dataplane.errors import ConfigError, PrismError
 
@@ -80,18 +82,87 @@ def _class(req: dict[str, Any]) -> int:
     raise RequestError(f"{req['cmd']}: class must be one of {', '.join(CLASS_BY_NAME)}, not {cls!r}")
 
 
-COMMANDS = {
-    "status": "daemon, uplink, queues, containers, mode, rules",
-    "rules": "the priority rules by kind",
-    "rule-add": "kind (port|dscp|vni), value, class (default high): like writing /proc/port",
-    "rule-del": "kind, value",
-    "rules-clear": "kind (optional: all kinds)",
-    "mode": "the scheduling mode",
-    "mode-set": "mode (vanilla|batch|sync): like writing /proc/sync",
-    "stats": "counters per class, stage and drop reason; latency; XDP statistics",
-    "stats-reset": "clear latency histograms",
-    "reload": "re-read the rules from the config file (as SIGHUP)",
-    "help": "this list",
+@dataclass(frozen=True)
+class Arg:
+    """A request field, as `prism-xdp ctl` takes it: a positional argument."""
+
+    field: str
+    type: type = str
+    choices: tuple[str, ...] | None = None
+    required: bool = True
+    default: Any = None
+    help: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of the protocol: what the daemon does, and how `prism-xdp ctl` spells and shows it."""
+
+    help: str
+    run: Callable[[ControlApi, dict[str, Any]], Any]
+    words: tuple[str, ...]  # prism-xdp ctl WORDS ARGS
+    args: tuple[Arg, ...] = ()
+    show: Callable[[Any], str] | None = None  # readable output (without it, or with --json: JSON)
+
+
+def _rule_add(api: ControlApi, req: dict[str, Any]) -> dict[str, Any]:
+    kind = _kind(req)
+    value, cls = _value(req, kind), _class(req)
+    api.set_rule(kind, value, cls)
+    return {"kind": kind, "value": value, "class": cls}
+
+
+def _rule_del(api: ControlApi, req: dict[str, Any]) -> dict[str, Any]:
+    kind = _kind(req)
+    value = _value(req, kind)
+    if value not in api.rules()[kind]:
+        raise RequestError(f"rule-del: no {kind} rule for {value}")
+    api.set_rule(kind, value, 0)
+    return {"kind": kind, "value": value, "removed": True}
+
+
+def _mode_set(api: ControlApi, req: dict[str, Any]) -> dict[str, Any]:
+    mode = _field(req, "mode", str)
+    if mode not in MODES:
+        raise RequestError(f"mode-set: mode must be vanilla, batch or sync, not {mode!r}")
+    api.set_mode(mode)
+    return {"mode": api.mode()}
+
+
+def _stats_reset(api: ControlApi, req: dict[str, Any]) -> dict[str, Any]:
+    api.reset_stats()
+    return {}
+
+
+MODES = ("vanilla", "batch", "sync")
+_KIND = Arg("kind", choices=tuple(RULE_KINDS))
+_VALUE = Arg("value", int)
+# The protocol, one entry per command: adding a command here adds it to the daemon, to
+# `prism-xdp ctl` (its words and arguments) and to `help`.
+COMMANDS: dict[str, Command] = {
+    "status": Command("daemon, uplink, queues, containers, mode, rules, reloads", lambda api, req: api.status(),
+                      ("status",), show=report.fields),
+    "rules": Command("the priority rules by kind",
+                     lambda api, req: {k: {str(v): c for v, c in sorted(m.items())} for k, m in api.rules().items()},
+                     ("rules",), show=report.rules),
+    "rule-add": Command("kind (port|dscp|vni), value, class (default high): like writing /proc/port", _rule_add,
+                        ("rule", "add"), (_KIND, _VALUE, Arg("class", required=False, default="high",
+                                                             help="low, high, class2, class3 (default high)")),
+                        show=report.rule),
+    "rule-del": Command("kind, value", _rule_del, ("rule", "del"), (_KIND, _VALUE), show=report.rule),
+    "rules-clear": Command("kind (optional: all kinds)",
+                           lambda api, req: {"removed": api.clear_rules(_kind(req) if "kind" in req else None)},
+                           ("rule", "clear"), (replace(_KIND, required=False),), show=report.rule),
+    "mode": Command("the scheduling mode", lambda api, req: {"mode": api.mode()}, ("mode",),
+                    show=lambda r: str(r["mode"])),
+    "mode-set": Command("mode (vanilla|batch|sync): like writing /proc/sync", _mode_set, ("mode",),
+                        (Arg("mode", choices=MODES),), show=lambda r: str(r["mode"])),
+    "stats": Command("counters per class, stage and drop reason; latency; XDP statistics",
+                     lambda api, req: api.stats(), ("stats",), show=report.render),
+    "stats-reset": Command("clear latency histograms", _stats_reset, ("reset",)),
+    "reload": Command("re-read the rules from the config file (as SIGHUP)", lambda api, req: api.reload(),
+                      ("reload",)),
+    "help": Command("this list", lambda api, req: {name: c.help for name, c in COMMANDS.items()}, ("help",)),
 }
 
 
@@ -111,42 +182,7 @@ def dispatch(api: ControlApi, line: bytes | str) -> dict[str, Any]:
     if cmd not in COMMANDS:
         return {"ok": False, "error": f"unknown cmd {cmd!r}; one of: {', '.join(COMMANDS)}"}
     try:
-        result: Any
-        if cmd == "status":
-            result = api.status()
-        elif cmd == "rules":
-            result = {k: {str(v): c for v, c in sorted(m.items())} for k, m in api.rules().items()}
-        elif cmd == "rule-add":
-            kind = _kind(req)
-            value, cls = _value(req, kind), _class(req)
-            api.set_rule(kind, value, cls)
-            result = {"kind": kind, "value": value, "class": cls}
-        elif cmd == "rule-del":
-            kind = _kind(req)
-            value = _value(req, kind)
-            if value not in api.rules()[kind]:
-                raise RequestError(f"rule-del: no {kind} rule for {value}")
-            api.set_rule(kind, value, 0)
-            result = {"kind": kind, "value": value, "removed": True}
-        elif cmd == "rules-clear":
-            result = {"removed": api.clear_rules(_kind(req) if "kind" in req else None)}
-        elif cmd == "mode":
-            result = {"mode": api.mode()}
-        elif cmd == "mode-set":
-            mode = _field(req, "mode", str)
-            if mode not in ("vanilla", "batch", "sync"):
-                raise RequestError(f"mode-set: mode must be vanilla, batch or sync, not {mode!r}")
-            api.set_mode(mode)
-            result = {"mode": api.mode()}
-        elif cmd == "stats":
-            result = api.stats()
-        elif cmd == "stats-reset":
-            api.reset_stats()
-            result = {}
-        elif cmd == "reload":
-            result = api.reload()
-        else:
-            result = COMMANDS
+        result = COMMANDS[cmd].run(api, req)
     except (RequestError, ConfigError) as exc:
         return {"ok": False, "error": str(exc)}
     except PrismError as exc:

@@ -1,10 +1,10 @@
-"""report.py - the daemon's statistics as readable tables, for `prism-xdp ctl stats` and `prism-xdp top`."""
+"""report.py - the daemon's replies as readable text: statistics tables for `prism-xdp ctl stats` and `prism-xdp top`, status, rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prism_xdp.dataplane.classes import CLASS_BY_NAME
+from prism_xdp.dataplane.classes import CLASS_BY_NAME, class_name
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -16,12 +16,38 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def fields(result: dict[str, Any]) -> str:
+    """One line per key (`ctl status`); lists of records and dicts as key=value pairs."""
+    lines = []
+    for k, v in result.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            lines.append(f"{k:12} " + "\n             ".join("  ".join(f"{a}={b}" for a, b in item.items())
+                                                          for item in v))
+        elif isinstance(v, dict):
+            lines.append(f"{k:12} " + "  ".join(f"{a}={b}" for a, b in v.items()))
+        else:
+            lines.append(f"{k:12} {v}")
+    return "\n".join(lines)
+
+
+def rules(result: dict[str, dict[str, int]]) -> str:
+    rows: list[list[object]] = [[k, v, class_name(c)] for k, m in result.items() for v, c in m.items()]
+    return table(["kind", "value", "class"], rows) if rows else "no rules: every packet is LOW"
+
+
+def rule(result: dict[str, Any]) -> str:
+    """What a rule-add, rule-del or rules-clear did."""
+    if "kind" not in result:
+        return f"removed {result['removed']} rule(s)"
+    if result.get("removed"):
+        return f"{result['kind']} {result['value']}: rule removed"
+    return f"{result['kind']} {result['value']}: {class_name(result['class'])}"
+
+
 def _rate(now: int, before: int | None, seconds: float | None) -> str:
     if before is None or not seconds:
         return ""
     return f"{(now - before) / seconds:,.0f}/s"
-
-
 
 
 def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, seconds: float | None = None) -> str:

@@ -139,7 +139,8 @@ def test_merge_keeps_both_kernels_and_refuses_different_workloads(tmp_path: Path
 
 
 def test_bench_options_are_checked_before_anything_is_brought_up(tmp_path: Path) -> None:
-    from prism_xdp.daemon.cli import bench_params, build_parser
+    from prism_xdp.daemon.cli import build_parser
+    from prism_xdp.lab.cli import bench_params
 
     def params(*argv: str) -> BenchParams:
         return bench_params(build_parser().parse_args(["bench", "--proc", str(tmp_path), *argv]))

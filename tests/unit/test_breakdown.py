@@ -141,7 +141,8 @@ def test_the_table_shows_each_configuration_and_what_it_lacks() -> None:
 
 
 def test_breakdown_needs_sockperf_udp(tmp_path: Path) -> None:
-    from prism_xdp.daemon.cli import bench_params, build_parser
+    from prism_xdp.daemon.cli import build_parser
+    from prism_xdp.lab.cli import bench_params
 
     with pytest.raises(ConfigError, match="--breakdown traces sockperf-udp"):
         bench_params(build_parser().parse_args(["bench", "--proc", str(tmp_path), "--breakdown", "--high",

@@ -233,3 +233,52 @@ def test_runtime_directories_go_when_found_empty_at_stop(tmp_path: Path) -> None
     (made / "f").write_text("x")
     rundir.remove_if_empty(made, made=True)  # not empty: stays
     assert made.exists()
+
+
+def test_every_command_has_its_ctl_words() -> None:
+    """`prism-xdp ctl` is built from control.COMMANDS: each command is reached by its words and
+    arguments, and the arguments become the request's fields."""
+    from prism_xdp.daemon.cli import _chosen, build_parser
+
+    samples = {"kind": "port", "value": "11211", "class": "class2", "mode": "sync"}
+    parser = build_parser()
+    for name, cmd in COMMANDS.items():
+        argv = ["ctl", *cmd.words, *(samples[a.field] for a in cmd.args if a.required)]
+        chosen = _chosen(parser.parse_args(argv))
+        assert chosen is not None and chosen[0] == name, (argv, chosen)
+    args = parser.parse_args(["ctl", "rule", "add", "dscp", "46"])
+    assert (args.kind, args.value, getattr(args, "class")) == ("dscp", 46, "high")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ctl", "rule", "add", "mac", "1"])
+
+
+def test_ctl_shows_replies_readably() -> None:
+    d = FakeDaemon()
+    added = call(d, cmd="rule-add", kind="port", value=6379)["result"]
+    assert COMMANDS["rule-add"].show is not None and COMMANDS["rule-add"].show(added) == "port 6379: high"
+    assert report.rule(call(d, cmd="rule-del", kind="port", value=6379)["result"]) == "port 6379: rule removed"
+    assert report.rule(call(d, cmd="rules-clear")["result"]) == "removed 0 rule(s)"
+    assert report.rules(call(d, cmd="rules")["result"]) == "no rules: every packet is LOW"
+    call(d, cmd="rule-add", kind="vni", value=42)
+    assert "vni      42   high" in report.rules(call(d, cmd="rules")["result"])
+    status = report.fields({"mode": "sync", "reloads": {"ok": 1, "refused": 0}, "vteps": [{"ip": "10.0.0.2", "vni": 42}]})
+    assert status.splitlines() == ["mode         sync", "reloads      ok=1  refused=0", "vteps        ip=10.0.0.2  vni=42"]
+    assert "p99 ≤ µs" in report.render(SAMPLE_STATS)
+
+
+def test_lab_commands_without_the_lab_say_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from prism_xdp.lab.cli import needs_lab
+
+    def handler(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'scapy.all'", name="scapy.all")
+
+    assert needs_lab(handler)(argparse.Namespace(command="inject")) == 2
+    assert capsys.readouterr().err == "prism-xdp inject: needs the lab extra: pip install prism_xdp[lab] (missing: scapy)\n"
+
+    def other(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'nope'", name="nope")
+
+    with pytest.raises(ModuleNotFoundError):  # not the lab's: a real defect
+        needs_lab(other)(argparse.Namespace(command="inject"))
