@@ -1,4 +1,4 @@
-"""test_daemon.py - `prism-xdp run` as users run it: traffic, ctl and top, SIGHUP, SIGTERM leaves nothing, kill -9 then restart, refused configs, garbage and non-root peers on the control socket, Prometheus."""
+"""test_daemon.py - `prism-xdp run` as users run it, in an interpreter where the lab's packages cannot be imported: traffic, ctl and top, SIGHUP, SIGTERM leaves nothing, kill -9 then restart, refused configs, garbage and non-root peers on the control socket, Prometheus."""
 
 from __future__ import annotations
 
@@ -13,18 +13,46 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import PREFIX
+from prometheus_client.parser import text_string_to_metric_families
 
 from prism_xdp.daemon.control import ControlClient
 from prism_xdp.dataplane import xdp
 from prism_xdp.lab.procinfo import children
 from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, popen_in, run_in
 
-PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
+# Every prism-xdp command here (run, ctl, top) runs in an interpreter that refuses the lab's
+# packages, as on a host without the lab extra; the fixtures themselves use the lab.
+LAB_ONLY = ("scapy", "matplotlib", "pyroute2")
+WITHOUT_LAB = textwrap.dedent(f"""
+    import sys
+
+    class NoLab:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in {LAB_ONLY!r}:
+                raise ModuleNotFoundError(f"No module named {{name!r}} (refused: no lab extra)", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoLab())
+    from prism_xdp.daemon.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+PRISM = [sys.executable, "-c", WITHOUT_LAB]
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 5.0) -> object:
+    """condition()'s first true value, polled until timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def config_text(host: OverlayHost, tmp: Path, extra: str = "", rules: str = "ports = [7000]",
@@ -168,7 +196,8 @@ def test_kill_9_under_load_then_restart_recovers(host: OverlayHost, tmp_path: Pa
                                            "--ports", "9000,9001", "--count", "20000", "--burst", "64",
                                            "--gap-us", "200"], stdout=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        wait_for(lambda: d.call("stats")["totals"]["steer"]["steered"]["low"] > 500,  # type: ignore[index]
+                 "the load reaches the daemon")
         d.stop(signal.SIGKILL)
         # The programs were attached through BPF links: they went with the daemon.
         assert xdp.attached(host.uplink.host_if) is None
@@ -187,16 +216,32 @@ def test_kill_9_under_load_then_restart_recovers(host: OverlayHost, tmp_path: Pa
 
 
 def test_sighup_reloads_the_rules(host: OverlayHost, daemon: Daemon) -> None:
+    def reloads() -> dict[str, object]:
+        return daemon.call("status")["reloads"]  # type: ignore[index,no-any-return]
+
+    assert reloads() == {"ok": 0, "refused": 0, "last_error": None}
     daemon.config.write_text(config_text(host, daemon.tmp, rules="ports = [7000, 8000]\ndscp = [46]"))
     daemon.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while daemon.call("rules") != {"port": {"7000": 1, "8000": 1}, "dscp": {"46": 1}, "vni": {}}:
-        assert time.monotonic() < deadline, daemon.call("rules")
-        time.sleep(0.05)
+    wait_for(lambda: reloads()["ok"] == 1, "the reload is done")
+    assert daemon.call("rules") == {"port": {"7000": 1, "8000": 1}, "dscp": {"46": 1}, "vni": {}}
     daemon.config.write_text("[uplink\n")  # broken: refused, rules kept, daemon runs on
     daemon.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    wait_for(lambda: reloads()["refused"] == 1, "the broken reload is refused")
+    done = reloads()
+    assert done["ok"] == 1 and f"{daemon.config}: not valid TOML" in str(done["last_error"]), done
     assert daemon.proc.poll() is None and daemon.call("rules")["port"] == {"7000": 1, "8000": 1}  # type: ignore[index]
+    assert "refused=1" in daemon.ctl("status").stdout
+
+
+def test_without_the_lab_its_commands_say_what_is_missing() -> None:
+    """The interpreter the daemon runs in here cannot import the lab's packages: the lab's
+    commands say so in one line (and the daemon's tests passing in it show the daemon needs none)."""
+    for argv in (["topo", "show"], ["inject", "--high", "7000"]):
+        r = subprocess.run([*PRISM, *argv], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r.stderr
+        line = f"prism-xdp {argv[0]}: needs the lab extra: pip install prism_xdp[lab] (missing: "
+        assert r.stderr.startswith(line) and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.rstrip()[len(line):-1] in LAB_ONLY, r.stderr
 
 
 @pytest.mark.parametrize("mistake,message", [
@@ -269,6 +314,18 @@ def test_prometheus_endpoint(host: OverlayHost, tmp_path: Path) -> None:
         assert ping(host.remote_ns, host.containers[0].ip) == 3
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "prism_xdp_stage_packets_total" in text and 'prism_xdp_mode_info{mode="batch"} 1' in text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        assert fams["prism_xdp_stage_packets"].type == "counter" and fams["prism_xdp_frames"].type == "gauge"
+        decap = {s.labels["counter"]: s.value for s in fams["prism_xdp_stage_packets"].samples}["decap_in"]
+        assert decap >= 3  # the pings
+        lat = fams["prism_xdp_latency_seconds"]
+        assert lat.type == "histogram"
+        low = [s for s in lat.samples if s.labels["class"] == "low" and s.labels["from"] == "xdp"]
+        buckets = [s.value for s in low if s.name.endswith("_bucket")]
+        [count] = [s.value for s in low if s.name.endswith("_count")]
+        [total] = [s.value for s in low if s.name.endswith("_sum")]
+        assert count >= 3 and buckets[-1] == count and buckets == sorted(buckets) and 0 < total < count
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).status == 200
     finally:
         assert d.stop() == 0
     nothing_left(host, tmp_path)
