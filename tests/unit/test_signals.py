@@ -15,11 +15,13 @@ SCRIPT = textwrap.dedent("""
     marker = sys.argv[1]
     cleanup_on_sigterm()
     try:
+        inside, said = os.pipe()
         pid = os.fork()
         if pid == 0:  # a helper, like pyroute2's namespace creator
+            os.write(said, b"in")
             time.sleep(30)
             os._exit(0)
-        time.sleep(0.2)  # the helper is inside its sleep
+        assert os.read(inside, 2) == b"in"  # the helper runs its own code
         os.kill(pid, 15)
         _, status = os.waitpid(pid, 0)
         open(marker + ".child", "w").write(str(status))
