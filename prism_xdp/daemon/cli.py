@@ -30,12 +30,12 @@ CTL_HELP = {"rule": "add, delete or clear a priority rule", "mode": "show or set
 Handler = Callable[[argparse.Namespace], int]
 
 
-def command(sub: Any, name: str, handler: Handler, help: str, description: str | None = None,  # noqa: A002
+def command(sub: Any, name: str, handler: Handler, what: str, description: str | None = None,
             examples: tuple[str, ...] = (), notes: str = "") -> argparse.ArgumentParser:
-    """A subcommand with its help, description, examples (and notes after them) and handler:
-    argparse's boilerplate, once."""
+    """A subcommand with its one-line help (what), description, examples (and notes after them)
+    and handler: argparse's boilerplate, once."""
     epilog = ("example:\n" if len(examples) == 1 else "examples:\n") + "".join(f"  {e}\n" for e in examples)
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description or help,
+    p: argparse.ArgumentParser = sub.add_parser(name, help=what, description=description or what,
                                                 epilog=(epilog if examples else "") + notes or None,
                                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=handler)

@@ -22,7 +22,7 @@ from prism_xdp.dataplane.hist import Histogram, bucket_of
 
 PREFIX = "prism_xdp"
 MODES = ("vanilla", "batch", "sync")
-GAUGE_STAGES = frozenset({"fdb_entries"})  # levels among the overlay's counters
+GAUGE_STAGES = frozenset({"fdb_entries"})  # a level among the overlay's counters: a gauge of its own
 # The latency histogram's `le` boundaries: 2^k - 1 ns for k = 10..30 (1.023 µs to 1.07 s), each
 # the upper edge of one of the C histogram's buckets, so every cumulative count is exact, not
 # interpolated (samples are whole nanoseconds: none lies between 2^k - 1 and 2^k).
@@ -52,7 +52,7 @@ def latency_buckets(h: Histogram) -> list[tuple[str, float]]:
     """Cumulative (le in seconds, count) at LATENCY_LE_NS, then +Inf: exact sums of whole buckets."""
     out, seen, index = [], 0, 0
     for edge in LATENCY_LE_NS:
-        last = bucket_of(edge)  # edge is this bucket's upper edge (checked below)
+        last = bucket_of(edge)  # edge is this bucket's upper edge (tests/unit/test_control.py checks)
         seen += sum(h.buckets[index : last + 1])
         index = last + 1
         out.append((floatToGoString(edge / 1e9), float(seen)))
@@ -69,7 +69,7 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
     yield _counter("drops", "Packets dropped by the pipeline, by reason.", ["reason"],
                    (([k[len("drop_"):]], v) for k, v in stages.items() if k.startswith("drop_")))
     yield _gauge("fdb_entries", "Forwarding-table entries, over every queue's table.", [],
-                 [([], sum(v for k, v in stages.items() if k in GAUGE_STAGES))])
+                 [([], stages.get("fdb_entries", 0))])
     steer = t["steer"]
     yield _counter("steered_packets", "Packets the uplink classifier steered, by class.", ["class"],
                    (([c], v) for c, v in steer["steered"].items()))
