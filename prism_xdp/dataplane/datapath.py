@@ -336,9 +336,10 @@ class Runner:
 
     def cpu_seconds(self) -> float:
         """CPU time the worker thread has used so far (user + system)."""
+        # The thread's own CPU clock; only while it runs (a finished thread's id is no longer valid).
         ident = self._thread.ident
-        if ident is None:
-            return 0.0  # not started
+        if ident is None or not self._thread.is_alive():
+            raise RuntimeError("the worker thread is not running")
         return time.clock_gettime(time.pthread_getcpuclockid(ident))
 
     def stop(self) -> None:

@@ -72,8 +72,7 @@ def test_high_waits_less_in_batch_and_sync_than_in_vanilla_under_low_load(host: 
                 switch(dp, mode)
                 gen.start_for(low, seconds=1.5, cpu=other_cpu)
                 time.sleep(0.3)  # the LOW load fills the rings first
-                dp.call_soon(dp.overlay.reset_histograms)
-                time.sleep(0.01)
+                dp.run_on_worker(dp.overlay.reset_histograms)  # returns once the worker has reset them
                 for _ in range(150):
                     host.uplink.send(high)
                     time.sleep(0.002)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import signal
 import socket
 import subprocess
@@ -147,12 +149,30 @@ def test_statistics_count_drops_when_fill_ring_is_empty(uplink: Uplink, umem: Um
         sock.close()
 
 
+SO_BUSY_POLL, SO_PREFER_BUSY_POLL = 46, 69  # asm-generic/socket.h
+
+
+def sockopt(fd: int, name: int) -> int:
+    """An int SOL_SOCKET option of any socket (Python's socket objects refuse AF_XDP: no getsockname)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    value, size = ctypes.c_int(), ctypes.c_uint(ctypes.sizeof(ctypes.c_int))
+    if libc.getsockopt(fd, socket.SOL_SOCKET, name, ctypes.byref(value), ctypes.byref(size)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return value.value
+
+
 def test_busy_poll_options_apply(uplink: Uplink, umem: Umem) -> None:
+    """The kernel holds the options the socket was built with (read back from its fd)."""
     try:
-        sock = XskSocket(umem, uplink.host_if, 0, XskParams(busy_poll_usecs=20))
+        sock = XskSocket(umem, uplink.host_if, 0, XskParams(busy_poll_usecs=20, busy_poll_budget=16))
     except NotSupported as exc:
         pytest.skip(str(exc))
-    sock.close()
+    try:
+        assert sockopt(sock.fd, SO_BUSY_POLL) == 20
+        assert sockopt(sock.fd, SO_PREFER_BUSY_POLL) == 1
+        # SO_BUSY_POLL_BUDGET cannot be read back (the kernel has no getsockopt for it).
+    finally:
+        sock.close()
 
 
 CRASHER = """
