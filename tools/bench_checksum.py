@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
@@ -18,6 +17,7 @@ from scapy.packet import Raw
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.umem import Umem, UmemParams
+from prism_xdp.lab import benchkit
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"find only": 0, "offload (seed)": native.CSUM_OFFLOAD, "software (sum)": native.CSUM_SOFTWARE}
@@ -51,18 +51,17 @@ def run(sizes: list[int], runs: int, seconds: float, batch_size: int) -> dict:
                 batch = Batch(batch_size)
                 batch.alloc(umem, batch_size, size)
                 batch.fill_with(umem, frame(proto, size))
-                per = {name: [] for name in METHODS}
+                per: dict[str, list[float]] = {name: [] for name in METHODS}
                 for _ in range(runs):  # interleaved, so drift hits every method alike
                     for name, how in METHODS.items():
                         per[name].append(ns_per_packet(umem, batch, how, seconds))
-                row = {"proto": proto, "frame_bytes": size}
+                row: dict[str, Any] = {"proto": proto, "frame_bytes": size}
                 for name, values in per.items():
                     row[name] = {"median_ns": round(statistics.median(values), 1),
                                  "runs_ns": [round(v, 1) for v in values]}
                 rows.append(row)
                 batch.drop_all(umem)
     return {"benchmark": "checksum cost per packet (C, one batch per call, frames in memory)",
-            "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
             "params": {"runs": runs, "seconds_per_run": seconds, "batch": batch_size},
             "results": rows}
 
@@ -85,16 +84,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0.2, help="per run and method")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--out", default=str(ROOT / "bench-results"))
-    args = ap.parse_args()
+    args = benchkit.parse_args(ap, ROOT)
     rep = run([int(s) for s in args.sizes.split(",")], args.runs, args.seconds, args.batch)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"checksum-{stamp}.json").write_text(json.dumps(rep, indent=2))
-    text = table(rep)
-    (out / f"checksum-{stamp}.md").write_text(f"# Checksum cost per packet\n\n{text}\n")
-    print(text)
+    benchkit.write(args.out, "checksum", rep, table(rep), "Checksum cost per packet")
     return 0
 
 

@@ -4,27 +4,23 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane import native, xdp
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.dataplane.xsk import XskSocket
+from prism_xdp.lab import benchkit
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.packets import vxlan_packet
+from prism_xdp.lab.rx import rx_until_idle
 from prism_xdp.lab.testhost import Testbed, Uplink
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxc"
-IDLE_STOP = 0.3
 HIGH_PORT = 5001  # the probe's port, always among the rules
 
 
@@ -69,31 +65,14 @@ def rxdrop_mpps(config: str, up: Uplink, gen: LiveFrameGenerator, frame: bytes, 
                 else:
                     rx.insert_into(prog.map_fd("xsks"), 0)
                 rx.fill(2048)
-                batch = Batch(64)
-                packets, first, last = 0, 0.0, 0.0
                 gen.start(frame, count)
-                deadline = time.monotonic() + max_s
-                now = time.monotonic
-                while True:
-                    t = now()
-                    if t > deadline or (last and t - last > IDLE_STOP):
-                        break
-                    batch.clear()
-                    n = rx.rx(batch)
-                    if not n:
-                        continue
-                    if not first:
-                        first = t
-                    last = t
-                    packets += n
-                    batch.free(umem)
-                    rx.fill(n)
+                packets, seconds = rx_until_idle(rx, Batch(64), max_s)
                 gen.join()
             finally:
                 rx.close()
         finally:
             prog.close()
-    return packets / (last - first) / 1e6 if last > first else 0.0
+    return packets / seconds / 1e6 if seconds > 0 else 0.0
 
 
 def main() -> int:
@@ -102,10 +81,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2_000_000, help="program runs per in-kernel timing")
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each configuration")
     ap.add_argument("--max-seconds", type=float, default=20.0, help="upper bound of one run")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    args = ap.parse_args()
-    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = benchkit.parse_args(ap, ROOT)
     configs = ["redirect", "ports-1", "ports-100", "ports-10000"]
 
     ns_low: dict[str, list[float]] = {c: [] for c in configs}
@@ -140,25 +116,19 @@ def main() -> int:
                      "runs_ns_low": ns_low[c], "runs_mpps": [round(x, 3) for x in mpps[c]]})
     report = {
         "benchmark": "classifier cost: prism_steer vs prism_redirect on veth, queue 0",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "params": {"frame_bytes": len(low), "packets_per_run": args.packets, "repeat": args.repeat,
                    "runs": args.runs, "statistic": "median"},
         "results": rows,
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"classifier-{stamp}.json").write_text(json.dumps(report, indent=2))
     table = ["| program | ns/packet LOW | ns/packet HIGH | extra ns vs redirect | XDP->XSK Mpps | vs redirect |",
              "|---|---|---|---|---|---|"]
     table += [f"| {r['program']} | {r['ns_per_packet_low']:.1f} | {r['ns_per_packet_high']:.1f} | "
               f"{r['extra_ns_vs_redirect']:+.1f} | {r['rxdrop_mpps']:.3f} | {r['mpps_ratio_vs_redirect']:.0%} |"
               for r in rows]
-    text = "\n".join(table)
-    (args.out / f"classifier-{stamp}.md").write_text(
-        f"# Classifier cost\n\n{len(low)} B VXLAN frames, median of {args.runs}, kernel {platform.release()}\n\n"
-        f"ns/packet: BPF_PROG_RUN average over {args.repeat} runs (no redirect done). "
-        f"Mpps: live frames through XDP into one AF_XDP socket, received and dropped.\n\n{text}\n")
-    print(text)
-    print(f"written: {args.out}/classifier-{stamp}.json and .md")
+    benchkit.write(args.out, "classifier", report, "\n".join(table), "Classifier cost",
+                   f"{len(low)} B VXLAN frames, median of {args.runs}. ns/packet: BPF_PROG_RUN average over "
+                   f"{args.repeat} runs (no redirect done). Mpps: live frames through XDP into one AF_XDP socket, "
+                   "received and dropped.")
     return 0
 
 

@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.lab import benchkit
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.packets import Outer, encapsulate
 from prism_xdp.lab.testhost import OverlayHost, Testbed, add_kernel_overlay, create_overlay_host
@@ -52,10 +49,7 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=4_000_000, help="packets the generator sends per run")
     ap.add_argument("--sizes", default="64,1400", help="inner frame sizes in bytes, comma-separated")
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each configuration")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    args = ap.parse_args()
-    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = benchkit.parse_args(ap, ROOT)
     sizes = [int(s) for s in args.sizes.split(",")]
 
     results: dict[str, list[dict[str, float]]] = {}
@@ -90,25 +84,18 @@ def main() -> int:
                      "runs": {path: results[f"{path}/{size}"] for path in ("kernel", "prism_xdp")}})
     report = {
         "benchmark": "overlay throughput: remote VXLAN -> container, veth, one queue",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "params": {"packets_per_run": args.packets, "runs": args.runs, "statistic": "median",
                    "measured_at": "container interface rx_packets; rate = delivered / generator send time",
                    "kernel_path": "VXLAN device + bridge + veth, GRO on the uplink veth",
                    "prism_xdp": "batch 64, busy loop on one thread, copy mode"},
         "results": rows,
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"overlay-{stamp}.json").write_text(json.dumps(report, indent=2))
     table = ["| inner frame | kernel Mpps | prism_xdp Mpps | kernel Gbit/s | prism_xdp Gbit/s | prism_xdp / kernel |",
              "|---|---|---|---|---|---|"]
     table += [f"| {r['inner_bytes']} B | {r['kernel_mpps']:.3f} | {r['prism_xdp_mpps']:.3f} | {r['kernel_gbps']:.2f} | "
               f"{r['prism_xdp_gbps']:.2f} | {r['ratio']:.2f}x |" for r in rows]
-    text = "\n".join(table)
-    (args.out / f"overlay-{stamp}.md").write_text(
-        f"# Overlay throughput\n\n{args.packets} packets per run, median of {args.runs}, kernel "
-        f"{platform.release()}, {os.cpu_count()} CPUs\n\n{text}\n")
-    print(text)
-    print(f"written: {args.out}/overlay-{stamp}.json and .md")
+    benchkit.write(args.out, "overlay", report, "\n".join(table), "Overlay throughput",
+                   f"{args.packets} packets per run, median of {args.runs}")
     return 0
 
 

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -15,10 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.lab import cpuprof
+from prism_xdp.lab import benchkit, cpuprof
 from prism_xdp.lab.bench.configs import PrismDaemon
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.inject import Flow, build
@@ -71,13 +68,8 @@ def measure(host: OverlayHost, gens: list[tuple[LiveFrameGenerator, int]], frame
 
 
 def reference(exe: Path, host: OverlayHost, cpu: int, seconds: float, batch: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([str(exe), "decap", host.uplink.host_if, host.containers[0].host_if,
-                             xdp.bpf_object_path("prism_redirect"), str(int(seconds + 5)), str(batch)],
-                            stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        raise RuntimeError("C reference did not start")
-    return proc
+    return benchkit.start_reference(exe, "decap", host.uplink.host_if, host.containers[0].host_if, seconds + 5,
+                                    batch, cpu)
 
 
 def measure_memory(cpu: int) -> dict[str, float]:
@@ -126,9 +118,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=0,
                     help="the daemon's scheduler.batch (descriptors per batch; default: the daemon's, 64)")
     ap.add_argument("--no-memory", action="store_true", help="skip the daemon memory measurement")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    args = ap.parse_args()
-    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
+    args = benchkit.parse_args(ap, ROOT)
     masks = [m.strip() for m in args.container_rps.split(",")]
     try:
         for m in masks:
@@ -137,10 +127,7 @@ def main() -> int:
         ap.error(str(exc))
     if args.profile and not cpuprof.perf_available():
         ap.error("--profile: perf cannot record system-wide here (install linux-perf; needs root)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    exe = args.out / "xsk_ref"
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(exe), str(ROOT / "tools" / "xsk_ref.c"), "-lxdp",
-                    "-lbpf"], check=True)
+    exe = benchkit.build_reference(ROOT, args.out)
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, side_cpu = cpus[-1], cpus[0]
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -204,7 +191,6 @@ def main() -> int:
     if not args.no_memory:
         memory.update(measure_memory(side_cpu))
     report = {"benchmark": "issue 8: kernel path vs prism_xdp vs C reference, same topology, one run",
-              "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
               "params": {"seconds": args.seconds, "runs": args.runs, "statistic": "median",
                          "generator": f"prism_gen (BPF_PROG_RUN live frames, calls of {GEN_CALL_SECONDS} s, "
                                       f"{args.gen_threads} sender(s)), one per queue, pinned",
@@ -216,14 +202,10 @@ def main() -> int:
                          "cpu_shares": "per CPU, fraction of the window in user/kernel/softirq/idle (/proc/stat)",
                          "profile": "perf record -a -e cpu-clock; percent of all samples"},
               "results": rows, "daemon_rss_mb": memory}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"perf-{stamp}.json").write_text(json.dumps(report, indent=2))
     text = (render(rows) + f"\n\ndaemon timestamps: {'on' if args.timestamps else 'off'}; "
             f"batch: {args.batch or 64}; "
             f"daemon memory (MB, PSS): {memory}")
-    (args.out / f"perf-{stamp}.md").write_text(f"# Performance\n\n{text}\n")
-    print(text)
-    print(f"written: {args.out}/perf-{stamp}.json and .md")
+    benchkit.write(args.out, "perf", report, text, "Performance")
     return 0
 
 

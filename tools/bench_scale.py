@@ -7,23 +7,20 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.lab import cpuprof
-from prism_xdp.lab.bench.samples import nearest_rank
+from prism_xdp.lab import benchkit, cpuprof
+from prism_xdp.lab.benchkit import percentile
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.inject import Flow, build
-from prism_xdp.lab.probe import RttProbe, pm_qos_low_latency
-from prism_xdp.lab.testhost import Testbed, create_overlay_host, popen_in
+from prism_xdp.lab.probe import pm_qos_low_latency
+from prism_xdp.lab.testhost import Testbed, create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxk"
@@ -41,11 +38,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     with Testbed() as tb:
         host = create_overlay_host(tb, PREFIX, containers=n)
         first, last = host.containers[0], host.containers[-1]
-        echo = popen_in(first.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "echo", "--bind", first.ip,
-                                   "--ports", str(HIGH_PORT), "--seconds", "600"], stdout=subprocess.PIPE, text=True)
-        tb.defer(echo.wait)  # deferred calls run last-in first-out: kill, then reap
-        tb.defer(echo.kill)
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        benchkit.udp_echo(tb, first, HIGH_PORT, 600)
         gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
         tb.defer(gen.close)
         frame = build(host, Flow("low", LOW_PORT, container=n - 1), 64)
@@ -53,36 +46,30 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
         with Datapath(params, host.specs(), host.vteps()) as dp, Runner(dp):
             setup_s = time.monotonic() - t_setup
             dp.set_port(HIGH_PORT)
-            probe = RttProbe(host, HIGH_PORT)
-            tb.defer(probe.close)
-            probe.run(20)  # ARP and learning settle first
+            probe = benchkit.rtt_probe(tb, host, HIGH_PORT)
             rates, rtts, lost = [], [], 0
             profile = None
             for _ in range(args.runs):
-                gen.start_for(frame, seconds=2 * args.seconds + 2, cpu=args.gen_cpu, background=True,
-                              call_seconds=0.25)
-                time.sleep(0.3)  # rings full first
-                # The rate first, with no probe running: the probe is Python in this process and
-                # would take the interpreter from the worker's thread.
-                before, t0 = last.rx_packets(), time.monotonic()
-                time.sleep(args.seconds)
-                rates.append((last.rx_packets() - before) / (time.monotonic() - t0) / 1e6)
-                if args.profile and not rates[1:]:  # once per size, during the first run's probes
-                    box: dict[str, object] = {}
-                    datafile = Path(tempfile.gettempdir()) / f"pxk-perf-{os.getpid()}.data"
-                    prof = threading.Thread(target=functools.partial(_profile_into, box, args.profile, datafile))
-                    prof.start()
-                result = probe.run(int(args.seconds * 1000 / args.interval_ms), args.interval_ms / 1000)
-                if args.profile and not rates[1:]:
-                    prof.join()
-                    profile = box.get("p")
-                gen.stop()
+                with benchkit.background_load(gen, frame, 2 * args.seconds + 2, args.gen_cpu):
+                    # The rate first, with no probe running: the probe is Python in this process and
+                    # would take the interpreter from the worker's thread.
+                    before, t0 = last.rx_packets(), time.monotonic()
+                    time.sleep(args.seconds)
+                    rates.append((last.rx_packets() - before) / (time.monotonic() - t0) / 1e6)
+                    if args.profile and not rates[1:]:  # once per size, during the first run's probes
+                        box: dict[str, object] = {}
+                        datafile = Path(tempfile.gettempdir()) / f"pxk-perf-{os.getpid()}.data"
+                        prof = threading.Thread(target=functools.partial(_profile_into, box, args.profile, datafile))
+                        prof.start()
+                    result = probe.run(int(args.seconds * 1000 / args.interval_ms), args.interval_ms / 1000)
+                    if args.profile and not rates[1:]:
+                        prof.join()
+                        profile = box.get("p")
                 rtts.extend(result.rtt_us)
                 lost += result.lost
-    ordered = sorted(rtts)
     return {"containers": n, "sockets": 2 * (n + 1), "setup_s": round(setup_s, 1),
             "low_mpps": round(statistics.median(rates), 4), "low_mpps_runs": [round(r, 4) for r in rates],
-            "high_p50_us": round(nearest_rank(ordered, 50), 1), "high_p99_us": round(nearest_rank(ordered, 99), 1),
+            "high_p50_us": percentile(rtts, 50), "high_p99_us": percentile(rtts, 99),
             "high_samples": len(rtts), "high_lost": lost, "profile": profile}
 
 
@@ -97,14 +84,12 @@ def main() -> int:
                     help="frames on each container veth's fill ring (64: 256 containers fit one UMEM)")
     ap.add_argument("--profile", type=float, default=0.0,
                     help="seconds of a system-wide perf profile during each size's first HIGH probes")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    args = ap.parse_args()
+    args = benchkit.parse_args(ap, ROOT)
     cpus = sorted(os.sched_getaffinity(0))
     # The same placement for every size: the worker on the last CPU; the generator (yielding
     # to everything, SCHED_IDLE), the probe and the echo on the first.
     args.worker_cpu, args.gen_cpu = cpus[-1], cpus[0]
     os.sched_setaffinity(0, {args.gen_cpu})
-    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
     rows = []
     with pm_qos_low_latency() as pm_qos:
         for n in (int(s) for s in args.sizes.split(",")):
@@ -117,7 +102,6 @@ def main() -> int:
         r["rate_vs_first"] = round(float(r["low_mpps"]) / max(1e-9, float(base["low_mpps"])), 2)  # type: ignore[arg-type]
         r["p99_vs_first"] = round(float(r["high_p99_us"]) / max(1e-9, float(base["high_p99_us"])), 2)  # type: ignore[arg-type]
     report = {"benchmark": "scale: containers per worker, LOW rate to the last container and HIGH RTT to the first",
-              "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
               "params": vars(args) | {"out": str(args.out), "pm_qos_held": pm_qos,
                                       "load": "prism_gen 64 B frames at full speed to the last container",
                                       "probe": "raw VXLAN UDP requests to a UDP echo in the first container"},
@@ -126,12 +110,7 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['containers']} | {r['sockets']} | {r['low_mpps']} | {r['rate_vs_first']} | {r['high_p50_us']} | "
               f"{r['high_p99_us']} | {r['p99_vs_first']} | {r['high_lost']} |" for r in rows]
-    text = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"scale-{stamp}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"scale-{stamp}.md").write_text(f"# Scale: containers per worker ({args.mode})\n\n{text}\n")
-    print(text)
+    benchkit.write(args.out, "scale", report, "\n".join(lines), f"Scale: containers per worker ({args.mode})")
     return 0
 
 

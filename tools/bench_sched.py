@@ -4,57 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from prism_xdp.daemon.signals import cleanup_on_sigterm
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
-from prism_xdp.lab.bench.samples import nearest_rank
+from prism_xdp.lab import benchkit
+from prism_xdp.lab.benchkit import percentile
 from prism_xdp.lab.generator import LiveFrameGenerator
 from prism_xdp.lab.inject import Flow, build
-from prism_xdp.lab.probe import RttProbe, pm_qos_low_latency
-from prism_xdp.lab.testhost import Testbed, create_overlay_host, popen_in
+from prism_xdp.lab.probe import pm_qos_low_latency
+from prism_xdp.lab.testhost import Testbed, create_overlay_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pxm"
 HIGH_PORT = 7000
 MODES = ("vanilla", "batch", "sync")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile of raw round trips, 0 when there are none."""
-    return round(nearest_rank(sorted(values), p), 1) if values else 0.0
-
-
-def plot_cdf(series: dict[str, dict[str, list[float]]], path: str) -> None:
-    """One panel per load (idle, loaded), one HIGH round-trip CDF per mode in it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(series), figsize=(11, 4), sharey=True, squeeze=False)
-    for ax, (load, by_label) in zip(axes[0], series.items(), strict=True):
-        for label, values in by_label.items():
-            v = sorted(values)
-            if v:
-                ax.plot(v, [(i + 1) / len(v) for i in range(len(v))], label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("HIGH round trip (µs)")
-        ax.set_title(f"LOW background: {load}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("fraction of probes")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> int:
@@ -63,10 +32,7 @@ def main() -> int:
     ap.add_argument("--interval-ms", type=float, default=1.0, help="at most one probe per interval")
     ap.add_argument("--low-size", type=int, default=64, help="LOW background frame size (inner bytes)")
     ap.add_argument("--runs", type=int, default=3, help="repetitions, interleaved")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    args = ap.parse_args()
-    cleanup_on_sigterm()  # a killed bench still removes its namespaces and programs
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = benchkit.parse_args(ap, ROOT)
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu, gen_cpu = cpus[-1], cpus[0]
 
@@ -78,35 +44,27 @@ def main() -> int:
         host = create_overlay_host(tb, PREFIX, containers=1)
         c = host.containers[0]
         seconds = args.probes * args.interval_ms / 1000 * 3 * len(MODES) * args.runs + 60
-        echo = popen_in(c.ns, [sys.executable, "-m", "prism_xdp.lab.udpflows", "echo", "--bind", c.ip, "--ports",
-                               str(HIGH_PORT), "--seconds", str(seconds), "--cpu", str(gen_cpu)],
-                    stdout=subprocess.PIPE, text=True)
-        tb.defer(echo.wait)  # deferred calls run last-in first-out: kill, then reap
-        tb.defer(echo.kill)
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        benchkit.udp_echo(tb, c, HIGH_PORT, seconds, cpu=gen_cpu)
         gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
         tb.defer(gen.close)
         frame = build(host, Flow("low", 9), args.low_size)
         params = DatapathParams(host.uplink.host_if, mode="vanilla", cpu=worker_cpu)
         with Datapath(params, host.specs(), host.vteps()) as dp, Runner(dp):
             dp.set_port(HIGH_PORT)
-            probe = RttProbe(host, HIGH_PORT)
-            tb.defer(probe.close)
-            probe.run(20)  # ARP and learning settle first
+            probe = benchkit.rtt_probe(tb, host, HIGH_PORT)
             for rep in range(args.runs):
                 for load in ("idle", "loaded"):
                     for mode in MODES:
                         key = f"{mode}/{load}"
                         dp.run_on_worker(functools.partial(dp.switch_mode, mode))
+                        background = benchkit.background_load(
+                            gen, frame, args.probes * args.interval_ms / 1000 * 2 + 2, gen_cpu) \
+                            if load == "loaded" else contextlib.nullcontext()
+                        with background:
+                            before, t0 = c.rx_packets(), time.monotonic()
+                            result = probe.run(args.probes, args.interval_ms / 1000)
+                            delivered, secs = c.rx_packets() - before, time.monotonic() - t0
                         if load == "loaded":
-                            gen.start_for(frame, seconds=args.probes * args.interval_ms / 1000 * 2 + 2, cpu=gen_cpu,
-                                          background=True, call_seconds=0.25)
-                            time.sleep(0.3)  # rings full first
-                        before, t0 = host.containers[0].rx_packets(), time.monotonic()
-                        result = probe.run(args.probes, args.interval_ms / 1000)
-                        delivered, secs = host.containers[0].rx_packets() - before, time.monotonic() - t0
-                        if load == "loaded":
-                            gen.stop()
                             low_mpps.setdefault(mode, []).append(delivered / secs / 1e6)
                         rtts.setdefault(key, []).extend(result.rtt_us)
                         lost[key] = lost.get(key, 0) + result.lost
@@ -119,8 +77,8 @@ def main() -> int:
         row: dict[str, object] = {"mode": mode}
         for load in ("idle", "loaded"):
             v = rtts.get(f"{mode}/{load}", [])
-            row[load] = {"p50_us": round(percentile(v, 50), 1), "p99_us": round(percentile(v, 99), 1),
-                         "p99.9_us": round(percentile(v, 99.9), 1), "samples": len(v), "lost": lost.get(f"{mode}/{load}", 0)}
+            row[load] = {"p50_us": percentile(v, 50), "p99_us": percentile(v, 99), "p99.9_us": percentile(v, 99.9),
+                         "samples": len(v), "lost": lost.get(f"{mode}/{load}", 0)}
         row["low_mpps"] = round(statistics.median(low_mpps[mode]), 4)
         row["low_mpps_runs"] = [round(x, 4) for x in low_mpps[mode]]
         rows.append(row)
@@ -136,7 +94,6 @@ def main() -> int:
     }
     report = {
         "benchmark": "scheduling modes: HIGH RTT with/without saturating LOW, LOW throughput",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "params": {"probes": args.probes, "interval_ms": args.interval_ms, "low_frame_bytes": args.low_size,
                    "low_load": "prism_gen at full speed on its own CPU, SCHED_IDLE",
                    "runs": args.runs, "pm_qos_held": pm_qos, "worker_cpu": worker_cpu, "generator_cpu": gen_cpu,
@@ -145,9 +102,6 @@ def main() -> int:
         "results": rows,
         "targets": targets,
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = args.out / f"sched-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(report, indent=2))
     table = ["| mode | idle p50 | idle p99 | idle p99.9 | loaded p50 | loaded p99 | loaded p99.9 | LOW Mpps |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -155,14 +109,12 @@ def main() -> int:
         table.append(f"| {r['mode']} | {i['p50_us']} | {i['p99_us']} | {i['p99.9_us']} | {lo['p50_us']} | "  # type: ignore[index]
                      f"{lo['p99_us']} | {lo['p99.9_us']} | {r['low_mpps']:.3f} |")  # type: ignore[index]
     text = "\n".join(table) + "\n\nTargets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items())
-    base.with_suffix(".md").write_text(f"# Scheduling modes\n\nHIGH round trip in µs, {args.runs} runs x {args.probes} "
-                                       f"probes; kernel {platform.release()}\n\n{text}\n")
-    plot_cdf({load: {m: rtts.get(f"{m}/{load}", []) for m in MODES} for load in ("idle", "loaded")},
-             str(base.with_suffix(".png")))
-    print(text)
-    print(f"written: {base}.json, .md, .png")
+    base = benchkit.write(args.out, "sched", report, text, "Scheduling modes",
+                          f"HIGH round trip in µs, {args.runs} runs x {args.probes} probes")
+    benchkit.plot_cdf({load: {m: rtts.get(f"{m}/{load}", []) for m in MODES} for load in ("idle", "loaded")},
+                      base.with_suffix(".png"), "HIGH round trip (µs)", "LOW background: {}")
+    print(f"written: {base}.png")
     return 0
-
 
 
 if __name__ == "__main__":
