@@ -48,8 +48,11 @@ static void die(const char *what, int err)
 
 int main(int argc, char **argv)
 {
-	struct xsk_ring_prod fq, fq2, tx;
-	struct xsk_ring_cons cq, cq2, rx;
+	/* Zeroed: libxdp leaves the cached indexes of a shared socket's completion ring
+	 * unset, and stack garbage there made the first peek return bogus completions.
+	 */
+	struct xsk_ring_prod fq = { 0 }, fq2 = { 0 }, tx = { 0 };
+	struct xsk_ring_cons cq = { 0 }, cq2 = { 0 }, rx = { 0 };
 	struct xsk_socket_config cfg = { .rx_size = RING, .tx_size = RING,
 					 .libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
 					 .bind_flags = XDP_USE_NEED_WAKEUP };
