@@ -25,23 +25,21 @@ from prism_xdp.dataplane import xdp
 from prism_xdp.lab.procinfo import children
 from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, popen_in, run_in
 
-# Every prism-xdp command here (run, ctl, top) runs in an interpreter that refuses the lab's
-# packages, as on a host without the lab extra; the fixtures themselves use the lab.
+# Every prism-xdp command here (run, ctl, top) runs from a real venv without the lab extra
+# (tests/labless.py: cffi, prometheus_client and the checkout only), as on a host where the
+# daemon was installed alone; the fixtures themselves use the lab to build the test host.
 LAB_ONLY = ("scapy", "matplotlib", "pyroute2")
-WITHOUT_LAB = textwrap.dedent(f"""
-    import sys
+PRISM: list[str] = []  # filled by the module's venv fixture below
 
-    class NoLab:
-        def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in {LAB_ONLY!r}:
-                raise ModuleNotFoundError(f"No module named {{name!r}} (refused: no lab extra)", name=name)
-            return None
 
-    sys.meta_path.insert(0, NoLab())
-    from prism_xdp.daemon.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
-PRISM = [sys.executable, "-c", WITHOUT_LAB]
+@pytest.fixture(scope="module", autouse=True)
+def labless_prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    import labless
+
+    python = labless.create(tmp_path_factory.mktemp("labless") / "venv")
+    PRISM[:] = [str(python), "-m", "prism_xdp.daemon.cli"]
+    yield
+    PRISM.clear()
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 5.0) -> object:
@@ -234,7 +232,7 @@ def test_sighup_reloads_the_rules(host: OverlayHost, daemon: Daemon) -> None:
 
 
 def test_without_the_lab_its_commands_say_what_is_missing() -> None:
-    """The interpreter the daemon runs in here cannot import the lab's packages: the lab's
+    """The venv the daemon runs from here has none of the lab's packages: the lab's
     commands say so in one line (and the daemon's tests passing in it show the daemon needs none)."""
     for argv in (["topo", "show"], ["inject", "--high", "7000"]):
         r = subprocess.run([*PRISM, *argv], capture_output=True, text=True, timeout=30)

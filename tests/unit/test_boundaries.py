@@ -1,11 +1,10 @@
-"""test_boundaries.py - the layout's rules, checked on the source: only native.py touches the compiled lib; the data plane and the daemon import nothing of the lab (scapy, matplotlib, pyroute2) and work without it; the daemon's config reaches every data path setting."""
+"""test_boundaries.py - the layout's rules, checked on the source: only native.py touches the compiled lib; the data plane and the daemon import nothing of the lab (scapy, matplotlib, pyroute2) and work in a venv without it; the daemon's config reaches every data path setting."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,48 +106,38 @@ def test_the_import_check_skips_only_what_does_not_run_at_import() -> None:
     assert sorted(m for _, m in module_level_imports(tree)) == ["prism_xdp.lab.y", "pyroute2", "scapy"]
 
 
-BLOCKER = """
-import importlib.abc, importlib.util, pkgutil, runpy, sys
-
-class NoLab(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("scapy", "matplotlib", "pyroute2"):
-            raise ImportError(f"{name} is not installed here")
-        return None
-
-sys.meta_path.insert(0, NoLab())
-for gone in [m for m in sys.modules if m.split(".")[0] in ("scapy", "matplotlib", "pyroute2")]:
-    del sys.modules[gone]
-"""
-
-IMPORT_ALL = BLOCKER + """
+IMPORT_ALL = """
+import importlib, pkgutil
 import prism_xdp.daemon, prism_xdp.dataplane
 names = []
 for pkg in (prism_xdp.dataplane, prism_xdp.daemon):
     for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(info.name)
         names.append(info.name)
-try:
-    import scapy
-except ImportError:
-    pass
-else:
-    raise SystemExit("the blocker let scapy through")
 print(" ".join(names))
 """
 
-RUN_HELP = BLOCKER + """
-sys.argv = ["prism-xdp", "run", "--help"]
-runpy.run_module("prism_xdp.daemon.cli", run_name="__main__", alter_sys=True)
-"""
+
+@pytest.fixture(scope="module")
+def labless_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real venv with only the daemon's dependencies (tests/labless.py)."""
+    import labless
+
+    return labless.create(tmp_path_factory.mktemp("labless") / "venv")
 
 
-def _python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+def _run(python: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(python), *argv], capture_output=True, text=True, cwd="/", timeout=60)
 
 
-def test_every_data_plane_and_daemon_module_imports_without_the_lab_packages() -> None:
-    done = _python(IMPORT_ALL)
+def test_the_venv_has_no_lab_packages(labless_python: Path) -> None:
+    for name in ("scapy", "matplotlib", "pyroute2"):
+        done = _run(labless_python, "-c", f"import {name}")
+        assert done.returncode != 0 and "No module named" in done.stderr, name
+
+
+def test_every_data_plane_and_daemon_module_imports_without_the_lab_extra(labless_python: Path) -> None:
+    done = _run(labless_python, "-c", IMPORT_ALL)
     assert done.returncode == 0, done.stderr
     imported = set(done.stdout.split())
     expected = {f"prism_xdp.{p.parent.name}.{p.stem}" for d in ("dataplane", "daemon")
@@ -156,10 +145,15 @@ def test_every_data_plane_and_daemon_module_imports_without_the_lab_packages() -
     assert imported == expected
 
 
-def test_the_daemon_runs_without_the_lab_packages() -> None:
-    done = _python(RUN_HELP)
+def test_the_daemon_runs_without_the_lab_extra(labless_python: Path) -> None:
+    done = _run(labless_python, "-m", "prism_xdp.daemon.cli", "run", "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: prism-xdp run") and "--config" in done.stdout
+
+
+def test_a_lab_command_without_the_lab_extra_names_it(labless_python: Path) -> None:
+    done = _run(labless_python, "-m", "prism_xdp.daemon.cli", "inject", "--high", "7000")
+    assert done.returncode == 2 and "pip install prism_xdp[lab]" in done.stderr, done.stderr
 
 
 def test_the_config_reaches_every_data_path_setting() -> None:
@@ -179,9 +173,3 @@ def test_the_config_reaches_every_data_path_setting() -> None:
     assert (p.uplink, p.queue, p.cpu, p.batch_size, p.uplink_mtu, p.nclass, p.checksum) == (
         "eth9", 5, 0, 32, 1400, 3, policy)
     assert p.xsk.rx_size == p.xsk.tx_size == 512
-
-
-@pytest.mark.parametrize("name", ["scapy", "pyroute2"])
-def test_the_blocker_blocks(name: str) -> None:
-    done = _python(BLOCKER + f"import {name}\n")
-    assert done.returncode != 0 and "is not installed here" in done.stderr
