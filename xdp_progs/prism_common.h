@@ -3,9 +3,8 @@
 #define PRISM_COMMON_H
 
 /*
- * Python mirrors every constant here in prism_xdp/layout.py; a unit test
- * compares the two through the compiled cffi module, so a change here that
- * is not made there fails the tests instead of corrupting a map.
+ * Python has no copy of these: the cffi build declares every #define here to
+ * the compiler, and prism_xdp/dataplane/native.py exports the compiled values.
  */
 
 /* Priority classes per queue. Class 0 is LOW, the default for every packet

@@ -193,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_root(args: argparse.Namespace) -> bool:
+    """Every subcommand needs root; otherwise one line says so."""
+    if os.geteuid() == 0:
+        return True
+    print(f"prism-xdp {args.command}: needs root (XDP, AF_XDP, network namespaces)", file=sys.stderr)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -202,9 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format=fmt)
     # pyroute2 is chatty at debug level; keep it quiet unless asked twice.
     logging.getLogger("pyroute2").setLevel(logging.WARNING if args.verbose < 2 else logging.DEBUG)
-    if os.geteuid() != 0:
-        print(f"prism-xdp {args.command}: needs root (XDP, AF_XDP, network namespaces)",
-              file=sys.stderr)
+    # A lab command checks its extra first and then root itself (lab/cli.py: needs_lab).
+    if not getattr(args.func, "preflight", False) and not is_root(args):
         return 2
     if args.command != "run":  # the daemon handles its own signals
         cleanup_on_sigterm()

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from prism_xdp.daemon import report, rundir
 from prism_xdp.dataplane.classes import CLASS_BY_NAME
 from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.dataplane.sched import Mode
 
 log = logging.getLogger("prism_xdp")
 MAX_REQUEST = 64 * 1024  # a request line longer than this is refused
@@ -134,7 +135,7 @@ def _stats_reset(api: ControlApi, req: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-MODES = ("vanilla", "batch", "sync")
+MODES = tuple(m.value for m in Mode)
 _KIND = Arg("kind", choices=tuple(RULE_KINDS))
 _VALUE = Arg("value", int)
 # The protocol, one entry per command: adding a command here adds it to the daemon, to

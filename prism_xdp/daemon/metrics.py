@@ -19,9 +19,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from prism_xdp.dataplane.hist import Histogram, bucket_of
+from prism_xdp.dataplane.sched import Mode
 
 PREFIX = "prism_xdp"
-MODES = ("vanilla", "batch", "sync")
+MODES = tuple(m.value for m in Mode)
 GAUGE_STAGES = frozenset({"fdb_entries"})  # a level among the overlay's counters: a gauge of its own
 # The latency histogram's `le` boundaries: 2^k - 1 ns for k = 10..30 (1.023 µs to 1.07 s), each
 # the upper edge of one of the C histogram's buckets, so every cumulative count is exact, not

@@ -1,4 +1,4 @@
-"""daemon.py - the privileged daemon: checks the host, attaches everything, runs one worker per queue until SIGINT/SIGTERM, reloads rules on SIGHUP, and removes everything in reverse order on every exit path."""
+"""service.py - the privileged daemon: checks the host, attaches everything, runs one worker per queue until SIGINT/SIGTERM, reloads rules on SIGHUP, and removes everything in reverse order on every exit path."""
 
 from __future__ import annotations
 

@@ -366,7 +366,7 @@ l4_valid = lib.prism_l4_valid
 
 
 # ---------------------------------------------------------------------------
-# prism_overlay.c: the overlay's ports, VTEPs, forwarding table, counters
+# prism_overlay.c (ports, VTEPs, counters) and prism_fdb.c (the forwarding table)
 # ---------------------------------------------------------------------------
 
 UPLINK_PORT: int = lib.PRISM_UPLINK_PORT

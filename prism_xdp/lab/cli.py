@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
 
-from prism_xdp.daemon.cli import Handler, command
+from prism_xdp.daemon.cli import Handler, command, is_root
 from prism_xdp.dataplane.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,18 +20,28 @@ EXTRA = ("scapy", "matplotlib", "pyroute2")  # what pip install prism_xdp[lab] b
 def needs_lab(handler: Handler) -> Handler:
     """The handler, or one clear line and exit 2 when a package of the lab extra is missing."""
 
+    def refuse(args: argparse.Namespace, missing: str) -> int:
+        print(f"prism-xdp {args.command}: needs the lab extra: pip install prism_xdp[lab] (missing: {missing})",
+              file=sys.stderr)
+        return 2
+
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
+        # Checked before anything else (the root check too): a missing extra is the first thing to fix.
+        for name in EXTRA:
+            if importlib.util.find_spec(name) is None:
+                return refuse(args, name)
+        if not is_root(args):
+            return 2
         try:
             return handler(args)
         except ModuleNotFoundError as exc:
             missing = (exc.name or "").partition(".")[0]
             if missing not in EXTRA:
                 raise
-            print(f"prism-xdp {args.command}: needs the lab extra: pip install prism_xdp[lab] (missing: {missing})",
-                  file=sys.stderr)
-            return 2
+            return refuse(args, missing)
 
+    run.preflight = True  # type: ignore[attr-defined]
     return run
 
 

@@ -1,4 +1,7 @@
-"""test_daemon.py - `prism-xdp run` as users run it, in an interpreter where the lab's packages cannot be imported: traffic, ctl and top, SIGHUP, SIGTERM leaves nothing, kill -9 then restart, refused configs, garbage and non-root peers on the control socket, Prometheus."""
+"""test_daemon.py - `prism-xdp run` as users run it, from a venv without the lab extra: traffic, ctl and top, SIGHUP, SIGTERM leaves nothing, kill -9 then restart, refused configs, garbage and non-root peers on the control socket, Prometheus.
+
+One file past 400 lines: every test here shares the Daemon runner and the venv fixture, and
+reads as one story of the daemon's life."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""test_layout.py - the constants and counter layout Python uses are the compiled prism_common.h's, word by word."""
+"""test_layout.py - the constants and counter layout Python uses are the compiled prism_common.h's, word by word.
+
+A test may read lib here: it checks native's exports against the compiled module itself."""
 
 import re
 from pathlib import Path

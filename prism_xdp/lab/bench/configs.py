@@ -1,4 +1,4 @@
-"""abconfigs.py - the configurations the A/B compares, each set up and torn down: the kernel path (stock, and with prism_xdp's old TX-checksum setting), the PRISM kernel patch's modes when its knobs exist, and prism_xdp's daemon in each mode."""
+"""configs.py - the configurations the A/B compares, each set up and torn down: the kernel path (stock, and with prism_xdp's old TX-checksum setting), the PRISM kernel patch's modes when its knobs exist, and prism_xdp's daemon in each mode."""
 
 from __future__ import annotations
 

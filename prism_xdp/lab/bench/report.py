@@ -1,4 +1,4 @@
-"""abreport.py - the A/B's results: the report (JSON) built from every cell, summaries over repetitions, the markdown tables, a latency CDF per scenario and a LOW throughput plot; and `bench merge` of two runs (e.g. two kernels) into one, refusing runs whose workloads differ."""
+"""report.py - the A/B's results: the report (JSON) built from every cell, summaries over repetitions, the markdown tables, a latency CDF per scenario and a LOW throughput plot; and `bench merge` of two runs (e.g. two kernels) into one, refusing runs whose workloads differ."""
 
 from __future__ import annotations
 
@@ -244,7 +244,8 @@ def plot_low(rep: dict[str, Any], base: str) -> str | None:
 
 
 def write(rep: dict[str, Any], out_dir: Path, prefix: str = "ab") -> list[str]:
-    """JSON, markdown and plots into out_dir; returns the files written."""
+    """JSON, markdown and plots into out_dir; returns the files written. (Not benchkit.write: the
+    A/B's report carries its own machine and placement record, and its table is the document.)"""
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     rep["table"] = table(rep)

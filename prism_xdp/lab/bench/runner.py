@@ -1,4 +1,4 @@
-"""abbench.py - `prism-xdp bench`: the A/B on one test host with the tools researchers use - HIGH request/response applications (sockperf, memcached, nginx + wrk) idle and under LOW bulk loads (iperf3, prism_gen) - through the kernel path and prism_xdp, one placement policy for all, repeated and interleaved."""
+"""runner.py - `prism-xdp bench`: the A/B on one test host with the tools researchers use - HIGH request/response applications (sockperf, memcached, nginx + wrk) idle and under LOW bulk loads (iperf3, prism_gen) - through the kernel path and prism_xdp, one placement policy for all, repeated and interleaved."""
 
 from __future__ import annotations
 
