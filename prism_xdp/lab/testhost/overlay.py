@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec
 from prism_xdp.lab.testhost.links import link_counter, link_mac, set_gro, set_rps, set_tx_checksum
+from prism_xdp.lab.testhost.netns import inside
 from prism_xdp.lab.testhost.testbed import Testbed
 from prism_xdp.lab.testhost.uplink import Uplink
 
@@ -87,13 +88,27 @@ def set_offloads(host: OverlayHost, offloads: str) -> None:
         set_tx_checksum(ifname, ns, offloads == "stock")
 
 
+def container_ipv6_off(ns: str) -> None:
+    """IPv6 off in a container's namespace before its interface arrives, as Docker leaves a
+    container on a network without IPv6 (disable_ipv6 = 1 on its interface): no link-local
+    address, so none of the neighbour/router solicitations and MLD reports that an L2 domain
+    floods to every other container."""
+    with inside(ns):  # /proc/sys/net is the opener's namespace's
+        for scope in ("all", "default"):
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+                f.write("1")
+
+
 def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int = 42,
-                        queues: int = 1, vxlan_port: int = 4789, offloads: str = "stock") -> OverlayHost:
+                        queues: int = 1, vxlan_port: int = 4789, offloads: str = "stock",
+                        container_ipv6: bool = True) -> OverlayHost:
     """remote ns [vxlan vni -> host's uplink IP] <-uplink veth-> root ns (prism_xdp) <-veths-> containers.
 
     The containers' MTU leaves room for the 50 bytes of encapsulation on the
     uplink, as Docker and Flannel set it up. Offloads stay as the kernel
-    makes them unless offloads="tx-off". Names: tb.name(prefix, tag).
+    makes them unless offloads="tx-off". container_ipv6=False turns IPv6 off in the
+    containers (container_ipv6_off: Docker's default on an IPv4-only network); by default they
+    keep the kernel's (link-local IPv6 on). Names: tb.name(prefix, tag).
     """
     up = Uplink.create(tb, prefix, queues=queues)
     vx = tb.name(prefix, "v")
@@ -102,6 +117,8 @@ def create_overlay_host(tb: Testbed, prefix: str, containers: int = 2, vni: int 
     host = OverlayHost(up, vni, vx, REMOTE_OVERLAY_IP, vxlan_port=vxlan_port)
     for i in range(containers):
         ns = tb.add_netns(tb.name(prefix, f"c{i}"))
+        if not container_ipv6:
+            container_ipv6_off(ns)
         host_if, cont_if = tb.name(prefix, f"h{i}"), tb.name(prefix, f"k{i}")
         tb.add_veth(host_if, cont_if, None, ns, queues=queues, mtu=1450)
         ip = container_ip(i)
