@@ -17,7 +17,14 @@ from pyroute2 import IPRoute
 
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.lab import cpuprof
-from prism_xdp.lab.testhost import socket_in, topo, tx_checksum_interfaces
+from prism_xdp.lab.testhost import (
+    Testbed,
+    create_overlay_host,
+    run_in,
+    socket_in,
+    topo,
+    tx_checksum_interfaces,
+)
 from prism_xdp.lab.testhost.links import read_features
 
 PRISM = [sys.executable, "-m", "prism_xdp.daemon.cli"]
@@ -312,3 +319,23 @@ def test_perf_profile_puts_a_busy_loop_on_its_cpu(tmp_path: Path) -> None:
     # The spinning interpreter is ~1/ncpu of all samples; well above noise on its CPU.
     assert python_share > 40 / len(os.sched_getaffinity(0)), rows[cpu]
     assert cpuprof.format_profile(rows)[0].startswith("CPU ")
+
+
+
+def test_containers_without_ipv6_have_no_link_local_address(testbed: Testbed) -> None:
+    """container_ipv6=False: as Docker leaves a container on an IPv4-only network. The
+    interface that arrives in the namespace gets no IPv6 address (so it sends no solicitations
+    or MLD reports), while the remote's interfaces keep the kernel's link-local ones."""
+    host = create_overlay_host(testbed, "pxt", containers=2, container_ipv6=False)
+
+    def inet6(ns: str, ifname: str) -> list[str]:
+        out = run_in(ns, ["ip", "-6", "-o", "addr", "show", "dev", ifname], capture_output=True,
+                     text=True, check=True).stdout
+        return [line.split()[3] for line in out.splitlines()]
+
+    for c in host.containers:
+        assert inet6(c.ns, c.cont_if) == [], c
+    assert any(a.startswith("fe80::") for a in inet6(host.uplink.remote_ns, host.uplink.remote_if))
+    for c in host.containers:  # IPv4 as before
+        out = run_in(c.ns, ["ip", "-4", "-o", "addr", "show", "dev", c.cont_if], capture_output=True, text=True).stdout
+        assert f" {c.ip}/" in out, out
