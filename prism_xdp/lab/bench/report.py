@@ -82,6 +82,7 @@ def summarize(rep: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 row: dict[str, Any] = {"kernel": kernel, "config": config, "high": high, "low": low,
                                        "runs_ok": len(ok), "runs_failed": len(mine) - len(ok),
                                        "steal_flagged": sum(1 for c in ok if c["cpu"]["steal_flagged"]),
+                                       "stalled": sum(1 for c in mine if c.get("stalled_run")),
                                        "failures": sorted({c["error"] for c in mine if not c["ok"]})}
                 for k in LAT_KEYS:
                     row[k] = spread(c["latency_us"][k] for c in ok)
@@ -116,7 +117,9 @@ def _fmt(s: dict[str, float] | None, digits: int = 1) -> str:
 
 def _runs(row: dict[str, Any]) -> str:
     text = f"{row['runs_ok']}" + (f" ({row['runs_failed']} failed)" if row["runs_failed"] else "")
-    return text + (f", {row['steal_flagged']} steal" if row["steal_flagged"] else "")
+    text += f", {row['steal_flagged']} steal" if row["steal_flagged"] else ""
+    # A UDP ping-pong run that stalled on a lost datagram and was run again (runner._high).
+    return text + (f", {row['stalled']} rerun after a loss" if row.get("stalled") else "")
 
 
 def table(rep: dict[str, Any]) -> str:
