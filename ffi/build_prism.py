@@ -17,6 +17,7 @@ SOURCES = [
     "prism_csum.c",
     "prism_bpf.c",
     "prism_fdb.c",
+    "prism_mcast.c",
     "prism_overlay.c",
     "prism_vxlan.c",
     "prism_deliver.c",

@@ -233,6 +233,7 @@ struct prism_overlay_counters {
 	uint64_t encap_out; /* encapsulated toward a VTEP */
 	uint64_t local_out; /* container to container, no tunnel */
 	uint64_t flood_copies; /* extra frames made for broadcast / unknown */
+	uint64_t mcast_pruned; /* copies not made: ports that did not join the frame's group */
 	uint64_t learned; /* remote MACs learned or moved */
 	uint64_t fdb_entries; /* learned entries live now (a level, not a count) */
 	uint64_t fdb_refused; /* not learned: the VTEP's share or the table was full */
@@ -244,6 +245,7 @@ struct prism_overlay_counters {
 	uint64_t drop_unknown_vni;
 	uint64_t drop_unknown_vtep;
 	uint64_t drop_unknown_dst;
+	uint64_t drop_no_listener; /* a group's frame from the uplink that no container joined */
 	uint64_t drop_mtu;
 	uint64_t drop_no_headroom;
 	uint64_t drop_no_frame; /* pool empty when a flood copy was needed */
@@ -324,3 +326,47 @@ int prism_overlay_through(prism_overlay *o, prism_xsk *x, uint32_t src_port, uin
 			  struct prism_batch *in, struct prism_batch *out, uint32_t max);
 /* Kick until every TX ring is empty (before a flow may change sockets). */
 int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);
+
+/* ---- MLD snooping (prism_mcast.c) --------------------------------------
+ * Which container port joined which IPv6 multicast group, learned from the
+ * containers' MLD reports, so that a group's frames reach its members only
+ * (RFC 4541, as the kernel bridge does). One table serves every worker of a
+ * daemon; an overlay without one floods, as before.
+ */
+#define PRISM_MC_ALL 0 /* to everyone: not IPv6 multicast, all-nodes, an MLD query */
+#define PRISM_MC_DATA 1 /* a group's traffic: to its members */
+#define PRISM_MC_REPORT 2 /* an MLD report or done: to the VTEPs only */
+
+struct prism_mcast_counters {
+	uint64_t groups; /* live memberships, (group, port) pairs (a level) */
+	uint64_t joins;
+	uint64_t leaves; /* a done, or a record leaving the group */
+	uint64_t expired; /* not renewed within the membership interval */
+	uint64_t refused; /* the port's share or the table was full: it gets every group */
+	uint64_t reports; /* MLD reports and dones read */
+	uint64_t malformed; /* MLD reports that could not be read */
+};
+
+typedef struct prism_mcast prism_mcast;
+
+/* member_s: how long a report keeps a membership; per_port: memberships a port may hold. */
+int prism_mcast_new(prism_mcast **out, uint32_t member_s, uint32_t per_port);
+void prism_mcast_delete(prism_mcast *m);
+/* Frames of a group go to its members only from at_ns on (0: flood them). */
+void prism_mcast_set_ready(prism_mcast *m, uint64_t at_ns);
+void prism_mcast_counters(prism_mcast *m, struct prism_mcast_counters *out);
+/* PRISM_MC_* of a multicast or broadcast Ethernet frame. */
+int prism_mcast_classify(const uint8_t *f, uint32_t len);
+/* An MLD report or done that port sent: records applied, or -EINVAL. */
+int prism_mcast_learn(prism_mcast *m, uint32_t vni, uint32_t port, const uint8_t *f, uint32_t len,
+		      uint64_t now);
+/* Ports a frame for (vni, group MAC) goes to at time now; the count, the first cap in ports. */
+int prism_mcast_members(prism_mcast *m, uint32_t vni, const uint8_t *mac, uint64_t now,
+			uint32_t *ports, uint32_t cap);
+/* The table an overlay snoops with (NULL: none); it must outlive the overlay. */
+int prism_overlay_set_mcast(prism_overlay *o, prism_mcast *m);
+/* A copy of frame for every container port, appended to out (class 0): the
+ * daemon's MLD queries. Returns copies made; a port that finds no frame is
+ * counted in drop_no_frame. */
+int prism_overlay_inject(prism_overlay *o, const uint8_t *frame, uint32_t len,
+			 struct prism_batch *out);

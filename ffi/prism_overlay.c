@@ -15,6 +15,8 @@
  * broadcast, multicast and unknown unicast are flooded — to the local
  * ports of the VNI when they came from the uplink (split horizon), and to
  * the other local ports and every VTEP of the VNI when a container sent them.
+ * With MLD snooping (prism_mcast.c), an IPv6 group's frames go to the
+ * containers that joined it only.
  */
 
 int prism_overlay_lookup(struct prism_overlay *o, uint32_t vni, const uint8_t *mac, uint32_t *idx)
@@ -129,6 +131,12 @@ int prism_overlay_add_vtep(struct prism_overlay *o, uint32_t vni, uint32_t ip, c
 	o->vteps[o->nvteps].ip = ip;
 	memcpy(o->vteps[o->nvteps].mac, mac, ETH_ALEN);
 	return o->nvteps++;
+}
+
+int prism_overlay_set_mcast(struct prism_overlay *o, struct prism_mcast *m)
+{
+	o->mc = m;
+	return 0;
 }
 
 void prism_overlay_counters(struct prism_overlay *o, struct prism_overlay_counters *out)

@@ -6,6 +6,7 @@
 
 #include "prism.h"
 #include "prism_fdb.h"
+#include "prism_mcast.h"
 #include "prism_internal.h"
 
 /*
@@ -51,6 +52,7 @@ struct prism_overlay {
 	uint32_t *order; /* deliver's counting sort */
 	uint32_t order_cap;
 	struct prism_fdb fdb;
+	struct prism_mcast *mc; /* MLD snooping, shared by the workers; NULL: flood */
 };
 
 _Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS,

@@ -44,23 +44,31 @@ static inline int emit(struct prism_overlay *o, struct prism_batch *out, uint64_
 	return 0;
 }
 
-/* A fresh frame holding a copy of len bytes at addr, with the same
- * headroom a received packet has; 0 when the pool is empty.
+/* A fresh frame with the same headroom a received packet has; 0 when the
+ * pool is empty.
  */
-static uint64_t copy_frame(struct prism_overlay *o, uint64_t addr, uint32_t len)
+static uint64_t new_frame(struct prism_overlay *o)
 {
 	struct prism_umem *u = o->u;
-	uint64_t copy;
 
 	if (!u->pool_n) {
 		o->cnt.drop_no_frame++;
 		return 0;
 	}
-	copy = u->pool[--u->pool_n] + u->headroom + XDP_PACKET_HEADROOM;
 	u->user++;
-	memcpy(u->area + copy, u->area + addr, len);
+	return u->pool[--u->pool_n] + u->headroom + XDP_PACKET_HEADROOM; /* never 0 */
+}
+
+/* A fresh frame holding a copy of len bytes at addr; 0 when the pool is empty. */
+static uint64_t copy_frame(struct prism_overlay *o, uint64_t addr, uint32_t len)
+{
+	uint64_t copy = new_frame(o);
+
+	if (!copy)
+		return 0;
+	memcpy(o->u->area + copy, o->u->area + addr, len);
 	o->cnt.flood_copies++;
-	return copy; /* never 0: it starts past the headroom */
+	return copy;
 }
 
 static inline int vni_local(const struct prism_overlay *o, uint32_t vni)
@@ -183,6 +191,110 @@ static uint32_t csum_ingress(struct prism_overlay *o, uint64_t addr, uint32_t *l
 	return 0;
 }
 
+/* ---- flooding: a frame that is not for one port ----------------------- */
+
+/* The ports of vni other than src_port, as a bitmap; their number. */
+static uint32_t vni_ports(const struct prism_overlay *o, uint32_t vni, uint32_t src_port,
+			  uint64_t *sel)
+{
+	uint32_t p, n = 0;
+
+	memset(sel, 0, PRISM_MCAST_WORDS * sizeof(*sel));
+	for (p = 1; p < o->nports; p++)
+		if (p != src_port && o->ports[p].vni == vni) {
+			sel[p / 64] |= 1ull << (p % 64);
+			n++;
+		}
+	return n;
+}
+
+/* The local ports a broadcast, multicast or unknown unicast frame f from
+ * src_port (the uplink or a container) goes to, as a bitmap; their number.
+ * *vni_n gets the number of ports flooding would reach. Without snooping,
+ * or before it is ready, that is every other port of the VNI; with it, an
+ * IPv6 group's frame goes to the group's members and an MLD report to no
+ * container (a container's report is learned here).
+ */
+static uint32_t flood_targets(struct prism_overlay *o, uint32_t vni, uint32_t src_port,
+			      const uint8_t *f, uint32_t len, uint64_t *sel, uint32_t *vni_n)
+{
+	uint64_t now = o->cur_poll_ts, members[PRISM_MCAST_WORDS] = { 0 };
+	struct prism_mcast *m = o->mc;
+	uint32_t n, w, kept = 0;
+	int kind;
+
+	n = *vni_n = vni_ports(o, vni, src_port, sel);
+	if (!m || !(f[0] & 1))
+		return n;
+	kind = prism_mcast_classify(f, len);
+	if (kind == PRISM_MC_ALL)
+		return n;
+	mcast_lock(m);
+	if (kind == PRISM_MC_REPORT) {
+		if (src_port != PRISM_UPLINK_PORT)
+			prism_mcast_learn_locked(m, vni, src_port, f, len, now);
+	} else if (prism_mcast_pruning(m, now)) {
+		prism_mcast_select(m, vni, f, now, members);
+	} else {
+		mcast_unlock(m);
+		return n; /* not ready: the containers may not have reported yet */
+	}
+	mcast_unlock(m);
+	for (w = 0; w < PRISM_MCAST_WORDS; w++) {
+		sel[w] &= members[w];
+		kept += (uint32_t)__builtin_popcountll(sel[w]);
+	}
+	o->cnt.mcast_pruned += n - kept;
+	return kept;
+}
+
+/* The frame to the n ports of sel: a copy for each, except that the last
+ * takes the original when no other target (more) follows.
+ */
+static void emit_ports(struct prism_overlay *o, struct prism_batch *out, uint64_t addr,
+		       uint32_t len, uint64_t ts, uint8_t cls, uint32_t csum, const uint64_t *sel,
+		       uint32_t n, uint32_t more, uint64_t *passed)
+{
+	uint32_t w;
+
+	for (w = 0; w < PRISM_MCAST_WORDS; w++) {
+		uint64_t bits = sel[w];
+
+		while (bits) {
+			uint32_t p = w * 64 + (uint32_t)__builtin_ctzll(bits);
+			uint64_t frame = addr;
+
+			bits &= bits - 1;
+			if (--n || more) {
+				frame = copy_frame(o, addr, len);
+				if (!frame)
+					continue;
+			}
+			if (!emit(o, out, frame, len, ts, p, cls, csum))
+				(*passed)++;
+		}
+	}
+}
+
+int prism_overlay_inject(struct prism_overlay *o, const uint8_t *frame, uint32_t len,
+			 struct prism_batch *out)
+{
+	uint32_t p, made = 0;
+
+	if (len < ETH_HLEN || len > o->u->frame_size - o->u->headroom - XDP_PACKET_HEADROOM)
+		return -EINVAL;
+	for (p = 1; p < o->nports; p++) {
+		uint64_t addr = new_frame(o);
+
+		if (!addr)
+			continue;
+		memcpy(pkt(o, addr), frame, len);
+		if (!emit(o, out, addr, len, 0, p, 0, 0))
+			made++;
+	}
+	return (int)made;
+}
+
 /* ---- decap: uplink -> containers -------------------------------------- */
 
 int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct prism_batch *out)
@@ -193,9 +305,10 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 
 	for (i = 0; i < n; i++) {
 		uint64_t addr = in->addr[i], ts = in->ts[i];
-		uint32_t len = in->len[i], vni, src_ip, hdr, idx, p, csum;
+		uint32_t len = in->len[i], vni, src_ip, hdr, idx, csum, n, vni_n;
+		uint64_t sel[PRISM_MCAST_WORDS];
 		const uint8_t *inner;
-		int kind, first;
+		int kind;
 		uint8_t pcls;
 
 		o->cnt.decap_in++;
@@ -239,28 +352,12 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 			}
 			/* Unknown: flood locally, as a bridge would. */
 		}
-		first = 1;
-		for (p = 1; p < o->nports; p++) {
-			uint64_t copy;
-
-			if (o->ports[p].vni != vni)
-				continue;
-			if (first) {
-				first = 0;
-				continue; /* the original goes last, after the copies */
-			}
-			copy = copy_frame(o, addr, len);
-			if (copy && !emit(o, out, copy, len, ts, p, pcls, csum))
-				o->cnt.decap_out++;
-		}
-		if (first) {
-			drop(o, addr, &o->cnt.drop_unknown_dst);
+		n = flood_targets(o, vni, PRISM_UPLINK_PORT, inner, len, sel, &vni_n);
+		if (!n) {
+			drop(o, addr, vni_n ? &o->cnt.drop_no_listener : &o->cnt.drop_unknown_dst);
 			continue;
 		}
-		for (p = 1; p < o->nports && o->ports[p].vni != vni; p++)
-			;
-		if (!emit(o, out, addr, len, ts, p, pcls, csum))
-			o->cnt.decap_out++;
+		emit_ports(o, out, addr, len, ts, pcls, csum, sel, n, 0, &o->cnt.decap_out);
 	}
 	in->n = 0;
 	return out->n - before;
@@ -388,19 +485,19 @@ static void send_to_vtep(struct prism_overlay *o, struct prism_batch *out, uint6
 int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_batch *in,
 		      struct prism_batch *out)
 {
-	uint32_t i, n = in->n, before = out->n, vni, idx, p, v;
+	uint32_t i, count = in->n, before = out->n, vni, idx, v;
 
 	if (src_port == PRISM_UPLINK_PORT || src_port >= o->nports) {
-		for (i = 0; i < n; i++)
+		for (i = 0; i < count; i++)
 			drop(o, in->addr[i], &o->cnt.drop_no_port);
 		in->n = 0;
 		return -EINVAL;
 	}
 	vni = o->ports[src_port].vni;
 	mark_busy(o, src_port); /* its fill ring gave frames */
-	for (i = 0; i < n; i++) {
-		uint64_t addr = in->addr[i], ts = in->ts[i], copy;
-		uint32_t len = in->len[i], targets = 0, csum;
+	for (i = 0; i < count; i++) {
+		uint64_t addr = in->addr[i], ts = in->ts[i], copy, sel[PRISM_MCAST_WORDS];
+		uint32_t len = in->len[i], vteps = 0, csum, n, vni_n;
 		const uint8_t *f = pkt(o, addr);
 		uint8_t pcls;
 		int kind;
@@ -427,33 +524,22 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 				continue;
 			}
 		}
-		/* Flood: copies for every target but the last, which takes the
-		 * original (copies are made before it is encapsulated).
+		/* Flood: the local targets take copies; the last VTEP (or, with
+		 * none, the last port) takes the original, copies being made
+		 * before it is encapsulated.
 		 */
-		for (p = 1; p < o->nports; p++)
-			targets += p != src_port && o->ports[p].vni == vni;
+		n = flood_targets(o, vni, src_port, f, len, sel, &vni_n);
 		for (v = 0; v < o->nvteps; v++)
-			targets += o->vteps[v].vni == vni;
-		if (!targets) {
-			drop(o, addr, &o->cnt.drop_unknown_dst);
+			vteps += o->vteps[v].vni == vni;
+		if (!n && !vteps) {
+			drop(o, addr, vni_n ? &o->cnt.drop_no_listener : &o->cnt.drop_unknown_dst);
 			continue;
 		}
-		for (p = 1; p < o->nports; p++) {
-			if (p == src_port || o->ports[p].vni != vni)
-				continue;
-			if (--targets == 0) {
-				if (!emit(o, out, addr, len, ts, p, pcls, csum))
-					o->cnt.local_out++;
-				break;
-			}
-			copy = copy_frame(o, addr, len);
-			if (copy && !emit(o, out, copy, len, ts, p, pcls, csum))
-				o->cnt.local_out++;
-		}
-		for (v = 0; targets && v < o->nvteps; v++) {
+		emit_ports(o, out, addr, len, ts, pcls, csum, sel, n, vteps, &o->cnt.local_out);
+		for (v = 0; vteps && v < o->nvteps; v++) {
 			if (o->vteps[v].vni != vni)
 				continue;
-			if (--targets == 0) {
+			if (--vteps == 0) {
 				send_to_vtep(o, out, addr, len, ts, &o->vteps[v], pcls, csum);
 				break;
 			}

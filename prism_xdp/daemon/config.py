@@ -12,6 +12,7 @@ from prism_xdp.dataplane.classes import class_name, parse_class
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec, check_vni, parse_ipv4, parse_mac
 from prism_xdp.dataplane.sched import BATCH_MAX, BATCH_MIN, Mode
+from prism_xdp.dataplane.snooping import SnoopingParams
 from prism_xdp.dataplane.xdp import AttachMode
 from prism_xdp.dataplane.xsk import BindMode
 
@@ -62,6 +63,7 @@ class Config:
     vteps: tuple[VtepSpec, ...] = ()
     containers: tuple[ContainerSpec, ...] = ()
     rules: Rules = field(default_factory=Rules)
+    snooping: SnoopingParams | None = field(default_factory=SnoopingParams)  # [snooping]; None: off
 
 
 class _Table:
@@ -209,6 +211,18 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     fdb_max_per_vtep = fw.int_in("max_per_vtep", 1, 8192, 4096)
     fw.done()
 
+    sn = _Table(top.get("snooping", dict, {}), "snooping")
+    snooping: SnoopingParams | None = SnoopingParams(
+        query_interval_s=sn.int_in("query_interval_s", 2, 31744, 125),
+        max_response_ms=sn.int_in("max_response_ms", 100, 10_000, 1000),
+        max_per_port=sn.int_in("max_per_port", 1, 8192, 64))
+    if not sn.get("enabled", bool, True):
+        snooping = None
+    sn.done()
+    if snooping is not None and snooping.max_response_ms >= snooping.query_interval_s * 1000:
+        raise ConfigError("snooping.max_response_ms: must be below snooping.query_interval_s "
+                          f"({snooping.max_response_ms} ms >= {snooping.query_interval_s} s)")
+
     cs = _Table(top.get("checksum", dict, {}), "checksum")
     checksum = cs.choice("method", ("auto", "offload", "software"), "auto")
     partial_checksums = cs.choice("partial_from_uplink", ("auto", "accept", "verify"), "auto")
@@ -274,7 +288,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
                   low_batch_with_high, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
-                  prometheus, log_level, tuple(vteps), tuple(containers), rules)
+                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping)
 
 
 def load(path: str | Path) -> Config:

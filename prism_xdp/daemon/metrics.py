@@ -71,6 +71,14 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
                    (([k[len("drop_"):]], v) for k, v in stages.items() if k.startswith("drop_")))
     yield _gauge("fdb_entries", "Forwarding-table entries, over every queue's table.", [],
                  [([], stages.get("fdb_entries", 0))])
+    mld = t.get("mld", {})
+    if mld.get("enabled"):
+        yield _gauge("mld_memberships", "MLD snooping: live (group, container) memberships.", [],
+                     [([], mld["groups"])])
+        yield _counter("mld_events", "MLD snooping: reports read, memberships made, ended, expired, refused, "
+                       "malformed reports, queries sent.", ["event"],
+                       (([k], mld[k]) for k in ("reports", "joins", "leaves", "expired", "refused", "malformed",
+                                                "queries")))
     steer = t["steer"]
     yield _counter("steered_packets", "Packets the uplink classifier steered, by class.", ["class"],
                    (([c], v) for c, v in steer["steered"].items()))

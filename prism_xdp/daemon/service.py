@@ -30,6 +30,7 @@ from prism_xdp.dataplane.hist import Histogram
 from prism_xdp.dataplane.hostinfo import online_cpus
 from prism_xdp.dataplane.programs import Programs
 from prism_xdp.dataplane.sched import Mode
+from prism_xdp.dataplane.snooping import Snooping
 from prism_xdp.dataplane.xsk import XskParams, rx_queue_count
 
 log = logging.getLogger("prism_xdp")
@@ -52,7 +53,7 @@ DATAPATH_FIELDS = {
     "classes": "nclass", "batch": "batch_size", "low_batch_with_high": "low_batch_with_high",
     "uplink_fill": "uplink_fill", "container_fill": "container_fill", "frame_size": "frame_size",
     "xdp_mode": "attach_mode", "mode": "mode", "poll": "poll", "timestamps": "timestamps",
-    "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep",
+    "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep", "snooping": "snooping",
 }
 
 
@@ -61,6 +62,7 @@ def datapath_params(cfg: Config, index: int, checksum: ChecksumPolicy) -> Datapa
     return DatapathParams(
         **{dp: getattr(cfg, name) for name, dp in DATAPATH_FIELDS.items()},
         queue=cfg.queues[index], cpu=cfg.cpus[index] if cfg.cpus else None, checksum=checksum,
+        mld_querier=index == 0,  # one worker queries for the daemon
         xsk=XskParams(rx_size=cfg.ring_size, tx_size=cfg.ring_size, bind=cfg.bind,
                       busy_poll_usecs=cfg.busy_poll_usecs, busy_poll_budget=cfg.busy_poll_budget))
 
@@ -138,6 +140,7 @@ class Daemon:
         self.started = time.time()
         self.workers: list[WorkerProcess] = []
         self.checksum = ChecksumPolicy()  # decided at start
+        self.snooping: Snooping | None = None  # made at start, unless [snooping] enabled = false
         self._rules: dict[str, dict[int, int]] = {"port": {}, "dscp": {}, "vni": {}}
         self._lock = threading.Lock()  # control requests come from several threads
         self._undo = contextlib.ExitStack()
@@ -170,11 +173,15 @@ class Daemon:
         programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
         self._undo.callback(programs.close)
         self.programs = programs
+        # MLD snooping's table, in shared memory made before the workers fork: theirs too.
+        self.snooping = Snooping(cfg.snooping) if cfg.snooping is not None else None
+        if self.snooping is not None:
+            self._undo.callback(self.snooping.close)
         for i in range(len(cfg.queues)):
             params = datapath_params(cfg, i, self.checksum)
             # One process per queue: queues run in parallel, each with its own
             # interpreter; the programs' maps are shared through inherited fds.
-            worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs)
+            worker = WorkerProcess(params, list(cfg.containers), list(cfg.vteps), programs, self.snooping)
             self._undo.callback(worker.stop)
             self.workers.append(worker)
         self._apply_rules(cfg.rules)
@@ -306,12 +313,20 @@ class Daemon:
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
-                "checksum": self.checksum.describe(),
+                "checksum": self.checksum.describe(), "snooping": self.snooping_status(),
                 "classes": [CLASS_NAMES[c] for c in range(cfg.classes)],
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],
                 "rules": {k: len(v) for k, v in self.rules().items()}, "reloads": dict(self._reloads)}
+
+    def snooping_status(self) -> dict[str, Any]:
+        """MLD snooping's settings and its table's counters (one table for every queue)."""
+        if self.snooping is None:
+            return {"enabled": False}
+        p = self.snooping.params
+        return {"enabled": True, "query_interval_s": p.query_interval_s, "max_response_ms": p.max_response_ms,
+                "membership_s": p.membership_s, "max_per_port": p.max_per_port} | self.snooping.counters()
 
     def stats(self, histograms: bool = False) -> dict[str, Any]:
         """Totals over queues (counters summed, histograms merged) and each queue's own; with
@@ -330,6 +345,8 @@ class Daemon:
             for name, raw in s.pop("histograms").items():
                 merged.setdefault(name, Histogram()).merge(
                     Histogram(raw["buckets"], raw["count"], raw["total"], raw["min"], raw["max"]))
+        totals["mld"] = self.snooping_status() | {"queries": sum(s["mld"].get("queries", 0)
+                                                                 for s in per_queue.values())}
         totals["steer"] = self.programs.uplink.counters().as_dict()  # per-CPU map: every queue already
         totals["egress"] = {c.name: eg.counters().as_dict()
                             for c, eg in zip(self.cfg.containers, self.programs.egress, strict=True)}

@@ -16,6 +16,7 @@ from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.dataplane.errors import PrismError
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec
 from prism_xdp.dataplane.programs import Programs
+from prism_xdp.dataplane.snooping import Snooping
 
 log = logging.getLogger("prism_xdp")
 PR_SET_PDEATHSIG = 1
@@ -29,12 +30,12 @@ class WorkerProcess:
     """The daemon's handle on one queue's worker process."""
 
     def __init__(self, params: DatapathParams, containers: list[ContainerSpec], vteps: list[VtepSpec],
-                 programs: Programs, timeout: float = 30.0) -> None:
+                 programs: Programs, snooping: Snooping | None = None, timeout: float = 30.0) -> None:
         self.queue = params.queue
         self._lock = threading.Lock()  # control requests come from several threads
         ctx = mp.get_context("fork")  # the child inherits the programs' map fds
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, params, containers, vteps, programs),
+        self.proc = ctx.Process(target=_worker_main, args=(child, params, containers, vteps, programs, snooping),
                                 name=f"prism-worker-q{params.queue}")
         self.proc.start()
         child.close()
@@ -81,7 +82,7 @@ class WorkerProcess:
 
 
 def _worker_main(conn: Connection, params: DatapathParams, containers: list[ContainerSpec],
-                 vteps: list[VtepSpec], programs: Programs) -> None:
+                 vteps: list[VtepSpec], programs: Programs, snooping: Snooping | None) -> None:
     # A daemon killed with -9 takes its workers along (they close their sockets).
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     stop = threading.Event()
@@ -89,7 +90,7 @@ def _worker_main(conn: Connection, params: DatapathParams, containers: list[Cont
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the daemon, which stops the workers in order
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        dp = Datapath(params, containers, vteps, programs)
+        dp = Datapath(params, containers, vteps, programs, snooping)
     except BaseException as exc:
         conn.send(("error", str(exc)))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
+import itertools
 import os
 import queue
 import select
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prism_xdp.dataplane import hostinfo, native
+from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
@@ -23,6 +25,7 @@ from prism_xdp.dataplane.ops import DatapathOps, Source
 from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec
 from prism_xdp.dataplane.programs import Programs
 from prism_xdp.dataplane.sched import Engine, Mode, check_batch
+from prism_xdp.dataplane.snooping import Snooping, SnoopingParams
 from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.umem import Umem, UmemParams
 from prism_xdp.dataplane.xdp import AttachMode
@@ -66,6 +69,11 @@ class DatapathParams:
     # How containers' checksums are finished; None: decided for this kernel
     # and uplink (checksum.resolve("auto", "auto", uplink)).
     checksum: ChecksumPolicy | None = None
+    # MLD snooping: an IPv6 group's frames reach the containers that joined it
+    # only (None: flood them to every container of the VNI, as a bridge
+    # without snooping does). The querier worker (one per daemon) sends the queries.
+    snooping: SnoopingParams | None = field(default_factory=SnoopingParams)
+    mld_querier: bool = True
 
     def check(self) -> None:
         Mode.parse(self.mode)
@@ -82,6 +90,8 @@ class DatapathParams:
             raise ConfigError(f"fdb_max_per_vtep must be in 1..8192, not {self.fdb_max_per_vtep}")
         if not 1 <= self.ttl <= 255:
             raise ConfigError(f"ttl must be in 1..255, not {self.ttl}")
+        if self.snooping is not None:
+            self.snooping.check()
         if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):
@@ -99,9 +109,12 @@ class Datapath:
     """
 
     def __init__(self, params: DatapathParams, containers: list[ContainerSpec],
-                 vteps: list[VtepSpec], programs: Programs | None = None) -> None:
+                 vteps: list[VtepSpec], programs: Programs | None = None,
+                 snooping: Snooping | None = None) -> None:
         """programs: shared with other queues' workers (the daemon attaches them once all
-        workers exist); without it the Datapath makes, attaches and removes its own."""
+        workers exist); without it the Datapath makes, attaches and removes its own.
+        snooping: the daemon's MLD table, shared likewise; without it (and with
+        params.snooping) the Datapath has its own."""
         params.check()
         for i, c in enumerate(containers):
             c.check(f"containers[{i}]")
@@ -112,6 +125,8 @@ class Datapath:
         self.vteps = list(vteps)
         self._own_programs = programs is None
         self._programs = programs
+        self.snooping = snooping
+        self.queries = 0  # MLD general queries sent
         self._undo = contextlib.ExitStack()
         try:
             self._build()
@@ -139,9 +154,16 @@ class Datapath:
         self.egress = self.programs.egress
 
         checksum = p.checksum or resolve_checksum("auto", "auto", p.uplink, self.umem.tx_metadata)
-        self.overlay = Overlay(self.umem, p.vxlan_port, hostinfo.link_mac(p.uplink), local_ip,
+        uplink_mac = hostinfo.link_mac(p.uplink)
+        if self.snooping is None and p.snooping is not None:
+            self.snooping = Snooping(p.snooping)
+            self._undo.callback(self.snooping.close)  # after the overlay, which points to it
+        self.overlay = Overlay(self.umem, p.vxlan_port, uplink_mac, local_ip,
                                mtu, p.ttl, p.learn, checksum, p.fdb_ageing_s, p.fdb_max_per_vtep)
         self._undo.callback(self.overlay.close)
+        if self.snooping is not None:
+            self.overlay.set_snooping(self.snooping.ptr)
+            self._query_frame = self.snooping.query_frame(bytes.fromhex(uplink_mac.replace(":", "")))
 
         self.sources: list[Source] = []
         uplink_socks = self._sockets(p.uplink, self.steer)
@@ -168,7 +190,7 @@ class Datapath:
         self.ops = DatapathOps(self.sources, self.overlay, p.batch_size, self.service, self.set_vanilla)
         self._undo.callback(self.ops.close)
         self.engine = Engine(self.ops, p.mode, p.batch_size, low_batch_with_high=p.low_batch_with_high)
-        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._poller = select.poll()
         for src in self.sources:
             self._poller.register(src.xsk.fd, select.POLLIN)
@@ -210,14 +232,18 @@ class Datapath:
             os.sched_setaffinity(0, {self.params.cpu})
         blocking = self.params.poll == "blocking"
         step, requests, engine = self.engine.step, self._requests, self.engine
-        while not stop.is_set():
-            if not requests.empty():
-                while not requests.empty():
-                    requests.get_nowait()()
-            if step():
-                continue
-            if blocking and not engine.sched.in_flight() and not self.ops.pending():
-                self._poller.poll(BLOCK_MS)
+        querier = self._start_querier()
+        try:
+            while not stop.is_set():
+                if not requests.empty():
+                    while not requests.empty():
+                        requests.get_nowait()()
+                if step():
+                    continue
+                if blocking and not engine.sched.in_flight() and not self.ops.pending():
+                    self._poller.poll(BLOCK_MS)
+        finally:
+            querier.set()
         # Stopped: what was taken off a ring leaves, and what the kernel has
         # sent comes back to the pool, so no frame stays in a batch or on a
         # completion ring.
@@ -225,7 +251,39 @@ class Datapath:
         self.ops.flush_tx()
         self.ops.service(now=True)
 
-    def call_soon(self, fn: Callable[[], None]) -> None:
+    # MLD querier ----------------------------------------------------------
+    def _start_querier(self) -> threading.Event:
+        """A thread that asks the worker's loop for a general query at start, again a
+        moment later, then every query interval; stops when the returned event is set."""
+        done = threading.Event()
+        if self.snooping is None or not self.params.mld_querier or not self.containers:
+            return done
+        p = self.snooping.params
+        delays = itertools.chain(p.schedule(), itertools.repeat(float(p.query_interval_s)))
+
+        def timer() -> None:
+            for delay in delays:
+                if done.wait(delay):
+                    return
+                self.call_soon(self.send_query)
+
+        threading.Thread(target=timer, name="prism-mld-querier", daemon=True).start()
+        return done
+
+    def send_query(self) -> int:
+        """On the worker's thread: an MLD general query to every container; copies sent.
+        The first one starts pruning once the containers had time to answer."""
+        if self.snooping is None:
+            raise ValueError("MLD snooping is off")
+        batch = Batch(len(self.containers) + 1)
+        self.overlay.inject(self._query_frame, batch)
+        sent = self.overlay.deliver(native.PRISM_CLASS_LOW, batch)
+        if self.queries == 0:
+            self.snooping.queried(time.monotonic_ns())
+        self.queries += 1
+        return sent
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
         """Run fn on the worker's thread between two steps (rings are single-threaded)."""
         self._requests.put(fn)
 
@@ -291,7 +349,14 @@ class Datapath:
             "steer": self.steer.counters().as_dict(),
             "egress": {c.name: eg.counters().as_dict() for c, eg in zip(self.containers, self.egress, strict=True)},
             "frames": self.umem.account().as_dict(),
+            "mld": self.mld_stats(),
         }
+
+    def mld_stats(self) -> dict[str, Any]:
+        """The snooping table's counters (daemon-wide: the table is shared) and this worker's queries."""
+        if self.snooping is None:
+            return {"snooping": False}
+        return {"snooping": True, "queries": self.queries} | self.snooping.counters()
 
     def close(self) -> None:
         """Detach programs first (no new packets), then sockets, then memory."""

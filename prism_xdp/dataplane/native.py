@@ -417,6 +417,57 @@ def overlay_port_counters(overlay: Any, port: int, name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------
+# prism_mcast.c: MLD snooping's table, shared by a daemon's workers
+# ---------------------------------------------------------------------------
+
+MC_ALL: int = lib.PRISM_MC_ALL
+MC_DATA: int = lib.PRISM_MC_DATA
+MC_REPORT: int = lib.PRISM_MC_REPORT
+
+
+def mcast_new(member_s: int, per_port: int) -> Any:
+    out = ffi.new("prism_mcast **")
+    check_rc(lib.prism_mcast_new(out, member_s, per_port), "create the MLD snooping table",
+             hint="membership interval and per-port limit must be positive")
+    return out[0]
+
+
+mcast_delete = lib.prism_mcast_delete
+mcast_set_ready = lib.prism_mcast_set_ready
+
+
+def mcast_counters(mcast: Any) -> Any:
+    out = ffi.new("struct prism_mcast_counters *")
+    lib.prism_mcast_counters(mcast, out)
+    return out
+
+
+def mcast_classify(frame: bytes) -> int:
+    return int(lib.prism_mcast_classify(frame, len(frame)))
+
+
+def mcast_learn(mcast: Any, vni: int, port: int, frame: bytes, now_ns: int) -> int:
+    """Records applied from an MLD report or done that port sent; -EINVAL if unreadable."""
+    return int(lib.prism_mcast_learn(mcast, vni, port, frame, len(frame), now_ns))
+
+
+def mcast_members(mcast: Any, vni: int, group_mac: bytes, now_ns: int) -> list[int]:
+    ports = ffi.new("uint32_t[]", MAX_PORTS)
+    n = lib.prism_mcast_members(mcast, vni, group_mac, now_ns, ports, MAX_PORTS)
+    return [int(ports[i]) for i in range(min(n, MAX_PORTS))]
+
+
+def overlay_set_mcast(overlay: Any, mcast: Any) -> None:
+    check_rc(lib.prism_overlay_set_mcast(overlay, mcast), "set the MLD snooping table")
+
+
+def overlay_inject(overlay: Any, frame: bytes, batch: Any) -> int:
+    """A copy of frame for every container port appended to batch; copies made."""
+    return check_rc(lib.prism_overlay_inject(overlay, frame, len(frame), batch), "inject a frame",
+                    hint="the frame must fit a UMEM frame")
+
+
+# ---------------------------------------------------------------------------
 # prism_hist.c: latency histograms
 # ---------------------------------------------------------------------------
 

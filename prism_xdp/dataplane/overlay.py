@@ -155,6 +155,14 @@ class Overlay:
     def add_vtep(self, vni: int, ip: str, mac: str) -> int:
         return native.overlay_add_vtep(self.ptr, vni, _ip_be(ip), _mac_bytes(mac), f"{ip} VNI {vni}")
 
+    def set_snooping(self, table: Any) -> None:
+        """Snoop MLD with table (a Snooping's pointer; it must outlive the overlay)."""
+        native.overlay_set_mcast(self.ptr, table)
+
+    def inject(self, frame: bytes, out: Batch) -> int:
+        """A copy of frame for every container port, appended to out (the daemon's own frames)."""
+        return native.overlay_inject(self.ptr, frame, out.ptr)
+
     def lookup(self, vni: int, mac: str) -> tuple[str, int] | None:
         """Where (vni, mac) goes: ("local", port), ("remote", vtep) or None."""
         kind, idx = native.overlay_lookup(self.ptr, vni, _mac_bytes(mac))

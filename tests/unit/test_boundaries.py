@@ -164,7 +164,7 @@ def test_the_config_reaches_every_data_path_setting() -> None:
     from prism_xdp.dataplane.checksum import ChecksumPolicy
     from prism_xdp.dataplane.datapath import DatapathParams
 
-    per_queue = {"queue", "cpu", "checksum", "xsk"}
+    per_queue = {"queue", "cpu", "checksum", "xsk", "mld_querier"}
     assert set(DATAPATH_FIELDS.values()) | per_queue | {"learn"} == {f.name for f in dataclasses.fields(DatapathParams)}
     assert set(DATAPATH_FIELDS) <= {f.name for f in dataclasses.fields(Config)}
     cfg = Config("x.toml", "eth9", queues=(3, 5), cpus=(1, 0), batch=32, mtu=1400, classes=3, ring_size=512)
