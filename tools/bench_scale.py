@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.dataplane.snooping import SnoopingParams
 from prism_xdp.lab import benchkit, cpuprof
 from prism_xdp.lab.benchkit import percentile
 from prism_xdp.lab.generator import LiveFrameGenerator
@@ -32,6 +33,15 @@ def _profile_into(box: dict[str, object], seconds: float, datafile: Path) -> Non
     box["p"] = cpuprof.profile(seconds, datafile)
 
 
+def wait_pruning(dp: Datapath, timeout: float = 10.0) -> None:
+    """Measure as the daemon runs once started: with snooping, after its query was answered."""
+    deadline = time.monotonic() + timeout
+    while dp.snooping is not None and not dp.snooping.pruning(time.monotonic_ns()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("MLD snooping did not start pruning")
+        time.sleep(0.1)
+
+
 def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     """A fresh test host with n containers; HIGH probes to the first, LOW frames to the last."""
     t_setup = time.monotonic()
@@ -42,9 +52,11 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
         gen = LiveFrameGenerator(host.uplink.remote_if, host.remote_ns)
         tb.defer(gen.close)
         frame = build(host, Flow("low", LOW_PORT, container=n - 1), 64)
-        params = DatapathParams(host.uplink.host_if, mode=args.mode, container_fill=args.container_fill, cpu=args.worker_cpu)
+        params = DatapathParams(host.uplink.host_if, mode=args.mode, container_fill=args.container_fill,
+                                cpu=args.worker_cpu, snooping=SnoopingParams() if args.snooping == "on" else None)
         with Datapath(params, host.specs(), host.vteps()) as dp, Runner(dp):
             setup_s = time.monotonic() - t_setup
+            wait_pruning(dp)
             dp.set_port(HIGH_PORT)
             probe = benchkit.rtt_probe(tb, host, HIGH_PORT)
             rates, rtts, lost = [], [], 0
@@ -81,6 +93,9 @@ def main() -> int:
                     help="on: the kernel's default in every container namespace (link-local IPv6, whose "
                          "solicitations and MLD reports the VNI floods to every container); off: as Docker "
                          "leaves a container on an IPv4-only network")
+    ap.add_argument("--snooping", default="on", choices=("on", "off"),
+                    help="MLD snooping (the daemon's default: on): a group's frames to its members only; "
+                         "off: flooded to every container of the VNI, as a bridge without snooping does")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0, help="per run")
     ap.add_argument("--interval-ms", type=float, default=1.0, help="at most one HIGH probe per interval")

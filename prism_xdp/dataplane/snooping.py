@@ -51,6 +51,7 @@ class Snooping:
         self.params = params or SnoopingParams()
         self.params.check()
         self._ptr: Any = native.mcast_new(self.params.membership_s, self.params.max_per_port)
+        self.ready_at_ns = 0  # when pruning starts (this process's view; 0: no query sent yet)
 
     @property
     def ptr(self) -> Any:
@@ -64,7 +65,12 @@ class Snooping:
 
     def queried(self, now_ns: int) -> None:
         """The first query left at now_ns: prune once every container had time to answer."""
-        native.mcast_set_ready(self.ptr, now_ns + (self.params.max_response_ms + READY_MARGIN_MS) * 1_000_000)
+        self.ready_at_ns = now_ns + (self.params.max_response_ms + READY_MARGIN_MS) * 1_000_000
+        native.mcast_set_ready(self.ptr, self.ready_at_ns)
+
+    def pruning(self, now_ns: int) -> bool:
+        """Whether a group's frames go to its members only by now (as seen by the querier's process)."""
+        return 0 < self.ready_at_ns <= now_ns
 
     def members(self, vni: int, group_mac: bytes, now_ns: int) -> list[int]:
         """Ports a frame for (vni, group MAC) goes to now (once pruning has started)."""

@@ -351,6 +351,13 @@ def test_two_queues_two_worker_processes(testbed: Testbed, tmp_path: Path) -> No
         per_queue = {q: s["stages"]["decap_in"] for q, s in stats["queues"].items()}  # type: ignore[index]
         assert set(per_queue) == {"0", "1"} and all(n > 0 for n in per_queue.values()), per_queue
         assert len(children(d.proc.pid)) == 2  # one worker process per queue
+        # MLD snooping's table is one for both workers: learned in a worker, read by the daemon
+        deadline = time.monotonic() + 5
+        while d.call("status")["snooping"]["groups"] < 1 and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.2)
+        snooping = d.call("status")["snooping"]
+        assert snooping["enabled"] and snooping["groups"] >= 1 and snooping["reports"] >= 1, snooping  # type: ignore[index]
+        assert d.call("stats")["totals"]["mld"]["queries"] >= 1  # type: ignore[index]
     finally:
         assert d.stop() == 0
     for ifname in (host.uplink.host_if, host.containers[0].host_if):

@@ -9,6 +9,7 @@ import pytest
 
 from prism_xdp.daemon import config
 from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.snooping import SnoopingParams
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "prism.example.toml"
 GOOD = {
@@ -73,6 +74,11 @@ DELETE = object()
     ("rules.ports", {"9000": "class3"}, r"rules.ports.9000: class3 needs scheduler.classes = 4; this config has 2 \(low, high\)"),
     ("forwarding.ageing_s", 0, r"forwarding.ageing_s: must be in 1..1000000"),
     ("forwarding.max_per_vtep", 10000, r"forwarding.max_per_vtep: must be in 1..8192"),
+    ("snooping.enabled", "yes", r"snooping.enabled: must be bool"),
+    ("snooping.query_interval_s", 1, r"snooping.query_interval_s: must be in 2..31744"),
+    ("snooping.max_response_ms", 50, r"snooping.max_response_ms: must be in 100..10000"),
+    ("snooping.max_per_port", 0, r"snooping.max_per_port: must be in 1..8192"),
+    ("snooping.querier", True, r"snooping.querier: unknown key"),
     ("checksum.method", "hardware", r"checksum.method: must be one of auto, offload, software"),
     ("checksum.partial_from_uplink", True, r"checksum.partial_from_uplink: must be str"),
     ("checksum.speed", 1, r"checksum.speed: unknown key"),
@@ -97,6 +103,15 @@ DELETE = object()
 def test_each_mistake_is_refused_naming_its_key(path: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.parse(with_change(path, value))
+
+
+def test_snooping_defaults_settings_and_off() -> None:
+    assert config.parse(copy.deepcopy(GOOD)).snooping == SnoopingParams()
+    cfg = config.parse(with_change("snooping", {"query_interval_s": 30, "max_response_ms": 500, "max_per_port": 8}))
+    assert cfg.snooping == SnoopingParams(query_interval_s=30, max_response_ms=500, max_per_port=8)
+    assert config.parse(with_change("snooping", {"enabled": False})).snooping is None
+    with pytest.raises(ConfigError, match=r"snooping.max_response_ms: must be below snooping.query_interval_s"):
+        config.parse(with_change("snooping", {"query_interval_s": 2, "max_response_ms": 5000}))
 
 
 def test_duplicate_container_mac_in_a_vni() -> None:

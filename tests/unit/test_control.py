@@ -282,3 +282,16 @@ def test_lab_commands_without_the_lab_say_what_is_missing(capsys: pytest.Capture
 
     with pytest.raises(ModuleNotFoundError):  # not the lab's: a real defect
         needs_lab(other)(argparse.Namespace(command="inject"))
+
+
+def test_prometheus_exposition_has_mld_snooping() -> None:
+    mld = {"enabled": True, "groups": 7, "joins": 9, "leaves": 1, "expired": 1, "refused": 0, "reports": 20,
+           "malformed": 2, "queries": 3}
+    stats = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"mld": mld}}
+    fams = {f.name: f for f in text_string_to_metric_families(metrics.render(stats))}
+    assert fams["prism_xdp_mld_memberships"].type == "gauge"
+    assert fams["prism_xdp_mld_memberships"].samples[0].value == 7
+    events = {s.labels["event"]: s.value for s in fams["prism_xdp_mld_events"].samples}
+    assert events == {k: mld[k] for k in ("reports", "joins", "leaves", "expired", "refused", "malformed", "queries")}
+    off = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"mld": {"enabled": False}}}
+    assert "prism_xdp_mld_memberships" not in {f.name for f in text_string_to_metric_families(metrics.render(off))}
