@@ -134,7 +134,8 @@ def bench_params(args: argparse.Namespace) -> BenchParams:
         low=workloads.parse_low_list(args.low or workloads.LOW_DEFAULT),
         configs=abconfigs.choose(args.configs, args.proc), placement=policy(args.placement),
         duration=duration, runs=runs, steal_max=args.steal_max, proc=args.proc,
-        command="prism-xdp " + " ".join(sys.argv[1:]), breakdown=getattr(args, "breakdown", False))
+        command="prism-xdp " + " ".join(sys.argv[1:]), breakdown=getattr(args, "breakdown", False),
+        settings=abconfigs.parse_settings(getattr(args, "set", None) or []))
 
 
 def _bench_merge(args: argparse.Namespace) -> int:
@@ -262,6 +263,9 @@ def add_commands(sub: Any) -> None:
                    "HIGH round trip's time goes, stage by stage (off by default: nothing is traced without it)")
     b.add_argument("--quick", action="store_true",
                    help="the demo: sockperf-udp idle and under 1 TCP flow, kernel vs the three modes, 2 x 5 s")
+    b.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="a daemon setting for every prism-* configuration alike, recorded in the results "
+                   "(repeatable; e.g. scheduler.low_batch_with_high=16, snooping.enabled=false)")
     b.add_argument("--keep", action="store_true", help="keep a topology the bench brought up")
     b.add_argument("--out", default="bench-results", help="directory for the results")
     b.add_argument("--proc", default="/proc", help="where to look for the kernel patch's knobs")

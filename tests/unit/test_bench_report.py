@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from prism_xdp.daemon import config as daemon_config
 from prism_xdp.dataplane.errors import ConfigError
-from prism_xdp.lab.bench import placement, workloads
+from prism_xdp.lab.bench import configs, placement, workloads
 from prism_xdp.lab.bench import report as abreport
 from prism_xdp.lab.bench.runner import BenchParams
 from prism_xdp.lab.bench.samples import CDF_GRID, cdf, nearest_rank, pool_cdf, spread, summarize
@@ -158,3 +160,47 @@ def test_bench_options_are_checked_before_anything_is_brought_up(tmp_path: Path)
                       (["--placement", "x"], "--placement: 'x'")):
         with pytest.raises(ConfigError, match=why):
             params(*argv)
+
+
+TOPO_STATE = {"spec": {"name": "pxt", "queues": 1, "container_rps": "0"},
+              "host": {"uplink": {"host_if": "pxtu", "remote_ip": "10.201.0.2"}, "vxlan_port": 4789, "vni": 42,
+                       "containers": [{"name": "c0", "host_if": "pxtc0", "mac": "02:00:00:00:00:10", "vni": 42,
+                                       "ip": "10.42.0.1"}]}}
+
+
+def test_daemon_settings_for_the_bench_are_applied_checked_and_recorded() -> None:
+    settings = configs.parse_settings(["scheduler.low_batch_with_high=16", "snooping.enabled=false",
+                                       "checksum.method=software"])
+    assert settings == {"scheduler": {"low_batch_with_high": "16"}, "snooping": {"enabled": "false"},
+                        "checksum": {"method": '"software"'}}
+    text = configs.PrismDaemon.config_text(TOPO_STATE, "/run/x", cpu=1, mode="sync", ports=[7000, 7001],
+                                           settings=settings)
+    cfg = daemon_config.parse(tomllib.loads(text))
+    assert (cfg.low_batch_with_high, cfg.mode, cfg.cpus, cfg.snooping, cfg.checksum) == (16, "sync", (1,), None,
+                                                                                         "software")
+    assert sorted(cfg.rules.ports) == [7000, 7001]
+    # a setting replaces the key where the text has it, never doubling it
+    again = configs.with_settings(text, {"scheduler": {"low_batch_with_high": "32"}})
+    assert daemon_config.parse(tomllib.loads(again)).low_batch_with_high == 32
+    params = BenchParams(workloads.parse_high_list("sockperf-udp"), workloads.parse_low_list("idle"), ["prism-sync"],
+                         placement.policy("default", [0, 1]), settings=settings)
+    rep = abreport.build([], [], [], params, True, "no patch", STATE)
+    assert rep["daemon_settings"]["scheduler.low_batch_with_high"] == "16"
+    assert "`scheduler.low_batch_with_high = 16`" in abreport.table(rep)
+
+
+@pytest.mark.parametrize("item,message", [
+    ("scheduler.low_batch_with_high", "write SECTION.KEY=VALUE"),
+    ("batch=8", "write SECTION.KEY=VALUE"),
+    ("uplink.queues=2", r"the bench sets \[uplink\] itself"),
+    ("scheduler.mode=sync", "chosen by the configuration"),
+])
+def test_bad_bench_settings_are_refused(item: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        configs.parse_settings([item])
+
+
+def test_a_setting_the_daemon_refuses_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="scheduler.low_batch_with_high: must be in 0..4096"):
+        configs.PrismDaemon.config_text(TOPO_STATE, "/run/x", settings=configs.parse_settings(
+            ["scheduler.low_batch_with_high=99999"]))

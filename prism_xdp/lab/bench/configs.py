@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prism_xdp.daemon import config as daemon_config
 from prism_xdp.daemon.control import ControlClient
 from prism_xdp.dataplane.errors import ConfigError, PrismError
 from prism_xdp.lab.procinfo import tree_cpu_seconds
@@ -91,27 +94,88 @@ class KernelPatch:
 
 # ---- prism_xdp's daemon -----------------------------------------------------
 
+# Daemon settings a bench may change for every prism-* configuration (--set): the
+# scheduler's knobs but the mode and CPUs (the configuration and the placement decide
+# those), the forwarding table, snooping, checksums and the UMEM. What defines the
+# topology (uplink, containers, VTEPs, rules, control socket) is the bench's.
+SETTABLE_SECTIONS = ("scheduler", "forwarding", "snooping", "checksum", "umem")
+BENCH_OWNED = ("scheduler.mode", "scheduler.cpus")
+
+
+def parse_settings(items: list[str]) -> dict[str, dict[str, str]]:
+    """SECTION.KEY=VALUE items as section -> key -> TOML literal (a bare word becomes a string)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not key or not value.strip():
+            raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. scheduler.low_batch_with_high=16")
+        if section not in SETTABLE_SECTIONS:
+            raise ConfigError(f"--set {name.strip()}: the bench sets [{section}] itself; settable: "
+                              f"{', '.join(SETTABLE_SECTIONS)}")
+        if name.strip() in BENCH_OWNED:
+            raise ConfigError(f"--set {name.strip()}: chosen by the configuration and the placement policy")
+        literal = value.strip()
+        try:
+            tomllib.loads(f"v = {literal}")
+        except tomllib.TOMLDecodeError:
+            literal = json.dumps(literal)  # a bare word: a TOML string
+        out.setdefault(section, {})[key.strip()] = literal
+    return out
+
+
+def with_settings(text: str, settings: dict[str, dict[str, str]]) -> str:
+    """A config text with each section.key = literal: replaced where the key is, else added to
+    its table (made in front of [control] when the text has none)."""
+    lines = text.splitlines()
+    for section, keys in settings.items():
+        header = f"[{section}]"
+        if header not in lines:
+            at = lines.index("[control]")
+            lines[at:at] = [header, ""]
+        start = lines.index(header) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+        for key, literal in keys.items():
+            found = [i for i in range(start, end) if lines[i].split("=")[0].strip() == key]
+            if found:
+                lines[found[0]] = f"{key} = {literal}"
+            else:
+                lines.insert(start, f"{key} = {literal}")
+                end += 1
+    return "\n".join(lines) + "\n"
+
+
 class PrismDaemon:
     """prism-xdp run on the topology, as users run it; started and stopped between configurations.
 
     cpu pins every queue's worker to that CPU (scheduler.cpus); mode and ports, when
-    given, go into the config as a user would write them (scheduler.mode, rules.ports).
+    given, go into the config as a user would write them (scheduler.mode, rules.ports);
+    settings (parse_settings) change the daemon's other settings for every mode alike.
     """
 
     def __init__(self, state: dict[str, Any], workdir: Path, cpu: int | None = None, mode: str | None = None,
-                 ports: list[int] | None = None) -> None:
+                 ports: list[int] | None = None, settings: dict[str, dict[str, str]] | None = None) -> None:
         self.config = workdir / "prism.toml"
-        text = topo.daemon_config(state, str(workdir))
-        sched = [f'mode = "{mode}"'] if mode else []
-        if cpu is not None:
-            sched.append(f"cpus = {[cpu] * state['spec']['queues']}")
-        if sched:
-            text = text.replace("[control]", "[scheduler]\n" + "\n".join(sched) + "\n\n[control]")
-        if ports is not None:
-            text = text.replace("ports = [7000]", f"ports = {sorted(ports)}")
-        self.config.write_text(text)
+        self.text = PrismDaemon.config_text(state, str(workdir), cpu, mode, ports, settings)
+        self.config.write_text(self.text)
         self.socket = workdir / f"{state['spec']['name']}.sock"
         self.proc: subprocess.Popen[str] | None = None
+
+    @staticmethod
+    def config_text(state: dict[str, Any], control_dir: str, cpu: int | None = None, mode: str | None = None,
+                    ports: list[int] | None = None, settings: dict[str, dict[str, str]] | None = None) -> str:
+        """The config the daemon runs with; checked as the daemon checks it (ConfigError naming the key)."""
+        all_settings = {section: dict(keys) for section, keys in (settings or {}).items()}
+        sched = all_settings.setdefault("scheduler", {})
+        if mode:
+            sched["mode"] = json.dumps(mode)
+        if cpu is not None:
+            sched["cpus"] = str([cpu] * state["spec"]["queues"])
+        text = with_settings(topo.daemon_config(state, control_dir), {k: v for k, v in all_settings.items() if v})
+        if ports is not None:
+            text = text.replace("ports = [7000]", f"ports = {sorted(ports)}")
+        daemon_config.parse(tomllib.loads(text), "the bench's daemon config")
+        return text
 
     def start(self) -> None:
         if self.proc is not None:
@@ -159,7 +223,8 @@ class PrismDaemon:
 
 @contextlib.contextmanager
 def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: Path, ports: list[int],
-               worker_cpu: int | None, proc: str = "/proc") -> Iterator[PrismDaemon | None]:
+               worker_cpu: int | None, proc: str = "/proc",
+               settings: dict[str, dict[str, str]] | None = None) -> Iterator[PrismDaemon | None]:
     """The host set up as `config` while inside (the daemon, when it is one, is yielded),
     and put back as it was after, on every way out."""
     patch = KernelPatch(proc) if kernel_knobs(proc) is not None else None
@@ -167,7 +232,8 @@ def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: P
         patch.reset()  # stock, unless this configuration is one of the patch's
     try:
         if config.startswith("prism-"):
-            daemon = PrismDaemon(state, workdir, worker_cpu, mode=config.split("-", 1)[1], ports=ports)
+            daemon = PrismDaemon(state, workdir, worker_cpu, mode=config.split("-", 1)[1], ports=ports,
+                                 settings=settings)
             try:
                 daemon.start()
                 yield daemon

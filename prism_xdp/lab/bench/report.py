@@ -35,6 +35,8 @@ def build(cells: list[dict[str, Any]], low_runs: list[dict[str, Any]], errors: l
         "machine": {"kernel": kernel, "cpus": os.cpu_count(), "python": platform.python_version()},
         "workloads": workloads.record(params.high, params.low, params.duration),
         "placement": params.placement.record(),
+        "daemon_settings": {f"{section}.{key}": value for section, keys in params.settings.items()
+                            for key, value in keys.items()},
         "pm_qos_held": pm_qos,
         "kernel_patch": patch_note,
         "configs": [{"name": c, "description": DESCRIPTIONS[c]} for c in params.configs],
@@ -129,6 +131,9 @@ def table(rep: dict[str, Any]) -> str:
             f"Kernel(s) {', '.join(rep['kernels'])}; {rep['runs']} run(s) of {w['duration_s']} s per HIGH "
             f"measurement, interleaved across configurations; placement `{pl['name']}` ({pl['description']}); "
             f"PM QoS held: {rep['pm_qos_held']}; {rep['kernel_patch']}.", ""]
+    if rep.get("daemon_settings"):
+        head += ["Daemon settings for every prism-* configuration: "
+                 + ", ".join(f"`{k} = {v}`" for k, v in rep["daemon_settings"].items()) + ".", ""]
     head += [f"- {n}" for n in rep["notes"]]
     by_high: dict[str, list[dict[str, Any]]] = {}
     for row in rep["summary"]["high"]:

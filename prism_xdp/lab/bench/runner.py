@@ -43,6 +43,8 @@ class BenchParams:
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     breakdown: bool = False  # trace one HIGH sockperf-udp round trip's stages (run 1 of each configuration x LOW)
+    # Daemon settings for every prism-* configuration alike (configs.parse_settings), recorded in the report.
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def high_seconds(self) -> float:
         """Every HIGH workload measured once, one after the other (and the traced extra run)."""
@@ -165,7 +167,7 @@ class Bench:
         measured = 0
         try:
             with abconfigs.configured(config, self.state, self.host, self.workdir, ports, worker,
-                                      self.p.proc) as daemon:
+                                      self.p.proc, self.p.settings) as daemon:
                 self._settle()
                 for low in self.p.low:
                     self._block(config, low, rep, daemon)
@@ -369,6 +371,8 @@ def run(state: dict[str, Any], params: BenchParams, out_dir: Path) -> dict[str, 
     if len(state["host"]["containers"]) < 2:
         raise ToolError("the bench needs a topology with 2 containers (HIGH in c0, LOW in c1)")
     _, patch_note = abconfigs.kernel_configs(params.proc)
+    # A bad --set is refused before anything runs, naming the key (as the daemon would).
+    abconfigs.PrismDaemon.config_text(state, "/run/prism-xdp", settings=params.settings)
     params.extra["offloads"] = offload_state(topo.host_of(state))
     workdir = Path(tempfile.mkdtemp(prefix="pxd-bench-"))
     workdir.chmod(0o755)  # nginx's workers read the page as another user
