@@ -101,6 +101,21 @@ def test_low_and_high_names() -> None:
     assert len(set(ports)) == len(ports) <= 10  # all fit the kernel patch's /proc/port at once
 
 
+def test_sockperf_at_a_fixed_rate() -> None:
+    """sockperf-udp@N: the same ping-pong at N requests/s on a port (and priority rule) of its own."""
+    fast, rated, tcp = workloads.parse_high_list("sockperf-udp,sockperf-udp@400,sockperf-tcp@1000")
+    assert (rated.name, rated.port, rated.mps, rated.proto) == ("sockperf-udp@400", 7010, 400, "udp")
+    assert (tcp.port, tcp.mps, tcp.proto) == (7011, 1000, "tcp") and fast.mps is None
+    assert "at 400/s" in rated.what
+    argv = sockperf.client_argv("10.42.0.1", rated.port, False, 5, 64, "/tmp/x.log", rated.mps)
+    assert argv[-1] == "--mps=400" and "-p" in argv and argv[argv.index("-p") + 1] == "7010"
+    assert "--mps" not in " ".join(sockperf.client_argv("10.42.0.1", 7000, False, 5, 64, "/tmp/x.log"))
+    for bad, why in (("sockperf-udp@0", "1..100000"), ("sockperf-udp@5,sockperf-udp@6", "one fixed rate"),
+                     ("nginx@5", "'nginx@5' is not a HIGH workload")):
+        with pytest.raises(ConfigError, match=why):
+            workloads.parse_high_list(bad)
+
+
 # Recorded from `ethtool -k` on the remote's uplink veth after `ethtool -K ... tx off`.
 ETHTOOL_TXOFF = """Features for pxtxp:
 rx-checksumming: on

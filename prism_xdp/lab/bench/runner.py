@@ -294,7 +294,8 @@ class Bench:
     def _high_argv(self, h: High, out: Path) -> list[str]:
         ip, secs = self.c_high.ip, self.p.duration
         if h.name.startswith("sockperf"):
-            return sockperf.client_argv(ip, h.port, h.proto == "tcp", secs, workloads.SOCKPERF_MSG, str(out))
+            return sockperf.client_argv(ip, h.port, h.proto == "tcp", secs, workloads.SOCKPERF_MSG, str(out),
+                                        h.mps)
         if h.name == "memcached":
             return memcache.client_argv(self.memc, ip, h.port, secs, str(out))
         return webserve.client_argv(ip, h.port, secs, self.workdir / "nginx" / "done.lua")
@@ -316,7 +317,7 @@ class Bench:
                 # A UDP ping-pong whose one datagram in flight was lost waits for it to the end: a
                 # stall before its warm-up ended leaves no samples. Run it once more and keep the
                 # stalled run's counts in the cell (a loss is a result, not hidden).
-                if values or attempt or h.name != "sockperf-udp" or not extra.get("sent", 0) > extra.get("received", 0):
+                if values or attempt or not h.name.startswith("sockperf-udp") or not extra.get("sent", 0) > extra.get("received", 0):
                     break
                 cell["stalled_run"] = {k: extra.get(k) for k in ("sent", "received")}
                 out.unlink(missing_ok=True)

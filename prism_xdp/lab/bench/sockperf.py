@@ -14,11 +14,12 @@ def server_argv(ip: str, port: int, tcp: bool) -> list[str]:
     return ["sockperf", "server", "-i", ip, "-p", str(port), *(["--tcp"] if tcp else [])]
 
 
-def client_argv(ip: str, port: int, tcp: bool, seconds: int, msg_size: int, log: str) -> list[str]:
-    """One message in flight (ping-pong), as fast as the replies come; every valid
-    round trip in the full log (sockperf leaves out its warm-up and cool-down)."""
+def client_argv(ip: str, port: int, tcp: bool, seconds: int, msg_size: int, log: str,
+                mps: int | None = None) -> list[str]:
+    """One message in flight (ping-pong), as fast as the replies come or at mps messages/s;
+    every valid round trip in the full log (sockperf leaves out its warm-up and cool-down)."""
     return ["sockperf", "ping-pong", "-i", ip, "-p", str(port), "-t", str(seconds), "-m", str(msg_size),
-            "--full-log", log, *(["--tcp"] if tcp else [])]
+            "--full-log", log, *(["--tcp"] if tcp else []), *([f"--mps={mps}"] if mps else [])]
 
 
 def _ns(sec: str, frac: str) -> int:

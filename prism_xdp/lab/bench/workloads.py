@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.lab.bench import memcache, webserve
@@ -25,6 +25,7 @@ class High:
     what: str
     latency_from: str  # "samples": raw per-request samples; "histogram": the tool's histogram
     startup_s: float  # what the client takes on top of its duration (sockperf pauses 2 s after warm-up)
+    mps: int | None = None  # sockperf at a fixed request rate (sockperf-udp@N); None: as fast as replies come
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,32 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
+RATE_PORT_OFFSET = 10  # sockperf-udp@N listens on 7010: its own server and priority rule beside sockperf-udp's
+
+
+def parse_high(name: str) -> High:
+    """A HIGH workload by name; sockperf-udp@N / sockperf-tcp@N: the same ping-pong at N requests/s
+    (sockperf --mps), so that configurations that serve HIGH at different speeds carry the same
+    HIGH load while their LOW throughput is compared."""
+    m = re.fullmatch(r"(sockperf-(?:udp|tcp))@(\d+)", name)
+    if m:
+        base, mps = HIGH[m.group(1)], int(m.group(2))
+        if not 1 <= mps <= 100_000:
+            raise ConfigError(f"--high: {name!r}: the rate must be 1..100000 requests/s")
+        return replace(base, name=name, port=base.port + RATE_PORT_OFFSET, mps=mps,
+                       what=base.what.replace("one message in flight", f"one message in flight at {mps}/s"))
+    if name not in HIGH:
+        raise ConfigError(f"--high: {name!r} is not a HIGH workload; choose from {', '.join(HIGH)}, "
+                          "or sockperf-udp@N / sockperf-tcp@N (N requests/s)")
+    return HIGH[name]
+
+
 def parse_high_list(text: str) -> list[High]:
-    out = []
-    for n in _names(text, "--high"):
-        if n not in HIGH:
-            raise ConfigError(f"--high: {n!r} is not a HIGH workload; choose from {', '.join(HIGH)}")
-        out.append(HIGH[n])
+    out = [parse_high(n) for n in _names(text, "--high")]
+    rated = [h.name.split("@")[0] for h in out if h.mps]
+    dup = sorted({n for n in rated if rated.count(n) > 1})
+    if dup:
+        raise ConfigError(f"--high: one fixed rate of {dup[0]} per bench (they share a port)")
     return out
 
 
