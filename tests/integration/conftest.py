@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane.datapath import Datapath, Runner
 from prism_xdp.dataplane.umem import Umem
 from prism_xdp.lab.rx import drain
 from prism_xdp.lab.testhost import Testbed, Uplink
@@ -17,6 +19,19 @@ from prism_xdp.lab.testhost import Testbed, Uplink
 __all__ = ["PREFIX", "Uplink", "drain", "recv_frames"]
 
 PREFIX = "pxt"  # every namespace and link a test makes starts with this
+
+
+@contextlib.contextmanager
+def running(dp: Datapath) -> Iterator[Runner]:
+    """dp's loop on its thread while inside; stopped, then dp closed, on every way out."""
+    runner = Runner(dp).start()
+    try:
+        yield runner
+    finally:
+        try:
+            runner.stop()
+        finally:
+            dp.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import PREFIX
+from conftest import PREFIX, running
 
 from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.checksum import ChecksumPolicy
@@ -48,14 +48,8 @@ def overlay(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[Runnin
     host = create_overlay_host(testbed, PREFIX, containers=2, offloads=offloads)
     policy = ChecksumPolicy(method, accept_partial=True)  # the uplink is a veth
     dp = Datapath(DatapathParams(host.uplink.host_if, checksum=policy), host.specs(), host.vteps())
-    runner = Runner(dp).start()
-    try:
+    with running(dp) as runner:
         yield Running(host, dp, runner)
-    finally:
-        try:
-            runner.stop()
-        finally:
-            dp.close()
     for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
         assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
 

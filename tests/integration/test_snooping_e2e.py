@@ -11,13 +11,14 @@ from socket import AF_INET6, inet_pton
 
 import pytest
 from conftest import PREFIX
+from conftest import running as running_datapath
 from scapy.layers.inet6 import ICMPv6ND_NS
 from scapy.layers.l2 import Ether
 from scapy.utils6 import in6_getnsma, in6_getnsmac
 
 from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.checksum import ChecksumPolicy
-from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.dataplane.datapath import Datapath, DatapathParams
 from prism_xdp.dataplane.snooping import SnoopingParams
 from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, run_in, socket_in
 
@@ -38,14 +39,8 @@ def running(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[Runnin
     params = DatapathParams(host.uplink.host_if, checksum=ChecksumPolicy("software", accept_partial=True),
                             snooping=SnoopingParams() if request.param else None)
     dp = Datapath(params, host.specs(), host.vteps())
-    runner = Runner(dp).start()
-    try:
+    with running_datapath(dp):
         yield Running(host, dp, request.param)
-    finally:
-        try:
-            runner.stop()
-        finally:
-            dp.close()
     for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
         assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
 
