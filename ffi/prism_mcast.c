@@ -236,6 +236,10 @@ static void join(struct prism_mcast *m, uint32_t vni, const uint8_t *mac, uint32
 	m->cnt.joins++;
 }
 
+/* Fast leave, without a last-listener query: a port is one container, so
+ * its done is the only listener's on that port (the bridge's
+ * multicast_fast_leave, for ports with one host behind them).
+ */
 static void leave(struct prism_mcast *m, uint32_t vni, const uint8_t *mac, uint32_t port)
 {
 	uint32_t *link = find(m, vni, mac, port);
