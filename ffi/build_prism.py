@@ -21,6 +21,7 @@ SOURCES = [
     "prism_overlay.c",
     "prism_vxlan.c",
     "prism_deliver.c",
+    "prism_gro.c",
     "prism_hist.c",
 ]
 

@@ -251,11 +251,14 @@ struct prism_overlay_counters {
 	uint64_t drop_no_frame; /* pool empty when a flood copy was needed */
 	uint64_t drop_batch_full;
 	uint64_t drop_tx_full;
+	uint64_t drop_tx_error; /* a packet socket refused a message for another reason */
 	uint64_t drop_no_port;
 	uint64_t drop_no_memory; /* deliver could not grow its sort array */
 	uint64_t csum_offload; /* checksums handed to the kernel with TX metadata */
 	uint64_t csum_software; /* checksums completed here */
 	uint64_t csum_partial_in; /* partial checksums from the uplink (accept_partial) */
+	uint64_t gro_packets; /* GSO packets made of merged TCP segments (packet delivery) */
+	uint64_t gro_segments; /* the segments in them */
 };
 
 struct prism_port_counters {
@@ -324,6 +327,14 @@ int prism_overlay_service(prism_overlay *o, uint32_t uplink_fill, uint32_t fill_
  * -errno from a stage (which dropped and counted what it could not pass on). */
 int prism_overlay_through(prism_overlay *o, prism_xsk *x, uint32_t src_port, uint32_t cls,
 			  struct prism_batch *in, struct prism_batch *out, uint32_t max);
+/* Deliver to a container port through a packet socket (AF_PACKET bound to
+ * the port's device, PACKET_VNET_HDR on) instead of its AF_XDP sockets; up
+ * to gro_segs TCP segments of a flow become one GSO packet (0 or 1: none,
+ * at most PRISM_GRO_MAX_SEGS). fd < 0 goes back to AF_XDP. The caller owns
+ * the fd.
+ */
+#define PRISM_GRO_MAX_SEGS 64
+int prism_overlay_set_port_packet(prism_overlay *o, uint32_t port, int fd, uint32_t gro_segs);
 /* Kick until every TX ring is empty (before a flow may change sockets). */
 int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);
 

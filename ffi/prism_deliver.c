@@ -13,6 +13,12 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 	uint32_t sent, i;
 	uint64_t bytes;
 
+	if (pt->has_pkt) {
+		if (prism_gro_deliver(o, pt, b, idx, n) < 0)
+			for (i = 0; i < n; i++)
+				drop(o, b->addr[idx[i]], &o->cnt.drop_no_memory);
+		return;
+	}
 	if (!x) {
 		for (i = 0; i < n; i++)
 			drop(o, b->addr[idx[i]], &o->cnt.drop_no_port);
@@ -33,15 +39,8 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 	if (sent) {
 		uint64_t now = prism_now_ns();
 
-		for (i = 0; i < sent; i++) {
-			uint32_t j = idx[i];
-
-			if (!b->ts[j] || b->cls[j] >= PRISM_NCLASS)
-				continue;
-			hist_add(&o->hist[b->cls[j]], now > b->ts[j] ? now - b->ts[j] : 0);
-			hist_add(&o->hist_poll[b->cls[j]],
-				 now > b->poll_ts[j] ? now - b->poll_ts[j] : 0);
-		}
+		for (i = 0; i < sent; i++)
+			record_latency(o, b, idx[i], now);
 	}
 }
 

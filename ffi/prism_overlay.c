@@ -54,6 +54,7 @@ void prism_overlay_delete(struct prism_overlay *o)
 	if (!o)
 		return;
 	free(o->order);
+	prism_gro_free(o->gro);
 	free(o);
 }
 
@@ -131,6 +132,19 @@ int prism_overlay_add_vtep(struct prism_overlay *o, uint32_t vni, uint32_t ip, c
 	o->vteps[o->nvteps].ip = ip;
 	memcpy(o->vteps[o->nvteps].mac, mac, ETH_ALEN);
 	return o->nvteps++;
+}
+
+int prism_overlay_set_port_packet(struct prism_overlay *o, uint32_t port, int fd, uint32_t gro_segs)
+{
+	struct port *pt;
+
+	if (port == PRISM_UPLINK_PORT || port >= o->nports || gro_segs > PRISM_GRO_MAX_SEGS)
+		return -EINVAL;
+	pt = &o->ports[port];
+	pt->has_pkt = fd >= 0;
+	pt->pkt_fd = fd;
+	pt->gro_segs = gro_segs ? gro_segs : 1;
+	return 0;
 }
 
 int prism_overlay_set_mcast(struct prism_overlay *o, struct prism_mcast *m)

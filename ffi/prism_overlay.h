@@ -19,6 +19,12 @@
 
 struct port {
 	struct prism_xsk *xsk[PRISM_NCLASS];
+	/* Delivery through a packet socket instead (prism_gro.c): its fd when
+	 * has_pkt, and how many TCP segments one GSO packet may merge (1: none).
+	 */
+	int has_pkt;
+	int pkt_fd;
+	uint32_t gro_segs;
 	uint32_t vni;
 	uint8_t mac[ETH_ALEN];
 	struct prism_port_counters cnt;
@@ -53,6 +59,7 @@ struct prism_overlay {
 	uint32_t order_cap;
 	struct prism_fdb fdb;
 	struct prism_mcast *mc; /* MLD snooping, shared by the workers; NULL: flood */
+	struct prism_gro *gro; /* packet-socket delivery's scratch, made on first use */
 };
 
 _Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS,
@@ -99,5 +106,25 @@ static inline void hist_add(struct prism_hist *h, uint64_t v)
 	if (v < h->min || h->count == 1)
 		h->min = v;
 }
+
+/* In-pipeline latency of b's entry j, sent at now: from arrival and from
+ * the RX poll, per class.
+ */
+static inline void record_latency(struct prism_overlay *o, const struct prism_batch *b, uint32_t j,
+				  uint64_t now)
+{
+	if (!b->ts[j] || b->cls[j] >= PRISM_NCLASS)
+		return;
+	hist_add(&o->hist[b->cls[j]], now > b->ts[j] ? now - b->ts[j] : 0);
+	hist_add(&o->hist_poll[b->cls[j]], now > b->poll_ts[j] ? now - b->poll_ts[j] : 0);
+}
+
+/* prism_gro.c: deliver b's entries idx[0..n) to pt through its packet
+ * socket, TCP segments merged; returns packets sent (the frames go back to
+ * the pool either way), or -ENOMEM with nothing taken.
+ */
+int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct prism_batch *b,
+		      const uint32_t *idx, uint32_t n);
+void prism_gro_free(struct prism_gro *g);
 
 #endif /* PRISM_OVERLAY_H */

@@ -18,6 +18,7 @@ from typing import Any
 from prism_xdp.dataplane import hostinfo, native
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.checksum import ChecksumPolicy
+from prism_xdp.dataplane.pktsock import Delivery, open_packet_socket
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.errors import ConfigError
@@ -74,6 +75,9 @@ class DatapathParams:
     # without snooping does). The querier worker (one per daemon) sends the queries.
     snooping: SnoopingParams | None = field(default_factory=SnoopingParams)
     mld_querier: bool = True
+    # How frames reach containers: a packet socket with TCP segments merged
+    # into GSO packets (the default), or AF_XDP TX, one skb per frame.
+    delivery: Delivery = field(default_factory=Delivery)
 
     def check(self) -> None:
         Mode.parse(self.mode)
@@ -92,6 +96,7 @@ class DatapathParams:
             raise ConfigError(f"ttl must be in 1..255, not {self.ttl}")
         if self.snooping is not None:
             self.snooping.check()
+        self.delivery.check()
         if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):
@@ -174,6 +179,10 @@ class Datapath:
             socks = self._sockets(spec.host_if, eg)
             port = self.overlay.add_container(socks, spec.vni, spec.mac, spec.name)
             self.sources += [Source(port, c, s, False) for c, s in enumerate(socks)]
+            if p.delivery.method == "packet":
+                pkt = open_packet_socket(spec.host_if)
+                self._undo.callback(pkt.close)
+                self.overlay.set_packet_delivery(port, pkt.fileno(), p.delivery.gro_segments)
 
         for vtep in self.vteps:
             mac = vtep.mac or hostinfo.resolve_mac(p.uplink, vtep.ip)

@@ -36,6 +36,7 @@ PRISM_NDSCP: int = lib.PRISM_NDSCP
 PRISM_MAX_VNI_RULES: int = lib.PRISM_MAX_VNI_RULES
 PRISM_VXLAN_PORT_DEFAULT: int = lib.PRISM_VXLAN_PORT_DEFAULT
 PRISM_ETH_HLEN: int = lib.PRISM_ETH_HLEN
+PRISM_GRO_MAX_SEGS: int = lib.PRISM_GRO_MAX_SEGS
 PRISM_VXLAN_HLEN: int = lib.PRISM_VXLAN_HLEN
 PRISM_ENCAP_LEN: int = lib.PRISM_ENCAP_LEN
 PRISM_STEER_CLASSIFY: int = lib.PRISM_STEER_CLASSIFY
@@ -455,6 +456,11 @@ def mcast_members(mcast: Any, vni: int, group_mac: bytes, now_ns: int) -> list[i
     ports = ffi.new("uint32_t[]", MAX_PORTS)
     n = lib.prism_mcast_members(mcast, vni, group_mac, now_ns, ports, MAX_PORTS)
     return [int(ports[i]) for i in range(min(n, MAX_PORTS))]
+
+
+def overlay_set_port_packet(overlay: Any, port: int, fd: int, gro_segments: int) -> None:
+    check_rc(lib.prism_overlay_set_port_packet(overlay, port, fd, gro_segments),
+             f"deliver to port {port} through a packet socket")
 
 
 def overlay_set_mcast(overlay: Any, mcast: Any) -> None:

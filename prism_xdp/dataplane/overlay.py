@@ -155,6 +155,11 @@ class Overlay:
     def add_vtep(self, vni: int, ip: str, mac: str) -> int:
         return native.overlay_add_vtep(self.ptr, vni, _ip_be(ip), _mac_bytes(mac), f"{ip} VNI {vni}")
 
+    def set_packet_delivery(self, port: int, fd: int, gro_segments: int) -> None:
+        """Deliver to container port through packet socket fd (-1: its AF_XDP sockets again),
+        up to gro_segments TCP segments merged into one GSO packet. The caller keeps fd open."""
+        native.overlay_set_port_packet(self.ptr, port, fd, gro_segments)
+
     def set_snooping(self, table: Any) -> None:
         """Snoop MLD with table (a Snooping's pointer; it must outlive the overlay)."""
         native.overlay_set_mcast(self.ptr, table)
