@@ -11,6 +11,7 @@ from prism_xdp.dataplane import native
 from prism_xdp.dataplane.classes import class_name, parse_class
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec, check_vni, parse_ipv4, parse_mac
+from prism_xdp.dataplane.pktsock import Delivery
 from prism_xdp.dataplane.sched import BATCH_MAX, BATCH_MIN, Mode
 from prism_xdp.dataplane.snooping import SnoopingParams
 from prism_xdp.dataplane.xdp import AttachMode
@@ -64,6 +65,7 @@ class Config:
     containers: tuple[ContainerSpec, ...] = ()
     rules: Rules = field(default_factory=Rules)
     snooping: SnoopingParams | None = field(default_factory=SnoopingParams)  # [snooping]; None: off
+    delivery: Delivery = field(default_factory=Delivery)  # forwarding.delivery, forwarding.gro_segments
 
 
 class _Table:
@@ -209,6 +211,9 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     fw = _Table(top.get("forwarding", dict, {}), "forwarding")
     fdb_ageing_s = fw.int_in("ageing_s", 1, 1_000_000, 300)
     fdb_max_per_vtep = fw.int_in("max_per_vtep", 1, 8192, 4096)
+    delivery = Delivery(fw.get("delivery", str, "packet"),
+                        fw.int_in("gro_segments", 1, native.PRISM_GRO_MAX_SEGS, 64))
+    delivery.check()
     fw.done()
 
     sn = _Table(top.get("snooping", dict, {}), "snooping")
@@ -288,7 +293,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
                   low_batch_with_high, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
-                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping)
+                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping, delivery)
 
 
 def load(path: str | Path) -> Config:

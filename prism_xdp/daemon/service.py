@@ -54,6 +54,7 @@ DATAPATH_FIELDS = {
     "uplink_fill": "uplink_fill", "container_fill": "container_fill", "frame_size": "frame_size",
     "xdp_mode": "attach_mode", "mode": "mode", "poll": "poll", "timestamps": "timestamps",
     "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep", "snooping": "snooping",
+    "delivery": "delivery",
 }
 
 
@@ -170,6 +171,7 @@ class Daemon:
         self.checksum = resolve_checksum(cfg.checksum, cfg.partial_checksums, cfg.uplink)
         log.info("checksums: %s; partial checksums from the uplink: %s", self.checksum.describe()["how"],
                  self.checksum.describe()["partial_from_uplink"])
+        log.info("delivery to containers: %s", cfg.delivery.describe()["how"])
         programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
         self._undo.callback(programs.close)
         self.programs = programs
@@ -313,7 +315,8 @@ class Daemon:
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
-                "checksum": self.checksum.describe(), "snooping": self.snooping_status(),
+                "checksum": self.checksum.describe(), "delivery": cfg.delivery.describe(),
+                "snooping": self.snooping_status(),
                 "classes": [CLASS_NAMES[c] for c in range(cfg.classes)],
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],

@@ -18,12 +18,12 @@ from typing import Any
 from prism_xdp.dataplane import hostinfo, native
 from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.checksum import ChecksumPolicy
-from prism_xdp.dataplane.pktsock import Delivery, open_packet_socket
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.ops import DatapathOps, Source
 from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec
+from prism_xdp.dataplane.pktsock import Delivery, open_packet_socket
 from prism_xdp.dataplane.programs import Programs
 from prism_xdp.dataplane.sched import Engine, Mode, check_batch
 from prism_xdp.dataplane.snooping import Snooping, SnoopingParams
