@@ -155,7 +155,7 @@ static int can_join(const struct prism_gro *g, const struct gro_flow *fl, const 
 	       !memcmp(h, f, ETH_HLEN) && h[fl->l3 + 1] == f[s->l3 + 1] && /* TOS */
 	       h[fl->l3 + 8] == f[s->l3 + 8] && /* TTL */
 	       !memcmp(h + fl->l4 + 8, f + s->l4 + 8, 4) && /* ACK number */
-	       h[fl->l4 + 13] == f[s->l4 + 13] && /* flags (a head with PSH never opens a group) */
+	       /* flags: both ACK, maybe PSH on s (seg_parse let no other through) */
 	       !memcmp(h + fl->l4 + 14, f + s->l4 + 14, 2) && /* window */
 	       !memcmp(h + fl->l4 + 20, f + s->l4 + 20, fl->thl - 20); /* options, timestamps too */
 }

@@ -1,4 +1,4 @@
-"""test_overlay_e2e.py - end to end through prism_xdp: a remote host's kernel VXLAN device <-> uplink <-> containers, with stock offloads (checksums finished by the kernel or in software) and with TX checksum offload off; ping, UDP echo, 50 MB TCP both ways, container to container, a corrupted checksum dropped, drops counted, frames accounted."""
+"""test_overlay_e2e.py - end to end through prism_xdp: a remote host's kernel VXLAN device <-> uplink <-> containers, with stock offloads (checksums finished by the kernel or in software), with TX checksum offload off, and delivering to containers through the packet socket (TCP merged into GSO packets) or AF_XDP; ping, UDP echo, 50 MB TCP both ways, container to container, a corrupted checksum dropped, drops counted, frames accounted."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
+from prism_xdp.dataplane.pktsock import Delivery
 from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet, malformed_packets
 from prism_xdp.lab.testhost import (
     OverlayHost,
@@ -36,18 +37,21 @@ class Running:
     runner: Runner
 
 
-# (senders' TX checksum offload, how prism_xdp finishes checksums): stock
-# containers with the kernel's offload and with software sums, and the
-# "tx off" containers that AF_XDP data paths used to ask for.
-VARIANTS = [("stock", "offload"), ("stock", "software"), ("tx-off", "offload")]
+# (senders' TX checksum offload, how prism_xdp finishes checksums, how it
+# delivers to containers): stock containers with the kernel's offload and
+# with software sums, the "tx off" containers that AF_XDP data paths used to
+# ask for, and delivery on AF_XDP's TX ring instead of the packet socket.
+VARIANTS = [("stock", "offload", "packet"), ("stock", "software", "packet"), ("tx-off", "offload", "packet"),
+            ("stock", "offload", "xsk")]
 
 
-@pytest.fixture(params=VARIANTS, ids=[f"{o}-{m}" for o, m in VARIANTS])
+@pytest.fixture(params=VARIANTS, ids=[f"{o}-{m}-{d}" for o, m, d in VARIANTS])
 def overlay(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[Running]:
-    offloads, method = request.param
+    offloads, method, delivery = request.param
     host = create_overlay_host(testbed, PREFIX, containers=2, offloads=offloads)
     policy = ChecksumPolicy(method, accept_partial=True)  # the uplink is a veth
-    dp = Datapath(DatapathParams(host.uplink.host_if, checksum=policy), host.specs(), host.vteps())
+    dp = Datapath(DatapathParams(host.uplink.host_if, checksum=policy, delivery=Delivery(delivery)),
+                  host.specs(), host.vteps())
     with running(dp) as runner:
         yield Running(host, dp, runner)
     for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
@@ -170,6 +174,11 @@ def test_tcp_50_megabytes_each_way(overlay: Running) -> None:
     size = 50 * 1024 * 1024
     n, sent, got = tcp_transfer(c1.ns, c1.ip, h.remote_ns, size)  # remote -> container
     assert (n, got) == (size, sent)
+    merged = overlay.dp.stats()["stages"]
+    if overlay.dp.params.delivery.method == "packet":  # the container took GSO packets, not every segment
+        assert merged["gro_packets"] > 100 and merged["gro_segments"] > 4 * merged["gro_packets"]
+    else:
+        assert merged["gro_packets"] == 0
     n, sent, got = tcp_transfer(h.remote_ns, h.remote_overlay_ip, c1.ns, size)  # container -> remote
     assert (n, got) == (size, sent)
     stats = overlay.dp.stats()
