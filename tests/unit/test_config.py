@@ -9,6 +9,7 @@ import pytest
 
 from prism_xdp.daemon import config
 from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.pktsock import Delivery
 from prism_xdp.dataplane.snooping import SnoopingParams
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "prism.example.toml"
@@ -74,6 +75,8 @@ DELETE = object()
     ("rules.ports", {"9000": "class3"}, r"rules.ports.9000: class3 needs scheduler.classes = 4; this config has 2 \(low, high\)"),
     ("forwarding.ageing_s", 0, r"forwarding.ageing_s: must be in 1..1000000"),
     ("forwarding.max_per_vtep", 10000, r"forwarding.max_per_vtep: must be in 1..8192"),
+    ("forwarding.delivery", "tap", r"forwarding.delivery: must be one of packet, xsk, not 'tap'"),
+    ("forwarding.gro_segments", 65, r"forwarding.gro_segments: must be in 1..64"),
     ("snooping.enabled", "yes", r"snooping.enabled: must be bool"),
     ("snooping.query_interval_s", 1, r"snooping.query_interval_s: must be in 2..31744"),
     ("snooping.max_response_ms", 50, r"snooping.max_response_ms: must be in 100..10000"),
@@ -112,6 +115,12 @@ def test_snooping_defaults_settings_and_off() -> None:
     assert config.parse(with_change("snooping", {"enabled": False})).snooping is None
     with pytest.raises(ConfigError, match=r"snooping.max_response_ms: must be below snooping.query_interval_s"):
         config.parse(with_change("snooping", {"query_interval_s": 2, "max_response_ms": 5000}))
+
+
+def test_delivery_defaults_to_the_packet_socket_with_gro() -> None:
+    assert config.parse(copy.deepcopy(GOOD)).delivery == Delivery("packet", 64)
+    cfg = config.parse(with_change("forwarding", {"delivery": "xsk", "gro_segments": 1}))
+    assert cfg.delivery == Delivery("xsk", 1) and cfg.delivery.describe()["method"] == "xsk"
 
 
 def test_duplicate_container_mac_in_a_vni() -> None:
