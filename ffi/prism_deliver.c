@@ -14,10 +14,13 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 	uint64_t bytes;
 
 	if (pt->has_pkt) {
-		if (prism_gro_deliver(o, pt, b, idx, n) < 0)
+		int taken = prism_gro_deliver(o, pt, b, idx, n);
+
+		if (taken < 0)
 			for (i = 0; i < n; i++)
 				drop(o, b->addr[idx[i]], &o->cnt.drop_no_memory);
-		return;
+		if (taken)
+			return;
 	}
 	if (!x) {
 		for (i = 0; i < n; i++)

@@ -120,8 +120,10 @@ static inline void record_latency(struct prism_overlay *o, const struct prism_ba
 }
 
 /* prism_gro.c: deliver b's entries idx[0..n) to pt through its packet
- * socket, TCP segments merged; returns packets sent (the frames go back to
- * the pool either way), or -ENOMEM with nothing taken.
+ * socket, TCP segments merged. Returns 1 when it took the frames (sent or
+ * counted as refused; back in the pool either way), 0 when nothing merged
+ * and the port has AF_XDP sockets to send them on (nothing done), or
+ * -ENOMEM with nothing taken.
  */
 int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct prism_batch *b,
 		      const uint32_t *idx, uint32_t n);

@@ -24,7 +24,8 @@ class Delivery:
 
     "packet": an AF_PACKET socket with PACKET_VNET_HDR; up to gro_segments
     consecutive TCP segments of a flow go as one GSO packet (1: none), as
-    the kernel's GRO would hand them to the container. "xsk": the AF_XDP
+    the kernel's GRO would hand them to the container (a deliver call in
+    which nothing merges uses the AF_XDP ring, cheaper per frame). "xsk": the AF_XDP
     socket's TX ring, one skb per frame (MTU-sized segments only: a veth
     drops longer frames that are not GSO).
     """
