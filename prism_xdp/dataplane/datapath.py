@@ -51,7 +51,7 @@ class DatapathParams:
     # PRISM modes: LOW batches while HIGH traffic is active (0: batch_size). Each
     # LOW TX kick then hands the kernel less work for HIGH to wait behind; LOW
     # loses some throughput while HIGH flows (docs/benchmarks.md, issue 17).
-    low_batch_with_high: int = 8
+    low_batch_with_high: int = 4  # with GRO delivery; 8 before it (docs/benchmarks.md)
     uplink_fill: int = 2048  # frames kept on the uplink's fill ring
     container_fill: int = 256  # frames kept on each container veth's fill ring
     frame_size: int = 2048
