@@ -167,6 +167,9 @@ def test_traffic_rules_and_mode_through_ctl(host: OverlayHost, daemon: Daemon) -
     assert status["checksum"]["method"] == "offload"  # type: ignore[index]
     assert status["checksum"]["partial_from_uplink"] == "accept"  # type: ignore[index]
     assert "checksum" in daemon.ctl("status").stdout
+    # Containers are reached through packet sockets, TCP merged into GSO packets of up to 64 segments.
+    assert status["delivery"] == {"method": "packet", "gro_segments": 64,  # type: ignore[index]
+                                  "how": "AF_PACKET with a virtio-net header (GSO, CHECKSUM_PARTIAL)"}
     assert ping(host.remote_ns, c1.ip) == 3
     rules = daemon.ctl("rules").stdout
     assert "7000" in rules and "9000" in rules
