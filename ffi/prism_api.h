@@ -335,13 +335,6 @@ int prism_overlay_through(prism_overlay *o, prism_xsk *x, uint32_t src_port, uin
  */
 #define PRISM_GRO_MAX_SEGS 64
 int prism_overlay_set_port_packet(prism_overlay *o, uint32_t port, int fd, uint32_t gro_segs);
-/* Batches of chunk from x through every stage, up to max packets, stopping
- * before a batch when any of the nurgent rings holds a packet (PRISM-batch's
- * LOW steps while HIGH is active, without a return to Python per batch).
- * Packets taken, or -errno from the first batch. */
-int prism_overlay_through_chunks(prism_overlay *o, prism_xsk *x, uint32_t src_port, uint32_t cls,
-				 struct prism_batch *in, struct prism_batch *out, uint32_t chunk,
-				 uint32_t max, prism_xsk *const *urgent, uint32_t nurgent);
 /* Kick until every TX ring is empty (before a flow may change sockets). */
 int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);
 

@@ -175,33 +175,3 @@ int prism_overlay_through(struct prism_overlay *o, struct prism_xsk *x, uint32_t
 	err = prism_deliver_batch(o, cls, out);
 	return err < 0 ? err : n;
 }
-
-/* PRISM-batch's LOW steps while HIGH is active, in one call: batches of
- * chunk from x through every stage, up to max packets, and before each
- * batch a look at the more urgent rings; the first one holding a packet
- * ends the call, so a LOW batch is still never started while a HIGH packet
- * waits. The same order as one call per batch from Python, without
- * Python's cost per batch. Returns packets taken off x's ring.
- */
-int prism_overlay_through_chunks(struct prism_overlay *o, struct prism_xsk *x, uint32_t src_port,
-				 uint32_t cls, struct prism_batch *in, struct prism_batch *out,
-				 uint32_t chunk, uint32_t max, struct prism_xsk *const *urgent,
-				 uint32_t nurgent)
-{
-	uint32_t total = 0, u;
-	int n;
-
-	if (!chunk)
-		return -EINVAL;
-	while (total < max) {
-		for (u = 0; u < nurgent; u++)
-			if (prism_xsk_rx_pending(urgent[u]))
-				return (int)total;
-		n = prism_overlay_through(o, x, src_port, cls, in, out,
-					  chunk < max - total ? chunk : max - total);
-		if (n <= 0)
-			return total ? (int)total : n;
-		total += (uint32_t)n;
-	}
-	return (int)total;
-}

@@ -156,16 +156,6 @@ class SimOps:
         self.deliver(work)
         return work.n
 
-    def through_chunks(self, src: SimSource, chunk: int, limit: int) -> int:
-        urgent = sum(1 << i for i, s in enumerate(self._sources) if s.cls > 0)
-        total = 0
-        while total < limit and not self.pending() & urgent:
-            n = self.through(src, min(chunk, limit - total))
-            if not n:
-                break
-            total += n
-        return total
-
     def service(self, now: bool = False) -> None:
         self.clock += self.costs.service
         self._admit()

@@ -497,6 +497,5 @@ decap_batch = lib.prism_decap_batch
 encap_batch = lib.prism_encap_batch
 deliver_batch = lib.prism_deliver_batch
 overlay_through = lib.prism_overlay_through
-overlay_through_chunks = lib.prism_overlay_through_chunks
 overlay_service = lib.prism_overlay_service
 overlay_flush_tx = lib.prism_overlay_flush_tx

@@ -71,10 +71,6 @@ class DatapathOps:
         self._delivered_since = 0
         self._decap, self._encap, self._deliver = overlay.decap, overlay.encap, overlay.deliver
         self._through, self._flush = overlay.through, overlay.flush_tx
-        self._through_chunks = overlay.through_chunks
-        # The rings more urgent than LOW, for through_chunks' look before each batch.
-        urgent = [s.xsk.ptr for s in sources if s.cls > 0]
-        self._urgent, self._nurgent = ffi.new("prism_xsk *[]", urgent or 1), len(urgent)
         # through's scratch batches: empty before and after every call.
         self._in, self._out = Batch(batch_size), Batch(batch_size * 4)
 
@@ -107,13 +103,6 @@ class DatapathOps:
 
     def through(self, src: Source, limit: int) -> int:
         n = self._through(src.xsk, src.port, src.cls, self._in, self._out, limit)
-        if n > 0:
-            self._delivered_since += 1
-        return n
-
-    def through_chunks(self, src: Source, chunk: int, limit: int) -> int:
-        n = self._through_chunks(src.xsk, src.port, src.cls, self._in, self._out, chunk, limit,
-                                 self._urgent, self._nurgent)
         if n > 0:
             self._delivered_since += 1
         return n

@@ -197,14 +197,6 @@ class Overlay:
         rc: int = _through(self._ptr, xsk.ptr, src_port, cls, batch.ptr, out.ptr, limit)
         return rc if rc >= 0 else _stage_error(rc, f"through {xsk.ifname}")
 
-    def through_chunks(self, xsk: XskSocket, src_port: int, cls: int, batch: Batch, out: Batch, chunk: int,
-                       limit: int, urgent: Any, nurgent: int) -> int:
-        """through() in batches of chunk, up to limit packets, stopping before a batch when
-        any of the nurgent sockets in urgent (a prism_xsk *[]) holds a packet; packets taken."""
-        rc: int = native.overlay_through_chunks(self._ptr, xsk.ptr, src_port, cls, batch.ptr, out.ptr,
-                                                chunk, limit, urgent, nurgent)
-        return rc if rc >= 0 else _stage_error(rc, f"through {xsk.ifname}")
-
     def service(self, uplink_fill: int, fill_level: int) -> int:
         """Completions back to the pool, every fill ring topped up; frames reaped."""
         return int(_service(self._ptr, uplink_fill, fill_level))

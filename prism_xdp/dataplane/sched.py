@@ -82,11 +82,6 @@ class Ops(Protocol):
         """rx + process + deliver of one batch from src in one go; packets taken (0: ring empty)."""
         ...
 
-    def through_chunks(self, src: Any, chunk: int, limit: int) -> int:
-        """through() in batches of chunk from src, up to limit packets, looking before each batch
-        at the more urgent rings (cls > 0) and stopping when one holds a packet; packets taken."""
-        ...
-
     def service(self, now: bool = False) -> None:
         """Completions back to the pool, fill rings topped up. Called after every step.
         now: it must run now (the step found nothing to do, so the rings may be starved
@@ -295,17 +290,10 @@ class BatchScheduler(Scheduler):
             return 0
         if self.sources[i].cls > 0:
             self._high_active = HIGH_ACTIVE_STEPS
-            n = self._through(i, self.batch)
-        elif self._high_active:
-            # LOW cut to small batches while HIGH is active, as many as a full
-            # batch holds, the HIGH rings looked at before each: in one call.
-            chunk = self.low_batch_with_high
-            self.stats.rx_calls += 1
-            n = self.ops.through_chunks(self.sources[i], chunk, self.batch)
-            self.stats.packets += n
-            self._high_active = max(0, self._high_active - max(1, -(-n // chunk)))
+            limit = self.batch
         else:
-            n = self._through(i, self.batch)  # rx, process, deliver: the batch is never interrupted
+            limit = self._low_limit()
+        n = self._through(i, limit)  # rx, process, deliver: the batch is never interrupted
         self.ops.service(now=n == 0)
         return n
 
