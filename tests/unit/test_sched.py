@@ -18,9 +18,10 @@ def flow(flow_id: int, cls: int, times: list[float]) -> list[SimPacket]:
     return [SimPacket(flow_id, seq, cls, t) for seq, t in enumerate(times)]
 
 
-def simulate(mode: str, arrivals: list[SimPacket], switches: dict[float, str] | None = None) -> SimOps:
+def simulate(mode: str, arrivals: list[SimPacket], switches: dict[float, str] | None = None,
+             low_batch_with_high: int = 0) -> SimOps:
     ops = SimOps(arrivals, COSTS)
-    engine = Engine(ops, mode, batch=64, settle=lambda: None)
+    engine = Engine(ops, mode, batch=64, settle=lambda: None, low_batch_with_high=low_batch_with_high)
     run(engine, ops, switches)
     return ops
 
@@ -70,9 +71,11 @@ def test_vanilla_makes_high_wait_behind_low() -> None:
     assert len(lows_before) == 512  # FIFO: every LOW packet queued before it goes first
 
 
-def test_batch_never_starts_a_low_batch_while_high_waits() -> None:
+@pytest.mark.parametrize("low_batch_with_high", [0, 4])
+def test_batch_never_starts_a_low_batch_while_high_waits(low_batch_with_high: int) -> None:
+    """Also when LOW goes in small batches while HIGH is active (the default cut, 4)."""
     arrivals = saturating_low_with_high_probes()
-    ops = simulate("batch", arrivals)
+    ops = simulate("batch", arrivals, low_batch_with_high=low_batch_with_high)
     highs = [p for p in arrivals if p.cls == HIGH]
     for step in ops.trace:
         if step.op == "rx" and step.cls == LOW:
