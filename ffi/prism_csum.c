@@ -29,17 +29,6 @@
  * in prism_vxlan.c for frames from the wire.
  */
 
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = v >> 8;
-	p[1] = v & 0xff;
-}
-
 static inline uint32_t fold(uint64_t sum)
 {
 	while (sum >> 16)
@@ -83,20 +72,20 @@ int prism_l4_locate(const uint8_t *f, uint32_t len, struct prism_l4 *l)
 
 	if (len < ETH_HLEN)
 		return 0;
-	type = get16(f + 12);
+	type = rd16(f + 12);
 	for (tags = 0; tags < 2 && (type == ETH_P_8021Q || type == ETH_P_8021AD); tags++) {
 		if (len < l3 + 4)
 			return 0;
-		type = get16(f + l3 + 2);
+		type = rd16(f + l3 + 2);
 		l3 += 4;
 	}
 	if (type != ETH_P_IP || len < l3 + 20 || (f[l3] >> 4) != 4)
 		return 0;
 	ihl = (f[l3] & 0xf) * 4u;
-	tot = get16(f + l3 + 2);
+	tot = rd16(f + l3 + 2);
 	if (ihl < 20 || tot < ihl || l3 + tot > len)
 		return 0;
-	if (get16(f + l3 + 6) & 0x3fff) /* a fragment: the kernel summed the datagram before */
+	if (rd16(f + l3 + 6) & 0x3fff) /* a fragment: the kernel summed the datagram before */
 		return 0;
 	l->proto = f[l3 + 9];
 	l->l3 = l3;
@@ -105,7 +94,7 @@ int prism_l4_locate(const uint8_t *f, uint32_t len, struct prism_l4 *l)
 	l->end = l3 + tot; /* anything after is Ethernet padding */
 	if (l->proto == IPPROTO_TCP && l->l4len >= 20)
 		l->offset = 16;
-	else if (l->proto == IPPROTO_UDP && l->l4len >= 8 && get16(f + l->start + 6))
+	else if (l->proto == IPPROTO_UDP && l->l4len >= 8 && rd16(f + l->start + 6))
 		l->offset = 6; /* 0 in the field: the sender chose no checksum (IPv4) */
 	else
 		return 0;
@@ -114,20 +103,20 @@ int prism_l4_locate(const uint8_t *f, uint32_t len, struct prism_l4 *l)
 
 uint16_t prism_l4_seed(const uint8_t *f, const struct prism_l4 *l)
 {
-	uint32_t sum = get16(f + l->l3 + 12) + get16(f + l->l3 + 14) + get16(f + l->l3 + 16) +
-		       get16(f + l->l3 + 18) + l->proto + l->l4len;
+	uint32_t sum = rd16(f + l->l3 + 12) + rd16(f + l->l3 + 14) + rd16(f + l->l3 + 16) +
+		       rd16(f + l->l3 + 18) + l->proto + l->l4len;
 
 	return (uint16_t)fold(sum);
 }
 
 void prism_l4_write_seed(uint8_t *f, const struct prism_l4 *l)
 {
-	put16(f + l->start + l->offset, prism_l4_seed(f, l));
+	wr16(f + l->start + l->offset, prism_l4_seed(f, l));
 }
 
 int prism_l4_is_seed(const uint8_t *f, const struct prism_l4 *l)
 {
-	return get16(f + l->start + l->offset) == prism_l4_seed(f, l);
+	return rd16(f + l->start + l->offset) == prism_l4_seed(f, l);
 }
 
 void prism_l4_complete(uint8_t *f, const struct prism_l4 *l)
@@ -135,11 +124,11 @@ void prism_l4_complete(uint8_t *f, const struct prism_l4 *l)
 	uint8_t *field = f + l->start + l->offset;
 	uint16_t c;
 
-	put16(field, 0);
+	wr16(field, 0);
 	c = (uint16_t)~fold((uint64_t)prism_l4_seed(f, l) + sum_bytes(f + l->start, l->l4len));
 	if (!c && l->proto == IPPROTO_UDP)
 		c = 0xffff; /* 0 means "no checksum" in UDP */
-	put16(field, c);
+	wr16(field, c);
 }
 
 int prism_l4_valid(const uint8_t *f, uint32_t len)

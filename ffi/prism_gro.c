@@ -82,22 +82,6 @@ struct seg {
 	int psh;
 };
 
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = v >> 8;
-	p[1] = v & 0xff;
-}
-
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 
@@ -115,13 +99,13 @@ static int seg_parse(const uint8_t *f, uint32_t len, uint32_t csum, struct seg *
 	s->l3 = l.l3;
 	s->l4 = l.start;
 	s->thl = (f[l.start + 12] >> 4) * 4u;
-	s->seq = get32(f + l.start + 4);
+	s->seq = rd32(f + l.start + 4);
 	flags = f[l.start + 13];
 	s->psh = !!(flags & TCP_PSH);
 	if (s->thl < 20 || s->thl > l.l4len)
 		return 1;
 	s->payload = l.l4len - s->thl;
-	if (l.start - l.l3 != 20 || get16(f + l.l3 + 6) != 0x4000 || !s->payload)
+	if (l.start - l.l3 != 20 || rd16(f + l.l3 + 6) != 0x4000 || !s->payload)
 		return 1; /* IP options, no DF (IDs would have to follow), or no data */
 	if ((flags & ~TCP_PSH) != TCP_ACK) /* FIN, SYN, RST, URG, ECE, CWR: as GRO, alone */
 		return 1;
@@ -169,18 +153,11 @@ static void flow_close(struct prism_gro *g, struct gro_flow *fl, int psh)
 	struct virtio_net_hdr *vh = &g->vh[fl->msg];
 	uint8_t *h = fl->head;
 	struct prism_l4 l;
-	uint32_t sum = 0, i;
-
 	fl->open = 0;
 	if (g->msg[fl->msg].nseg < 2)
 		return;
-	put16(h + fl->l3 + 2, (uint16_t)(fl->l4 - fl->l3 + fl->thl + fl->payload));
-	put16(h + fl->l3 + 10, 0);
-	for (i = 0; i < 20; i += 2)
-		sum += get16(h + fl->l3 + i);
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	put16(h + fl->l3 + 10, (uint16_t)~sum);
+	wr16(h + fl->l3 + 2, (uint16_t)(fl->l4 - fl->l3 + fl->thl + fl->payload));
+	ipv4_write_csum(h + fl->l3);
 	if (psh)
 		h[fl->l4 + 13] |= TCP_PSH;
 	/* The receiver's kernel takes the packet as CHECKSUM_PARTIAL; whatever

@@ -73,6 +73,38 @@ struct prism_xsk {
 	struct prism_xsk_counters cnt;
 };
 
+/* Big-endian fields of packet headers, and the IPv4 header checksum: the
+ * stages, checksums and delivery all read and write headers byte by byte.
+ */
+static inline uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void wr16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v & 0xff;
+}
+
+/* Write the checksum of the 20-byte IPv4 header at iph (no options). */
+static inline void ipv4_write_csum(uint8_t *iph)
+{
+	uint32_t sum = 0, i;
+
+	iph[10] = iph[11] = 0;
+	for (i = 0; i < 20; i += 2)
+		sum += rd16(iph + i);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	wr16(iph + 10, (uint16_t)~sum);
+}
+
 #define PRISM_CSUM_REQ(start, offset) ((uint32_t)(start) << 16 | (uint32_t)(offset))
 
 static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)

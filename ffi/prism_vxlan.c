@@ -91,11 +91,6 @@ static inline int vtep_of(const struct prism_overlay *o, uint32_t vni, uint32_t 
 	return -1;
 }
 
-static inline uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 /* Outer Ethernet (two VLAN tags at most) / IPv4 / UDP to the VXLAN port /
  * VXLAN with the I flag: the length of those headers, or 0 if the packet is
  * not a well-formed VXLAN packet.
@@ -365,13 +360,6 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 
 /* ---- encap: containers -> uplink (or another container) -------------- */
 
-static inline uint16_t csum_fold(uint32_t sum)
-{
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
 /* The kernel picks the outer UDP source port from a hash of the inner flow
  * (udp_flow_src_port), so that ECMP and RSS spread flows; same idea here:
  * addresses and ports of an inner IPv4 packet, else the MAC addresses.
@@ -408,7 +396,7 @@ static uint16_t flow_sport(const uint8_t *f, uint32_t len)
 static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *len,
 			   const struct vtep *v)
 {
-	uint32_t ip_len = *len + OUTER_IP_UDP_VXLAN, sum = 0, i;
+	uint32_t ip_len = *len + OUTER_IP_UDP_VXLAN;
 	uint16_t sport;
 	uint8_t *h;
 
@@ -438,14 +426,9 @@ static uint64_t *encap_one(struct prism_overlay *o, uint64_t *addr, uint32_t *le
 	h[7] = 0;
 	h[8] = o->cfg.ttl;
 	h[9] = IPPROTO_UDP;
-	h[10] = h[11] = 0;
 	memcpy(h + 12, &o->cfg.local_ip, 4);
 	memcpy(h + 16, &v->ip, 4);
-	for (i = 0; i < 20; i += 2)
-		sum += rd16(h + i);
-	sum = csum_fold(sum);
-	h[10] = sum >> 8;
-	h[11] = sum & 0xff;
+	ipv4_write_csum(h);
 
 	h += 20; /* UDP, checksum 0 as RFC 7348 allows over IPv4 */
 	h[0] = sport >> 8;
