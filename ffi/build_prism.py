@@ -61,6 +61,10 @@ struct prism_steer_counters {
     unsigned long long no_socket[...];
     unsigned long long passed; unsigned long long malformed[...];
 };
+struct prism_kernel_key { uint8_t mac[6]; uint16_t pad; uint32_t vni; };
+struct prism_kernel_counters { unsigned long long decap; unsigned long long decap_bytes;
+    unsigned long long encap; unsigned long long encap_bytes; unsigned long long no_port;
+    unsigned long long no_tunnel; unsigned long long failed; unsigned long long aggregate; };
 extern "Python+C" void prism_log(int level, const char *msg);
 """
     return defines + "\n" + structs + "\n" + api

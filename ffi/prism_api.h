@@ -150,6 +150,8 @@ int prism_prog_fd(prism_prog *p);
 int prism_prog_attach(prism_prog *p, int ifindex, int mode);
 int prism_prog_attach_link(prism_prog *p, int ifindex, int mode);
 int prism_link_detach(int link_fd);
+int prism_tcx_attach_link(int prog_fd, int ifindex);
+int prism_tcx_query(int ifindex, uint32_t *ids, uint32_t n);
 int prism_prog_map_fd(prism_prog *p, const char *map_name);
 int prism_xdp_query(int ifindex, uint32_t *prog_id, int *mode, char *name, uint32_t name_len);
 int prism_xdp_detach_id(int ifindex, uint32_t prog_id, int mode);

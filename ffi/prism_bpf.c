@@ -19,7 +19,8 @@
  */
 struct prism_prog {
 	struct bpf_object *obj;
-	struct xdp_program *prog;
+	struct xdp_program *prog; /* NULL for a TC program (prism_kdecap, prism_kencap) */
+	struct bpf_program *bprog;
 };
 
 /* libxdp reports errors through pointers; turn them into -errno. */
@@ -68,6 +69,11 @@ int prism_prog_open(struct prism_prog **out, const char *path, const char *const
 		err = -ENOENT;
 		goto fail;
 	}
+	p->bprog = bprog;
+	if (bpf_program__type(bprog) != BPF_PROG_TYPE_XDP) {
+		*out = p;
+		return 0;
+	}
 	p->prog = xdp_program__from_fd(bpf_program__fd(bprog));
 	err = ptr_err(p->prog);
 	if (err) {
@@ -86,24 +92,31 @@ void prism_prog_close(struct prism_prog *p)
 {
 	if (!p)
 		return;
-	xdp_program__close(p->prog);
+	if (p->prog)
+		xdp_program__close(p->prog);
 	bpf_object__close(p->obj);
 	free(p);
 }
 
 const char *prism_prog_name(struct prism_prog *p)
 {
-	return xdp_program__name(p->prog);
+	return p->prog ? xdp_program__name(p->prog) : bpf_program__name(p->bprog);
 }
 
 uint32_t prism_prog_id(struct prism_prog *p)
 {
-	return xdp_program__id(p->prog);
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+
+	if (p->prog)
+		return xdp_program__id(p->prog);
+	memset(&info, 0, sizeof(info));
+	return bpf_obj_get_info_by_fd(bpf_program__fd(p->bprog), &info, &len) ? 0 : info.id;
 }
 
 int prism_prog_fd(struct prism_prog *p)
 {
-	return xdp_program__fd(p->prog);
+	return p->prog ? xdp_program__fd(p->prog) : bpf_program__fd(p->bprog);
 }
 
 /* mode: enum xdp_attach_mode (1 native, 2 skb, 3 hw). libxdp first tries
@@ -130,6 +143,34 @@ int prism_prog_attach_link(struct prism_prog *p, int ifindex, int mode)
 					    XDP_FLAGS_DRV_MODE;
 	fd = bpf_link_create(xdp_program__fd(p->prog), ifindex, BPF_XDP, &opts);
 	return fd < 0 ? -errno : fd;
+}
+
+/* BPF_TCX_INGRESS of Linux >= 6.6, which older UAPI headers lack. */
+#define PRISM_TCX_INGRESS 46
+
+/* Attach a TC program to a device's ingress through a tcx link (Linux >=
+ * 6.6): like the XDP link, the attachment goes away with the process, needs
+ * no qdisc, and leaves other programs on the hook in place. Returns the link
+ * fd or -errno.
+ */
+int prism_tcx_attach_link(int prog_fd, int ifindex)
+{
+	int fd = bpf_link_create(prog_fd, ifindex, (enum bpf_attach_type)PRISM_TCX_INGRESS, NULL);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* The ids of the programs on a device's tcx ingress: returns how many
+ * there are (at most n are written) or -errno.
+ */
+int prism_tcx_query(int ifindex, uint32_t *ids, uint32_t n)
+{
+	__u32 count = n, flags = 0;
+
+	if (bpf_prog_query(ifindex, (enum bpf_attach_type)PRISM_TCX_INGRESS, 0, &flags, ids,
+			   &count))
+		return -errno;
+	return (int)count;
 }
 
 /* Detach even if another process still holds the link (a worker forked

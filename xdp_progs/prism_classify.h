@@ -54,6 +54,30 @@ struct {
 	__type(value, struct prism_steer_counters);
 } steer_counters SEC(".maps");
 
+/* The kernel HIGH path's maps (prism_common.h); every object shares the
+ * uplink program's copies.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PRISM_MAX_KERNEL_PORTS);
+	__type(key, struct prism_kernel_key);
+	__type(value, __u32); /* the container's host-side veth */
+} kernel_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PRISM_MAX_KERNEL_TUNNELS);
+	__type(key, struct prism_kernel_key);
+	__type(value, struct prism_kernel_tunnel);
+} kernel_tunnels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct prism_kernel_counters);
+} kernel_counters SEC(".maps");
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 proto;
@@ -167,6 +191,28 @@ static __always_inline int fold_class(const struct prism_steer_config *conf, int
 	if (cls >= conf->nclass)
 		cls = conf->nclass ? conf->nclass - 1 : 0;
 	return cls;
+}
+
+/* forwarding.high_path = "kernel": does this frame (inner Ethernet header at
+ * eth) go to the kernel's HIGH path? Only a HIGH IPv4 frame whose
+ * destination is in map: a container (kernel_ports) on the uplink, a learned
+ * tunnel (kernel_tunnels) on a container's veth. Everything else, vanilla
+ * included (it folds every class to LOW), stays on the sockets.
+ */
+static __always_inline int kernel_high(const struct prism_steer_config *conf, int cls,
+				       void *eth_pos, void *end, __u32 vni, void *map)
+{
+	struct prism_kernel_key key = {};
+	struct ethhdr *eth = eth_pos;
+
+	if (!(conf->flags & PRISM_STEER_F_KERNEL_HIGH) || cls < 0 ||
+	    fold_class(conf, cls) < PRISM_CLASS_HIGH)
+		return 0;
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 0;
+	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	key.vni = vni;
+	return bpf_map_lookup_elem(map, &key) != NULL;
 }
 
 /* Redirect to the socket in slot, first putting the metadata in front of

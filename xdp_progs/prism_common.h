@@ -66,6 +66,11 @@ struct prism_steer_config {
  */
 #define PRISM_STEER_F_TIMESTAMP 1
 #define PRISM_STEER_F_META 2
+/* forwarding.high_path = "kernel": a HIGH frame whose destination the kernel
+ * path knows is passed to the kernel, where the TC programs prism_kdecap
+ * (uplink) and prism_kencap (container veth) finish it at once.
+ */
+#define PRISM_STEER_F_KERNEL_HIGH 4
 #define PRISM_TS_LEN 8
 #define PRISM_META_CLASS_SHIFT 56
 
@@ -77,6 +82,42 @@ struct prism_steer_counters {
 	__u64 passed; /* not VXLAN (ARP, host traffic, IPv6): to the kernel */
 	__u64 malformed[PRISM_MAL_MAX]; /* dropped, by reason */
 };
+
+/* The kernel HIGH path's maps: containers by (inner MAC, VNI) on the way in,
+ * and the tunnels learned from what came in, by (remote inner MAC, VNI), for
+ * the way back.
+ */
+#define PRISM_MAX_KERNEL_PORTS 1024
+#define PRISM_MAX_KERNEL_TUNNELS 4096
+
+struct prism_kernel_key {
+	__u8 mac[6];
+	__u16 pad; /* zero */
+	__u32 vni;
+};
+
+/* Outer headers of the tunnel back to a remote inner MAC, as they came in. */
+struct prism_kernel_tunnel {
+	__u8 remote_mac[6]; /* the remote VTEP's (outer source on the way in) */
+	__u8 local_mac[6]; /* our uplink's */
+	__u32 local_ip; /* network order */
+	__u32 remote_ip; /* network order */
+	__u32 uplink_ifindex;
+};
+
+/* Value of the single entry of the per-CPU "kernel_counters" map. */
+struct prism_kernel_counters {
+	__u64 decap; /* uplink -> container, in the kernel */
+	__u64 decap_bytes;
+	__u64 encap; /* container -> uplink, in the kernel */
+	__u64 encap_bytes;
+	__u64 no_port; /* HIGH to a MAC that is no container: left to the kernel */
+	__u64 no_tunnel; /* HIGH back to a MAC not learned (or aged out): dropped */
+	__u64 failed; /* the skb could not be resized: dropped */
+	__u64 aggregate; /* a GRO aggregate (only with a VXLAN socket on the host): left to the kernel */
+};
+
+#define PRISM_KERNEL_COUNTER_WORDS (sizeof(struct prism_kernel_counters) / sizeof(__u64))
 
 #define PRISM_COUNTER_WORDS (sizeof(struct prism_steer_counters) / sizeof(__u64))
 

@@ -45,6 +45,8 @@ int xdp_prism_egress(struct xdp_md *ctx)
 			cnt->malformed[reason]++;
 		cls = PRISM_CLASS_LOW;
 	}
+	if (kernel_high(conf, cls, data, end, conf->vni, &kernel_tunnels))
+		return XDP_PASS; /* prism_kencap sends it */
 	return steer_to_socket(ctx, conf, cnt, cls, end - data);
 }
 

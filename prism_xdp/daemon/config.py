@@ -10,6 +10,7 @@ from typing import Any
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.classes import class_name, parse_class
 from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.kernelpath import check_high_path
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec, check_vni, parse_ipv4, parse_mac
 from prism_xdp.dataplane.pktsock import Delivery
 from prism_xdp.dataplane.sched import BATCH_MAX, BATCH_MIN, Mode
@@ -66,6 +67,7 @@ class Config:
     rules: Rules = field(default_factory=Rules)
     snooping: SnoopingParams | None = field(default_factory=SnoopingParams)  # [snooping]; None: off
     delivery: Delivery = field(default_factory=Delivery)  # forwarding.delivery, forwarding.gro_segments
+    high_path: str = "daemon"  # forwarding.high_path: "kernel" finishes HIGH in TC programs (kernelpath.py)
 
 
 class _Table:
@@ -214,6 +216,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     delivery = Delivery(fw.get("delivery", str, "packet"),
                         fw.int_in("gro_segments", 1, native.PRISM_GRO_MAX_SEGS, 64))
     delivery.check()
+    high_path = check_high_path(fw.get("high_path", str, "daemon"))
     fw.done()
 
     sn = _Table(top.get("snooping", dict, {}), "snooping")
@@ -293,7 +296,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
                   low_batch_with_high, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
-                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping, delivery)
+                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping, delivery, high_path)
 
 
 def load(path: str | Path) -> Config:

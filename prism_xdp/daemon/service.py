@@ -54,7 +54,7 @@ DATAPATH_FIELDS = {
     "uplink_fill": "uplink_fill", "container_fill": "container_fill", "frame_size": "frame_size",
     "xdp_mode": "attach_mode", "mode": "mode", "poll": "poll", "timestamps": "timestamps",
     "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep", "snooping": "snooping",
-    "delivery": "delivery",
+    "delivery": "delivery", "high_path": "high_path",
 }
 
 
@@ -172,7 +172,10 @@ class Daemon:
         log.info("checksums: %s; partial checksums from the uplink: %s", self.checksum.describe()["how"],
                  self.checksum.describe()["partial_from_uplink"])
         log.info("delivery to containers: %s", cfg.delivery.describe()["how"])
-        programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps)
+        log.info("HIGH frames finished by: %s", "the kernel (TC programs, forwarding.high_path = \"kernel\")"
+                 if cfg.high_path == "kernel" else "the daemon's scheduler")
+        programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps,
+                            kernel_high=cfg.high_path == "kernel")
         self._undo.callback(programs.close)
         self.programs = programs
         # MLD snooping's table, in shared memory made before the workers fork: theirs too.
@@ -316,12 +319,18 @@ class Daemon:
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
                 "checksum": self.checksum.describe(), "delivery": cfg.delivery.describe(),
+                "high_path": self.high_path_status(),
                 "snooping": self.snooping_status(),
                 "classes": [CLASS_NAMES[c] for c in range(cfg.classes)],
                 "containers": [{"name": c.name, "host_if": c.host_if, "mac": c.mac, "vni": c.vni}
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],
                 "rules": {k: len(v) for k, v in self.rules().items()}, "reloads": dict(self._reloads)}
+
+    def high_path_status(self) -> dict[str, Any]:
+        """Where HIGH frames are finished and, on the kernel path, its counters."""
+        kernel = self.programs.kernel
+        return {"high_path": "daemon"} if kernel is None else kernel.describe()
 
     def snooping_status(self) -> dict[str, Any]:
         """MLD snooping's settings and its table's counters (one table for every queue)."""
@@ -353,6 +362,7 @@ class Daemon:
         totals["steer"] = self.programs.uplink.counters().as_dict()  # per-CPU map: every queue already
         totals["egress"] = {c.name: eg.counters().as_dict()
                             for c, eg in zip(self.cfg.containers, self.programs.egress, strict=True)}
+        totals["high_path"] = self.high_path_status()
         totals["latency"] = {cls: {"latency_us": merged[f"{cls}/xdp"].summary(),
                                    "pipeline_us": merged[f"{cls}/poll"].summary()}
                              for cls in (CLASS_NAMES[c] for c in range(self.cfg.classes))}

@@ -21,6 +21,7 @@ from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.kernelpath import check_high_path
 from prism_xdp.dataplane.ops import DatapathOps, Source
 from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec
 from prism_xdp.dataplane.pktsock import Delivery, open_packet_socket
@@ -78,6 +79,9 @@ class DatapathParams:
     # How frames reach containers: a packet socket with TCP segments merged
     # into GSO packets (the default), or AF_XDP TX, one skb per frame.
     delivery: Delivery = field(default_factory=Delivery)
+    # Where HIGH frames are finished: "daemon" (the scheduler of `mode`), or
+    # "kernel": TC programs in the receiving softirq (kernelpath.py), an option.
+    high_path: str = "daemon"
 
     def check(self) -> None:
         Mode.parse(self.mode)
@@ -97,6 +101,7 @@ class DatapathParams:
         if self.snooping is not None:
             self.snooping.check()
         self.delivery.check()
+        check_high_path(self.high_path)
         if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):
@@ -152,7 +157,8 @@ class Datapath:
 
         if self._programs is None:
             self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
-                                      self.containers, timestamps=p.timestamps)
+                                      self.containers, timestamps=p.timestamps,
+                                      kernel_high=p.high_path == "kernel")
             self._undo.callback(self._programs.close)
         self.programs = self._programs
         self.steer = self.programs.uplink

@@ -43,6 +43,10 @@ PRISM_STEER_CLASSIFY: int = lib.PRISM_STEER_CLASSIFY
 PRISM_STEER_VANILLA: int = lib.PRISM_STEER_VANILLA
 PRISM_STEER_F_TIMESTAMP: int = lib.PRISM_STEER_F_TIMESTAMP
 PRISM_STEER_F_META: int = lib.PRISM_STEER_F_META
+PRISM_STEER_F_KERNEL_HIGH: int = lib.PRISM_STEER_F_KERNEL_HIGH
+PRISM_KERNEL_COUNTER_WORDS: int = lib.PRISM_KERNEL_COUNTER_WORDS
+PRISM_MAX_KERNEL_PORTS: int = lib.PRISM_MAX_KERNEL_PORTS
+PRISM_MAX_KERNEL_TUNNELS: int = lib.PRISM_MAX_KERNEL_TUNNELS
 PRISM_TS_LEN: int = lib.PRISM_TS_LEN
 PRISM_META_CLASS_SHIFT: int = lib.PRISM_META_CLASS_SHIFT
 PRISM_MAL_VXLAN_TRUNC: int = lib.PRISM_MAL_VXLAN_TRUNC
@@ -281,6 +285,22 @@ def _tolerant(rc: int, tolerate: tuple[int, ...], what: str, name: str | None) -
 def link_detach(link_fd: int, what: str, name: str, tolerate: tuple[int, ...] = ()) -> int:
     """Close a BPF link; an errno in tolerate is returned (negative) rather than raised."""
     return _tolerant(lib.prism_link_detach(link_fd), tolerate, what, name)
+
+
+def tcx_attach_link(prog_fd: int, ifindex: int, what: str, name: str) -> int:
+    """Attach a TC program to ifindex's ingress through a tcx link (Linux >= 6.6); the link's fd."""
+    return check_rc(lib.prism_tcx_attach_link(prog_fd, ifindex), what, name,
+                    "the kernel HIGH path needs tcx links (Linux 6.6 or later)")
+
+
+def tcx_query(ifindex: int, name: str) -> list[int]:
+    """Ids of the programs on ifindex's tcx ingress (empty where the kernel has no tcx)."""
+    ids = ffi.new("uint32_t[64]")
+    rc = lib.prism_tcx_query(ifindex, ids, 64)
+    if rc < 0 and -rc in (errno.EINVAL, errno.EOPNOTSUPP):
+        return []
+    n = check_rc(rc, "tcx query", name)
+    return [int(ids[i]) for i in range(min(n, 64))]
 
 
 def xdp_query(ifindex: int, name: str) -> tuple[int, int, str] | None:

@@ -1,7 +1,8 @@
-"""programs.py - Programs: the XDP programs of one host (the classifier on the uplink, prism_egress on every container veth, one set of rule maps), shared by every queue's worker."""
+"""programs.py - Programs: the XDP programs of one host (the classifier on the uplink, prism_egress on every container veth, one set of rule maps) and, as an option, the kernel HIGH path's TC programs; shared by every queue's worker."""
 
 from __future__ import annotations
 
+from prism_xdp.dataplane.kernelpath import KernelHighPath
 from prism_xdp.dataplane.overlay import ContainerSpec
 from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.xdp import AttachMode
@@ -12,27 +13,36 @@ class Programs:
     container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
 
     def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
-                 timestamps: bool = True) -> None:
+                 timestamps: bool = True, kernel_high: bool = False) -> None:
         # By default every packet carries the time XDP saw it: latency includes
         # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
         self.containers = list(containers)
         self.timestamps = timestamps
         self.attached: list[tuple[Steering, str]] = []
+        self.kernel: KernelHighPath | None = None  # forwarding.high_path = "kernel"
+        self._kernel_attached = False
         # Every packet carries XDP's metadata: its class, and its arrival time
         # unless timestamps are off.
-        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True)
+        self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True,
+                               kernel_high=kernel_high)
         self.egress: list[Steering] = []
         try:
             for spec in self.containers:
                 self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
                                             rules_from=self.uplink, vni=spec.vni, timestamps=timestamps,
-                                            metadata=True))
+                                            metadata=True, kernel_high=kernel_high))
+            if kernel_high:
+                self.kernel = KernelHighPath(self.uplink, self.egress, self.containers)
         except BaseException:
             self.close()
             raise
 
     def attach(self, uplink: str, mode: AttachMode) -> None:
-        """Containers first, the uplink last: by then every socket is in place."""
+        """The kernel HIGH path's TC programs first (XDP passes HIGH up to them), then
+        the containers, the uplink last: by then every socket is in place."""
+        if self.kernel is not None:
+            self.kernel.attach(uplink)
+            self._kernel_attached = True
         for spec, eg in zip(self.containers, self.egress, strict=True):
             eg.attach(spec.host_if, mode)
             self.attached.append((eg, spec.host_if))
@@ -44,6 +54,9 @@ class Programs:
         for steer, ifname in reversed(self.attached):
             steer.prog.detach(ifname)
         self.attached.clear()
+        if self.kernel is not None and self._kernel_attached:
+            self.kernel.detach()
+            self._kernel_attached = False
 
     def set_vanilla(self, on: bool) -> None:
         for steer in [self.uplink, *self.egress]:
@@ -52,5 +65,7 @@ class Programs:
 
     def close(self) -> None:
         self.detach()
+        if self.kernel is not None:
+            self.kernel.close()
         for steer in [*self.egress, self.uplink]:
             steer.close()

@@ -86,18 +86,23 @@ class Steering:
         vni: int = 0,
         timestamps: bool = False,
         metadata: bool = False,
+        kernel_high: bool = False,
     ) -> None:
         """rules_from: share that Steering's rule maps (a container side program
         classifies with the uplink's rules); vni: the container's VNI there;
         metadata: put 8 bytes in front of every packet sent to a socket, with
         the class the rules gave it (the sockets must then strip them:
-        XskSocket.set_rx_stamped); timestamps: also the time XDP saw it."""
+        XskSocket.set_rx_stamped); timestamps: also the time XDP saw it;
+        kernel_high: HIGH frames the kernel HIGH path can finish go to the kernel
+        (kernelpath.KernelHighPath), not to a socket."""
         if not 1 <= nclass <= native.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{native.PRISM_NCLASS}, not {nclass}")
-        reuse = rules_from.rule_map_fds() if rules_from is not None else None
+        reuse = rules_from.shared_map_fds() if rules_from is not None else None
         self.prog = XdpProgram(program, reuse=reuse)
         self._vni = vni
-        self._flags = (native.PRISM_STEER_F_TIMESTAMP if timestamps else 0) | (native.PRISM_STEER_F_META if metadata else 0)
+        self._flags = ((native.PRISM_STEER_F_TIMESTAMP if timestamps else 0)
+                       | (native.PRISM_STEER_F_META if metadata else 0)
+                       | (native.PRISM_STEER_F_KERNEL_HIGH if kernel_high else 0))
         self.nclass = nclass
         self._config_fd = self.prog.map_fd("steer_config")
         self._ports_fd = self.prog.map_fd("port_rules")
@@ -109,9 +114,18 @@ class Steering:
         self._vanilla = vanilla
         self._write_config()
 
-    def rule_map_fds(self) -> dict[str, int]:
-        """The rule maps, for a program that classifies with the same rules."""
-        return {"port_rules": self._ports_fd, "dscp_rules": self._dscp_fd, "vni_rules": self._vni_fd}
+    def shared_map_fds(self) -> dict[str, int]:
+        """The maps another program of ours shares: the rules (it classifies with the
+        same ones) and the kernel HIGH path's tables and counters."""
+        fds = {"port_rules": self._ports_fd, "dscp_rules": self._dscp_fd, "vni_rules": self._vni_fd}
+        for name in ("kernel_ports", "kernel_tunnels", "kernel_counters"):
+            fds[name] = self.prog.map_fd(name)
+        return fds
+
+    @property
+    def config_fd(self) -> int:
+        """The steer_config map, which the kernel HIGH path's TC programs read too."""
+        return self._config_fd
 
     # configuration -------------------------------------------------------
     def _write_config(self) -> None:

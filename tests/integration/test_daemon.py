@@ -24,7 +24,7 @@ from conftest import PREFIX
 from prometheus_client.parser import text_string_to_metric_families
 
 from prism_xdp.daemon.control import ControlClient
-from prism_xdp.dataplane import xdp
+from prism_xdp.dataplane import native, xdp
 from prism_xdp.lab.procinfo import children
 from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, popen_in, run_in
 
@@ -139,6 +139,7 @@ def ping(ns: str, dst: str, count: int = 3) -> int:
 def nothing_left(host: OverlayHost, tmp: Path) -> None:
     for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
         assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
+        assert native.tcx_query(xdp.ifindex_of(ifname), ifname) == [], f"TC program left on {ifname}"
     assert not (tmp / "ctl.sock").exists() and not (tmp / "prism.pid").exists()
 
 
@@ -215,6 +216,27 @@ def test_kill_9_under_load_then_restart_recovers(host: OverlayHost, tmp_path: Pa
     finally:
         load.kill()
         load.wait()
+    assert d2.stop() == 0
+    nothing_left(host, tmp_path)
+
+
+def test_kernel_high_path_kill_9_then_restart_then_sigterm(host: OverlayHost, tmp_path: Path) -> None:
+    """forwarding.high_path = "kernel": HIGH through the TC programs, reported in status; its
+    tcx links go with a killed daemon like the XDP links, and a restart takes over."""
+    from test_overlay_e2e import udp_echo
+
+    (tmp_path / "prism.toml").write_text(config_text(host, tmp_path, '[forwarding]\nhigh_path = "kernel"\n',
+                                                     rules="ports = [7007]"))
+    d = Daemon(host, tmp_path)
+    udp_echo(host, 7007, 100, seed=5)
+    status = d.call("status")["high_path"]  # type: ignore[index]
+    assert status["high_path"] == "kernel" and status["decap"] >= 100 and status["encap"] >= 99
+    d.stop(signal.SIGKILL)
+    for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
+        assert native.tcx_query(xdp.ifindex_of(ifname), ifname) == [], f"TC program left on {ifname}"
+    d2 = Daemon(host, tmp_path)
+    udp_echo(host, 7007, 100, seed=6)
+    assert d2.call("status")["high_path"]["decap"] >= 100  # type: ignore[index]
     assert d2.stop() == 0
     nothing_left(host, tmp_path)
 

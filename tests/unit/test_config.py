@@ -77,6 +77,8 @@ DELETE = object()
     ("forwarding.max_per_vtep", 10000, r"forwarding.max_per_vtep: must be in 1..8192"),
     ("forwarding.delivery", "tap", r"forwarding.delivery: must be one of packet, xsk, not 'tap'"),
     ("forwarding.gro_segments", 65, r"forwarding.gro_segments: must be in 1..64"),
+    ("forwarding.high_path", "fast", r"forwarding.high_path: must be one of daemon, kernel, not 'fast'"),
+    ("forwarding.high_path", 1, r"forwarding.high_path: must be str"),
     ("snooping.enabled", "yes", r"snooping.enabled: must be bool"),
     ("snooping.query_interval_s", 1, r"snooping.query_interval_s: must be in 2..31744"),
     ("snooping.max_response_ms", 50, r"snooping.max_response_ms: must be in 100..10000"),
@@ -121,6 +123,11 @@ def test_delivery_defaults_to_the_packet_socket_with_gro() -> None:
     assert config.parse(copy.deepcopy(GOOD)).delivery == Delivery("packet", 64)
     cfg = config.parse(with_change("forwarding", {"delivery": "xsk", "gro_segments": 1}))
     assert cfg.delivery == Delivery("xsk", 1) and cfg.delivery.describe()["method"] == "xsk"
+
+
+def test_high_path_defaults_to_the_daemon() -> None:
+    assert config.parse(copy.deepcopy(GOOD)).high_path == "daemon"
+    assert config.parse(with_change("forwarding", {"high_path": "kernel"})).high_path == "kernel"
 
 
 def test_duplicate_container_mac_in_a_vni() -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from prism_xdp.dataplane.errors import ConfigError, PrismError
-from prism_xdp.lab.bench.configs import KernelPatch, choose, kernel_configs, kernel_knobs
+from prism_xdp.lab.bench.configs import (
+    DESCRIPTIONS,
+    KernelPatch,
+    choose,
+    kernel_configs,
+    kernel_knobs,
+)
 
 
 def fake_proc(tmp_path: Path, knobs: tuple[str, ...] = ("port", "sync", "split")) -> str:
@@ -49,3 +55,9 @@ def test_configs_are_chosen_from_what_this_host_has(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'prism-fast' is not available"):
         choose("prism-fast", str(tmp_path))
     assert "kernel-prism-sync" in choose(None, fake_proc(tmp_path))
+
+
+def test_the_kernel_high_path_is_a_configuration_of_its_own_only_on_request(tmp_path: Path) -> None:
+    assert not any("kernel-high" in c for c in choose(None, str(tmp_path)))
+    assert choose("prism-sync,prism-sync+kernel-high", str(tmp_path)) == ["prism-sync", "prism-sync+kernel-high"]
+    assert "prism-batch+kernel-high" in DESCRIPTIONS

@@ -1,4 +1,4 @@
-"""configs.py - the configurations the A/B compares, each set up and torn down: the kernel path (stock, and with prism_xdp's old TX-checksum setting), the PRISM kernel patch's modes when its knobs exist, and prism_xdp's daemon in each mode."""
+"""configs.py - the configurations the A/B compares, each set up and torn down: the kernel path (stock, and with prism_xdp's old TX-checksum setting), the PRISM kernel patch's modes when its knobs exist, and prism_xdp's daemon in each mode (and, on request, with its kernel HIGH path)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ KNOBS = ("port", "sync", "split")
 KERNEL_CONFIGS = ("kernel", "kernel-txoff")
 PATCH_CONFIGS = ("kernel-prism-batch", "kernel-prism-sync")
 PRISM_CONFIGS = ("prism-vanilla", "prism-batch", "prism-sync")
+# The option forwarding.high_path = "kernel", labelled as its own configuration so that
+# one run measures it next to the defaults; only when asked for (--configs).
+KERNEL_HIGH = "+kernel-high"
+OPTION_CONFIGS = ("prism-batch" + KERNEL_HIGH, "prism-sync" + KERNEL_HIGH)
 DESCRIPTIONS = {
     "kernel": "the kernel's VXLAN device + bridge, with the topology's offloads as they are",
     "kernel-txoff": "the same, with TX checksum offload off (ethtool -K <if> tx off) on the remote's VXLAN device "
@@ -33,6 +37,9 @@ DESCRIPTIONS = {
     "prism-vanilla": "prism-xdp run (the daemon as users start it), scheduler.mode = vanilla",
     "prism-batch": "prism-xdp run, scheduler.mode = batch, the HIGH ports as priority rules",
     "prism-sync": "prism-xdp run, scheduler.mode = sync, the HIGH ports as priority rules",
+    "prism-batch+kernel-high": "prism-batch with forwarding.high_path = \"kernel\": HIGH frames decapsulated, "
+                               "encapsulated and redirected by TC programs in the receiving softirq",
+    "prism-sync+kernel-high": "prism-sync with forwarding.high_path = \"kernel\"",
 }
 
 
@@ -53,14 +60,14 @@ def kernel_configs(proc: str = "/proc") -> tuple[list[str], str]:
 
 def available(proc: str = "/proc") -> list[str]:
     """Every configuration this host can run, in the A/B's order."""
-    return kernel_configs(proc)[0] + list(PRISM_CONFIGS)
+    return kernel_configs(proc)[0] + list(PRISM_CONFIGS) + list(OPTION_CONFIGS)
 
 
 def choose(text: str | None, proc: str = "/proc") -> list[str]:
-    """--configs as a list (default: every one available), or ConfigError naming what is not."""
+    """--configs as a list (default: every one available but the options), or ConfigError naming what is not."""
     here = available(proc)
     if not text:
-        return here
+        return [c for c in here if c not in OPTION_CONFIGS]
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
         if n not in here:
@@ -232,8 +239,11 @@ def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: P
         patch.reset()  # stock, unless this configuration is one of the patch's
     try:
         if config.startswith("prism-"):
-            daemon = PrismDaemon(state, workdir, worker_cpu, mode=config.split("-", 1)[1], ports=ports,
-                                 settings=settings)
+            mode = config.split("-", 1)[1].removesuffix(KERNEL_HIGH)
+            if config.endswith(KERNEL_HIGH):
+                settings = {**(settings or {})}
+                settings["forwarding"] = {**settings.get("forwarding", {}), "high_path": '"kernel"'}
+            daemon = PrismDaemon(state, workdir, worker_cpu, mode=mode, ports=ports, settings=settings)
             try:
                 daemon.start()
                 yield daemon

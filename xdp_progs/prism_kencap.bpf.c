@@ -1,0 +1,128 @@
+/* prism_kencap.bpf.c - the kernel HIGH path's way out: on a container veth's TC ingress, encapsulate a HIGH frame for its learned tunnel and send it out of the uplink. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "prism_common.h"
+#include "prism_classify.h"
+
+/*
+ * The answer to what prism_kdecap delivered. prism_egress passes a HIGH
+ * frame up (XDP_PASS) when kernel_tunnels knows its destination; this
+ * program writes outer Ethernet/IPv4/UDP/VXLAN in front of it, with the
+ * addresses the request came with, and redirects it to the uplink's
+ * transmit path. The headers are the kernel VXLAN device's defaults: UDP
+ * checksum zero, TTL 64, no DF, source port from the inner flow's hash. A
+ * partial inner checksum stays partial (skb->encapsulation tells the device
+ * or the receiver where it is).
+ */
+
+struct encap_hdr {
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	struct vxlan_hdr vx;
+	struct ethhdr inner;
+} __attribute__((packed));
+
+/* Inserted after the frame's Ethernet header, which becomes the outer one. */
+#define GROW_LEN ((int)(sizeof(struct encap_hdr) - ETH_HLEN))
+
+/* The kernel's udp_flow_src_port() range (ip_local_port_range's default). */
+#define SPORT_MIN 32768
+#define SPORT_SPAN (61000 - SPORT_MIN)
+
+static __always_inline __u16 fold_csum(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+SEC("tc")
+int tc_prism_kencap(struct __sk_buff *skb)
+{
+	struct prism_kernel_counters *cnt;
+	struct prism_steer_config *conf;
+	struct prism_kernel_tunnel *tun;
+	struct prism_kernel_key key = {};
+	struct encap_hdr h = {};
+	struct iphdr ip = {}; /* aligned, for the checksum helper */
+	struct ethhdr *eth;
+	void *data, *end;
+	__u32 zero = 0, len, hash;
+	__s64 sum;
+	int cls;
+
+	conf = bpf_map_lookup_elem(&steer_config, &zero);
+	cnt = bpf_map_lookup_elem(&kernel_counters, &zero);
+	if (!conf || !cnt || !(conf->flags & PRISM_STEER_F_KERNEL_HIGH))
+		return TC_ACT_OK;
+	if (skb->len < ETH_HLEN + sizeof(struct iphdr))
+		return TC_ACT_OK;
+	/* All of the frame in the linear part, for the classifier's length check
+	 * (a container's frames are linear as a rule: XDP on its veth took GSO).
+	 */
+	if (bpf_skb_pull_data(skb, skb->len))
+		return TC_ACT_OK;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	eth = data;
+	cls = classify_inner(data, end, conf->vni);
+	if (!kernel_high(conf, cls, data, end, conf->vni, &kernel_tunnels))
+		return TC_ACT_OK;
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	key.vni = conf->vni;
+	tun = bpf_map_lookup_elem(&kernel_tunnels, &key);
+	if (!tun) { /* aged out since XDP looked */
+		cnt->no_tunnel++;
+		return TC_ACT_SHOT;
+	}
+	__builtin_memcpy(&h.inner, eth, sizeof(h.inner));
+	hash = bpf_get_hash_recalc(skb);
+
+	if (bpf_skb_adjust_room(skb, GROW_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))) {
+		cnt->failed++;
+		return TC_ACT_SHOT;
+	}
+	len = skb->len; /* now with the outer headers */
+
+	__builtin_memcpy(h.eth.h_dest, tun->remote_mac, ETH_ALEN);
+	__builtin_memcpy(h.eth.h_source, tun->local_mac, ETH_ALEN);
+	h.eth.h_proto = bpf_htons(ETH_P_IP);
+	ip.version = 4;
+	ip.ihl = 5;
+	ip.tot_len = bpf_htons(len - ETH_HLEN);
+	ip.ttl = 64;
+	ip.protocol = IPPROTO_UDP;
+	ip.saddr = tun->local_ip;
+	ip.daddr = tun->remote_ip;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
+	ip.check = fold_csum(sum < 0 ? 0 : (__u64)sum);
+	__builtin_memcpy(&h.ip, &ip, sizeof(ip));
+	h.udp.source = bpf_htons(SPORT_MIN + (__u16)(((__u64)hash * SPORT_SPAN) >> 32));
+	h.udp.dest = bpf_htons(conf->vxlan_port);
+	h.udp.len = bpf_htons(len - ETH_HLEN - sizeof(struct iphdr));
+	h.vx.flags = VXLAN_FLAG_I;
+	h.vx.vni = bpf_htonl(conf->vni << 8);
+	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) {
+		cnt->failed++;
+		return TC_ACT_SHOT;
+	}
+	cnt->encap++;
+	cnt->encap_bytes += len;
+	return bpf_redirect(tun->uplink_ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";
