@@ -55,7 +55,8 @@ def _cdef() -> str:
         api = f.read()
     defines = "\n".join(f"#define {n} ..." for n in _common_constants() + UAPI_CONSTANTS)
     structs = """
-struct prism_steer_config { uint16_t vxlan_port; uint8_t mode; uint8_t nclass; uint32_t vni; uint32_t flags; };
+struct prism_steer_config { uint16_t vxlan_port; uint8_t mode; uint8_t nclass; uint32_t vni; uint32_t flags;
+    uint8_t ttl; uint8_t pad[3]; };
 struct prism_steer_counters {
     unsigned long long steered[...]; unsigned long long steered_bytes[...];
     unsigned long long no_socket[...];
@@ -64,7 +65,8 @@ struct prism_steer_counters {
 struct prism_kernel_key { uint8_t mac[6]; uint16_t pad; uint32_t vni; };
 struct prism_kernel_counters { unsigned long long decap; unsigned long long decap_bytes;
     unsigned long long encap; unsigned long long encap_bytes; unsigned long long no_port;
-    unsigned long long no_tunnel; unsigned long long failed; unsigned long long aggregate; };
+    unsigned long long no_tunnel; unsigned long long failed; unsigned long long aggregate;
+    unsigned long long too_big; };
 extern "Python+C" void prism_log(int level, const char *msg);
 """
     return defines + "\n" + structs + "\n" + api

@@ -54,6 +54,8 @@ struct prism_steer_config {
 	__u8 nclass; /* classes that have sockets; higher classes fold down */
 	__u32 vni; /* prism_egress: the container's VNI, for VNI rules */
 	__u32 flags; /* PRISM_STEER_F_* */
+	__u8 ttl; /* prism_kencap: the outer TTL (forwarding's ttl) */
+	__u8 pad[3];
 };
 
 /* Steering flags. META: 8 bytes of metadata are put in front of every
@@ -115,6 +117,7 @@ struct prism_kernel_counters {
 	__u64 no_tunnel; /* HIGH back to a MAC not learned (or aged out): dropped */
 	__u64 failed; /* the skb could not be resized: dropped */
 	__u64 aggregate; /* a GRO aggregate (only with a VXLAN socket on the host): left to the kernel */
+	__u64 too_big; /* too big for the uplink once encapsulated: dropped, as the daemon drops it */
 };
 
 #define PRISM_KERNEL_COUNTER_WORDS (sizeof(struct prism_kernel_counters) / sizeof(__u64))

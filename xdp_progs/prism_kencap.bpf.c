@@ -17,8 +17,8 @@
  * frame up (XDP_PASS) when kernel_tunnels knows its destination; this
  * program writes outer Ethernet/IPv4/UDP/VXLAN in front of it, with the
  * addresses the request came with, and redirects it to the uplink's
- * transmit path. The headers are the kernel VXLAN device's defaults: UDP
- * checksum zero, TTL 64, no DF, source port from the inner flow's hash. A
+ * transmit path. The headers are the daemon's (TTL from forwarding's ttl)
+ * and the kernel VXLAN device's defaults: UDP checksum zero, no DF, source port from the inner flow's hash. A
  * partial inner checksum stays partial (skb->encapsulation tells the device
  * or the receiver where it is).
  */
@@ -56,7 +56,7 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	struct iphdr ip = {}; /* aligned, for the checksum helper */
 	struct ethhdr *eth;
 	void *data, *end;
-	__u32 zero = 0, len, hash;
+	__u32 zero = 0, len, hash, mtu_len;
 	__s64 sum;
 	int cls;
 
@@ -86,6 +86,14 @@ int tc_prism_kencap(struct __sk_buff *skb)
 		cnt->no_tunnel++;
 		return TC_ACT_SHOT;
 	}
+	/* The daemon drops what no longer fits the uplink once encapsulated
+	 * (drop_mtu); so does this path, rather than leave it to the device.
+	 */
+	mtu_len = skb->len + GROW_LEN - ETH_HLEN;
+	if (bpf_check_mtu(skb, tun->uplink_ifindex, &mtu_len, 0, 0)) {
+		cnt->too_big++;
+		return TC_ACT_SHOT;
+	}
 	__builtin_memcpy(&h.inner, eth, sizeof(h.inner));
 	hash = bpf_get_hash_recalc(skb);
 
@@ -104,7 +112,7 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	ip.version = 4;
 	ip.ihl = 5;
 	ip.tot_len = bpf_htons(len - ETH_HLEN);
-	ip.ttl = 64;
+	ip.ttl = conf->ttl ? conf->ttl : 64;
 	ip.protocol = IPPROTO_UDP;
 	ip.saddr = tun->local_ip;
 	ip.daddr = tun->remote_ip;

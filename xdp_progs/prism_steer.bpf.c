@@ -74,7 +74,9 @@ int xdp_prism_steer(struct xdp_md *ctx)
 			cnt->malformed[reason]++;
 		return XDP_DROP;
 	}
-	if (kernel_high(conf, cls, vx + 1, end, bpf_ntohl(vx->vni) >> 8, &kernel_ports))
+	/* prism_kdecap strips a 20-byte outer IPv4 header only. */
+	if (ihl == sizeof(*ip) &&
+	    kernel_high(conf, cls, vx + 1, end, bpf_ntohl(vx->vni) >> 8, &kernel_ports))
 		return XDP_PASS; /* prism_kdecap delivers it */
 	return steer_to_socket(ctx, conf, cnt, cls, end - data);
 

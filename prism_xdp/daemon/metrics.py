@@ -90,6 +90,17 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
     yield _counter("egress_steered_packets", "Packets the containers' egress programs steered, by container and class.",
                    ["container", "class"],
                    (([name, c], v) for name, e in t.get("egress", {}).items() for c, v in e["steered"].items()))
+    kernel = t.get("high_path", {})
+    if kernel.get("high_path") == "kernel":  # forwarding.high_path = "kernel": HIGH never reached a worker
+        yield _counter("kernel_high_packets", "HIGH frames the kernel HIGH path finished, by direction.",
+                       ["direction"], (([d], kernel[d]) for d in ("decap", "encap")))
+        yield _counter("kernel_high_bytes", "Bytes of the frames the kernel HIGH path finished, by direction.",
+                       ["direction"], (([d], kernel[f"{d}_bytes"]) for d in ("decap", "encap")))
+        yield _counter("kernel_high_events", "Kernel HIGH path: frames left to the kernel (no_port, aggregate) "
+                       "or dropped (no_tunnel, too_big, failed).", ["event"],
+                       (([e], kernel[e]) for e in ("no_port", "aggregate", "no_tunnel", "too_big", "failed")))
+        yield _gauge("kernel_high_tunnels", "Kernel HIGH path: tunnels back to remote MACs learned.", [],
+                     [([], kernel["tunnels"])])
     ports = t["ports"]
     yield _counter("port_tx_packets", "Packets transmitted per port.", ["port"],
                    (([p], c["tx_packets"]) for p, c in ports.items()))

@@ -70,6 +70,12 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
     out.append(f"(latency: XDP to TX kick, both directions; pNN ≤: its histogram bucket's upper edge, at most "
                f"1/16 above the true value; passed to kernel {steer['passed']}, "
                f"malformed {sum(steer['malformed'].values())})")
+    kernel = t.get("high_path", {})
+    if kernel.get("high_path") == "kernel":
+        out.append(f"kernel HIGH path: decap {kernel['decap']}, encap {kernel['encap']}, tunnels {kernel['tunnels']}; "
+                   f"left to the kernel: no port {kernel['no_port']}, aggregates {kernel['aggregate']}; "
+                   f"dropped: no tunnel {kernel['no_tunnel']}, too big {kernel['too_big']}, failed {kernel['failed']} "
+                   "(HIGH on this path is not in the latency table)")
     out.append("")
 
     st = t["stages"]

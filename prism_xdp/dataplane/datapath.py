@@ -158,7 +158,7 @@ class Datapath:
         if self._programs is None:
             self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
                                       self.containers, timestamps=p.timestamps,
-                                      kernel_high=p.high_path == "kernel")
+                                      kernel_high=p.high_path == "kernel", ttl=p.ttl)
             self._undo.callback(self._programs.close)
         self.programs = self._programs
         self.steer = self.programs.uplink

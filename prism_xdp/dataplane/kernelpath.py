@@ -19,7 +19,7 @@ HIGH_PATHS = ("daemon", "kernel")
 
 # struct prism_kernel_counters, in u64 words (a unit test checks the count).
 KERNEL_COUNTER_FIELDS = ("decap", "decap_bytes", "encap", "encap_bytes", "no_port", "no_tunnel", "failed",
-                         "aggregate")
+                         "aggregate", "too_big")
 
 
 def check_high_path(value: object) -> str:
@@ -40,6 +40,7 @@ class KernelCounters:
     no_tunnel: int = 0
     failed: int = 0
     aggregate: int = 0
+    too_big: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

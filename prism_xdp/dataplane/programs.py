@@ -13,7 +13,7 @@ class Programs:
     container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
 
     def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
-                 timestamps: bool = True, kernel_high: bool = False) -> None:
+                 timestamps: bool = True, kernel_high: bool = False, ttl: int = 64) -> None:
         # By default every packet carries the time XDP saw it: latency includes
         # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
         self.containers = list(containers)
@@ -30,7 +30,7 @@ class Programs:
             for spec in self.containers:
                 self.egress.append(Steering(vxlan_port, nclass, vanilla, program="prism_egress",
                                             rules_from=self.uplink, vni=spec.vni, timestamps=timestamps,
-                                            metadata=True, kernel_high=kernel_high))
+                                            metadata=True, kernel_high=kernel_high, ttl=ttl))
             if kernel_high:
                 self.kernel = KernelHighPath(self.uplink, self.egress, self.containers)
         except BaseException:

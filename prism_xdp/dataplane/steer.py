@@ -87,6 +87,7 @@ class Steering:
         timestamps: bool = False,
         metadata: bool = False,
         kernel_high: bool = False,
+        ttl: int = 64,
     ) -> None:
         """rules_from: share that Steering's rule maps (a container side program
         classifies with the uplink's rules); vni: the container's VNI there;
@@ -94,7 +95,7 @@ class Steering:
         the class the rules gave it (the sockets must then strip them:
         XskSocket.set_rx_stamped); timestamps: also the time XDP saw it;
         kernel_high: HIGH frames the kernel HIGH path can finish go to the kernel
-        (kernelpath.KernelHighPath), not to a socket."""
+        (kernelpath.KernelHighPath), not to a socket; ttl: the outer TTL that path writes."""
         if not 1 <= nclass <= native.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{native.PRISM_NCLASS}, not {nclass}")
         reuse = rules_from.shared_map_fds() if rules_from is not None else None
@@ -104,6 +105,7 @@ class Steering:
                        | (native.PRISM_STEER_F_META if metadata else 0)
                        | (native.PRISM_STEER_F_KERNEL_HIGH if kernel_high else 0))
         self.nclass = nclass
+        self._ttl = ttl
         self._config_fd = self.prog.map_fd("steer_config")
         self._ports_fd = self.prog.map_fd("port_rules")
         self._dscp_fd = self.prog.map_fd("dscp_rules")
@@ -135,6 +137,7 @@ class Steering:
         conf.nclass = self.nclass
         conf.vni = self._vni
         conf.flags = self._flags
+        conf.ttl = self._ttl
         native.map_update(self._config_fd, ffi.new("uint32_t *", 0), conf, "steer_config")
 
     @property

@@ -17,7 +17,14 @@ from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.kernelpath import KernelCounters
 from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
-from prism_xdp.lab.testhost import OverlayHost, Testbed, create_overlay_host, link_mac, socket_in
+from prism_xdp.lab.testhost import (
+    OverlayHost,
+    Testbed,
+    create_overlay_host,
+    link_mac,
+    run_in,
+    socket_in,
+)
 
 HIGH_UDP, HIGH_TCP = 7007, 5301  # the ports udp_echo and tcp_transfer use
 
@@ -139,6 +146,28 @@ def test_a_high_flow_the_container_starts_goes_through_the_daemon_until_the_way_
     # its answer taught the kernel path, which carried the rest.
     assert k.decap >= 20 and 19 <= k.encap <= 20 and k.no_tunnel == 0
     assert kernel_high.dp.programs.kernel is not None and kernel_high.dp.programs.kernel.tunnels() >= 1
+
+
+def test_a_high_frame_too_big_for_the_tunnel_is_dropped_and_counted(kernel_high: Running) -> None:
+    h = kernel_high.host
+    c0 = h.containers[0]
+    udp_echo(h, HIGH_UDP, 3, seed=1)  # the way back to the remote is learned
+    run_in(c0.ns, ["ip", "link", "set", c0.cont_if, "mtu", "1500"], check=True)
+    run_in(None, ["ip", "link", "set", c0.host_if, "mtu", "1500"], check=True)
+    sink = socket_in(h.remote_ns, socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((h.remote_overlay_ip, 7008))
+    sink.settimeout(1)
+    sender = socket_in(c0.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((c0.ip, HIGH_UDP))  # the HIGH port as its source: HIGH
+    try:
+        sender.sendto(b"x" * 1472, (h.remote_overlay_ip, 7008))  # 1500 B inside, 1550 outside
+        sender.sendto(b"small", (h.remote_overlay_ip, 7008))
+        assert sink.recv(2048) == b"small"
+        k = kernel_high.kernel()
+        assert k.too_big == 1 and k.failed == 0
+    finally:
+        sender.close()
+        sink.close()
 
 
 def test_vanilla_never_takes_the_kernel_path(testbed: Testbed) -> None:

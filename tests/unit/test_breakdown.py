@@ -149,3 +149,37 @@ def test_breakdown_needs_sockperf_udp(tmp_path: Path) -> None:
                                                 "memcached"]))
     p = bench_params(build_parser().parse_args(["bench", "--proc", str(tmp_path), "--high", "sockperf-udp"]))
     assert p.breakdown is False
+
+
+def test_the_kernel_high_path_chain_skips_the_container_receive_it_never_traces() -> None:
+    n = stages.Names("pxr0", "pxrv", "pxu", "pxh0", "eth0", 600, 601, client_pid=11, server_pid=22)
+    chain = stages.chain("kernel-high", n, bd.slot_of("prism-sync+kernel-high"))
+    assert bd.slot_of("prism-sync+kernel-high") is None
+    names = [p.name for p in chain]
+    assert names == [p for p in stages.ALL_POINTS if p not in ("cont_in", "cont_rx")]
+    by = {p.name: p for p in chain}
+    assert by["host_rx"].event == by["host_back"].event == "net:netif_receive_skb"
+    assert dict(by["host_rx"].match)["name"] == "pxu" and dict(by["host_back"].match)["name"] == "pxh0"
+
+    def ev(t: int, event: str, tid: int = 0, **fields: str) -> stages.Event:
+        return stages.Event(t * 1000, 0, tid, event, fields)
+
+    rx, tx = str(stages.INNER_RX), str(stages.INNER_TX)
+    events = [
+        ev(0, "syscalls:sys_enter_sendto", 11),
+        ev(1, "net:net_dev_start_xmit", dev="pxrv", len=tx, skbaddr="a"),
+        ev(2, "net:net_dev_start_xmit", dev="pxr0", len=str(stages.OUTER_TX), skbaddr="a"),
+        ev(3, "net:netif_receive_skb", dev="pxu", len=str(stages.OUTER_RX), skbaddr="a"),
+        ev(5, "sched:sched_wakeup", pid="22"),  # the server, woken by the redirected request
+        ev(9, "syscalls:sys_exit_recvfrom", 22),
+        ev(10, "syscalls:sys_enter_sendto", 22),
+        ev(11, "net:net_dev_start_xmit", dev="eth0", len=tx, skbaddr="b"),
+        ev(12, "net:netif_receive_skb", dev="pxh0", len=rx, skbaddr="b"),
+        ev(14, "net:netif_rx", dev="pxr0", len=str(stages.OUTER_RX), skbaddr="c"),
+        ev(15, "net:netif_receive_skb", dev="pxrv", len=rx, skbaddr="c"),
+        ev(17, "syscalls:sys_exit_recvfrom", 11),
+    ]
+    pairing = stages.pair(events, chain, n)
+    assert len(pairing.trips) == 1 and pairing.incomplete == 0
+    segs = stages.segments(pairing.trips, chain)
+    assert segs["server_recv"] == [6.0] and segs["server_wakeup_to_run"] == [4.0] and segs["span"] == [17.0]

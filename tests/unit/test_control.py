@@ -295,3 +295,19 @@ def test_prometheus_exposition_has_mld_snooping() -> None:
     assert events == {k: mld[k] for k in ("reports", "joins", "leaves", "expired", "refused", "malformed", "queries")}
     off = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"mld": {"enabled": False}}}
     assert "prism_xdp_mld_memberships" not in {f.name for f in text_string_to_metric_families(metrics.render(off))}
+
+
+def test_the_kernel_high_path_is_on_metrics_and_in_top_only_when_on() -> None:
+    kernel = {"high_path": "kernel", "tunnels": 2, "decap": 40, "decap_bytes": 4000, "encap": 39,
+              "encap_bytes": 5000, "no_port": 1, "no_tunnel": 0, "failed": 0, "aggregate": 3,
+              "too_big": 0}
+    stats = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"high_path": kernel}}
+    fams = {f.name: f for f in text_string_to_metric_families(metrics.render(stats))}
+    packets = {s.labels["direction"]: s.value for s in fams["prism_xdp_kernel_high_packets"].samples}
+    events = {s.labels["event"]: s.value for s in fams["prism_xdp_kernel_high_events"].samples}
+    assert packets == {"decap": 40, "encap": 39} and events["aggregate"] == 3 and events["no_port"] == 1
+    assert "kernel HIGH path: decap 40, encap 39, tunnels 2" in report.render(stats)
+    daemon_path = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"high_path": {"high_path": "daemon"}}}
+    assert "prism_xdp_kernel_high_packets" not in {f.name for f in
+                                                    text_string_to_metric_families(metrics.render(daemon_path))}
+    assert "kernel HIGH path" not in report.render(daemon_path)

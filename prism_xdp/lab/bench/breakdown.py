@@ -10,6 +10,7 @@ from typing import Any
 
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.steer import xsk_slot
+from prism_xdp.lab.bench.configs import KERNEL_HIGH
 from prism_xdp.lab.bench.samples import summarize
 from prism_xdp.lab.bench.stages import ALL_POINTS, SEGMENT_WHAT, Names, analyse, chain
 from prism_xdp.lab.bench.tracing import Recording
@@ -79,7 +80,8 @@ def _woke(r: dict[str, Any], w: str) -> str:
 
 def slot_of(config: str, queue: int = 0) -> int | None:
     """The XSKMAP slot of queue's HIGH socket in a prism configuration (vanilla: none)."""
-    return None if config == "prism-vanilla" else xsk_slot(queue, native.PRISM_CLASS_HIGH)
+    return None if config == "prism-vanilla" or config.endswith(KERNEL_HIGH) else \
+        xsk_slot(queue, native.PRISM_CLASS_HIGH)
 
 
 # ---- one traced run inside the bench ------------------------------------------------
@@ -123,7 +125,7 @@ def measure(config: str, low: str, host: Any, tools: Any, server: Any, workdir: 
                                          workloads.SOCKPERF_MSG, str(log)))
         client = tools.start("breakdown-sockperf-client", host.remote_ns, argv)
         n = names_of(host, client.proc.pid, server.proc.pid)
-        path = "kernel" if daemon is None else "prism"
+        path = "kernel" if daemon is None else "kernel-high" if config.endswith(KERNEL_HIGH) else "prism"
         points = chain(path, n, slot_of(config) if daemon is not None else None)
         rec = Recording(points, n, workdir, config)
         row.update(path=path, perf_argv=rec.argv)

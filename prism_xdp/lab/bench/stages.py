@@ -50,7 +50,10 @@ def chain(path: str, n: Names, high_slot: int | None) -> list[Point]:
     path "kernel": the VXLAN device + bridge; "prism": the daemon, whose XDP redirects to the
     HIGH socket (high_slot) are the host's receive points - except in vanilla (high_slot None),
     where the uplink's single socket takes LOW too and only the container's egress (c0's
-    traffic only) can be told apart.
+    traffic only) can be told apart; "kernel-high": the daemon's kernel HIGH path, whose TC
+    programs take the frame from the uplink's receive (as the kernel path's) and move it into
+    the container with bpf_redirect_peer, where no further receive tracepoint fires, and send
+    the reply from the host-side veth's receive (as the kernel path's).
     """
     d = str
     head = [
@@ -60,7 +63,7 @@ def chain(path: str, n: Names, high_slot: int | None) -> list[Point]:
         Point("remote_uplink_xmit", "net:net_dev_start_xmit", "remote uplink transmits (encapsulated)",
               (("name", n.remote_if), ("len", d(OUTER_TX))), same_skb_as="remote_vxlan_xmit"),
     ]
-    if path == "kernel":
+    if path in ("kernel", "kernel-high"):
         host_in = [Point("host_rx", "net:netif_receive_skb", "host uplink: backlog hands it to the stack",
                          (("name", n.uplink_if), ("len", d(OUTER_RX))), same_skb_as="remote_uplink_xmit")]
     elif high_slot is not None:
@@ -68,17 +71,19 @@ def chain(path: str, n: Names, high_slot: int | None) -> list[Point]:
                          (("ifindex", d(n.uplink_index)), ("map_index", d(high_slot))))]
     else:
         host_in = []
-    mid = [
+    cont = [] if path == "kernel-high" else [
         Point("cont_in", "net:netif_rx", "container veth gets it (bridge / daemon's TX kick)",
               (("name", n.cont_if), ("len", d(INNER_RX)))),
         Point("cont_rx", "net:netif_receive_skb", "container: backlog hands it to the stack",
               (("name", n.cont_if), ("len", d(INNER_RX))), same_skb_as="cont_in"),
+    ]
+    mid = cont + [
         Point("server_recv", "syscalls:sys_exit_recvfrom", "server's recvfrom() returns", pid_role="server"),
         Point("server_send", "syscalls:sys_enter_sendto", "server sendto()", pid_role="server"),
         Point("cont_xmit", "net:net_dev_start_xmit", "container interface transmits the reply",
               (("name", n.cont_if), ("len", d(INNER_TX)))),
     ]
-    if path == "kernel":
+    if path in ("kernel", "kernel-high"):
         host_back = [Point("host_back", "net:netif_receive_skb", "host-side veth: backlog hands it to the bridge",
                            (("name", n.host_if), ("len", d(INNER_RX))), same_skb_as="cont_xmit")]
     else:
@@ -102,7 +107,8 @@ SEGMENT_WHAT = {
     "host_rx": "uplink veth to the host's first receive (XDP redirect / backlog)",
     "cont_in": "host: decap and delivery to the container's veth (daemon / VXLAN + bridge)",
     "cont_rx": "container's backlog (softirq) until its stack takes the request",
-    "server_recv": "socket to the server's recvfrom() return (wakeup, run queue)",
+    "server_recv": "socket to the server's recvfrom() return (wakeup, run queue; kernel HIGH path: from the "
+                   "uplink's receive, with decap and the container's stack)",
     "server_send": "server application",
     "cont_xmit": "container's send path",
     "host_back": "container veth to the host's first receive (egress XDP / backlog)",
@@ -163,6 +169,9 @@ def pair(events: Sequence[Event], points: Sequence[Point], n: Names) -> Pairing:
     A wakeup of the server (client) between the container's (remote's) receive and its
     recvfrom() return is kept beside the chain: a process that did not sleep has none."""
     res = Pairing([])
+    names = [p.name for p in points]
+    # A wakeup counts once the packet reached the process's own stack: the point before its recvfrom().
+    server_ready, client_ready = names[names.index("server_recv") - 1], names[names.index("client_recv") - 1]
     cur: dict[str, int] | None = None
     skb: dict[str, str] = {}
     k = 0
@@ -177,9 +186,9 @@ def pair(events: Sequence[Event], points: Sequence[Point], n: Names) -> Pairing:
             continue
         if e.event == "sched:sched_wakeup":
             woken = int(e.fields.get("pid", "0"))
-            if woken == n.server_pid and "cont_rx" in cur and "server_recv" not in cur:
+            if woken == n.server_pid and server_ready in cur and "server_recv" not in cur:
                 cur.setdefault("server_wakeup", e.t_ns)
-            elif woken == n.client_pid and "remote_rx" in cur and "client_recv" not in cur:
+            elif woken == n.client_pid and client_ready in cur and "client_recv" not in cur:
                 cur.setdefault("client_wakeup", e.t_ns)
             continue
         p = points[k]
