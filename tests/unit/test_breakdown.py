@@ -20,7 +20,8 @@ def capture(config: str) -> str:
 
 
 def points(config: str) -> list[stages.Point]:
-    return stages.chain("kernel" if config == "kernel" else "prism", NAMES[config], bd.slot_of(config))
+    path = "kernel" if config == "kernel" else "kernel-high" if config.endswith("+kernel-high") else "prism"
+    return stages.chain(path, NAMES[config], bd.slot_of(config))
 
 
 def test_perf_script_lines_become_events_in_time_order() -> None:
@@ -48,7 +49,7 @@ def test_each_configuration_has_its_chain() -> None:
     assert ("map_index", "0") in next(p for p in vanilla if p.name == "host_back").match
 
 
-@pytest.mark.parametrize("config", ["kernel", "prism-sync"])
+@pytest.mark.parametrize("config", ["kernel", "prism-sync", "prism-sync+kernel-high"])
 def test_round_trips_pair_in_order_and_their_stages_add_up(config: str) -> None:
     chain, names = points(config), NAMES[config]
     res = stages.pair(stages.parse_script(capture(config)), chain, names)

@@ -63,9 +63,13 @@ def chain(path: str, n: Names, high_slot: int | None) -> list[Point]:
         Point("remote_uplink_xmit", "net:net_dev_start_xmit", "remote uplink transmits (encapsulated)",
               (("name", n.remote_if), ("len", d(OUTER_TX))), same_skb_as="remote_vxlan_xmit"),
     ]
-    if path in ("kernel", "kernel-high"):
+    # With XDP on the host's veths (kernel-high) their NAPI builds a new skb: no same-skb link there.
+    if path == "kernel":
         host_in = [Point("host_rx", "net:netif_receive_skb", "host uplink: backlog hands it to the stack",
                          (("name", n.uplink_if), ("len", d(OUTER_RX))), same_skb_as="remote_uplink_xmit")]
+    elif path == "kernel-high":
+        host_in = [Point("host_rx", "net:netif_receive_skb", "host uplink: XDP passed it, NAPI hands it to TC",
+                         (("name", n.uplink_if), ("len", d(OUTER_RX))))]
     elif high_slot is not None:
         host_in = [Point("host_rx", "xdp:xdp_redirect", "host uplink: XDP redirects to the HIGH socket",
                          (("ifindex", d(n.uplink_index)), ("map_index", d(high_slot))))]
@@ -83,9 +87,12 @@ def chain(path: str, n: Names, high_slot: int | None) -> list[Point]:
         Point("cont_xmit", "net:net_dev_start_xmit", "container interface transmits the reply",
               (("name", n.cont_if), ("len", d(INNER_TX)))),
     ]
-    if path in ("kernel", "kernel-high"):
+    if path == "kernel":
         host_back = [Point("host_back", "net:netif_receive_skb", "host-side veth: backlog hands it to the bridge",
                            (("name", n.host_if), ("len", d(INNER_RX))), same_skb_as="cont_xmit")]
+    elif path == "kernel-high":
+        host_back = [Point("host_back", "net:netif_receive_skb", "host-side veth: XDP passed it, NAPI hands it to TC",
+                           (("name", n.host_if), ("len", d(INNER_RX))))]
     else:
         host_back = [Point("host_back", "xdp:xdp_redirect", "host-side veth: egress XDP redirects to its socket",
                            (("ifindex", d(n.host_index)), ("map_index", d(high_slot or 0))))]
