@@ -9,19 +9,17 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import PREFIX, running
-from test_overlay_e2e import ping, tcp_transfer, udp_echo, udp_in_csum_errors
+from test_overlay_e2e import intact_and_corrupted, ping, tcp_transfer, udp_echo, udp_in_csum_errors
 
 from prism_xdp.dataplane import native, xdp
 from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.datapath import Datapath, DatapathParams, Runner
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.kernelpath import KernelCounters
-from prism_xdp.lab.packets import Inner, Outer, encapsulate, inner_packet
 from prism_xdp.lab.testhost import (
     OverlayHost,
     Testbed,
     create_overlay_host,
-    link_mac,
     run_in,
     socket_in,
 )
@@ -98,24 +96,19 @@ def test_low_still_goes_through_the_daemon(kernel_high: Running) -> None:
 def test_a_corrupted_high_checksum_reaches_no_socket(kernel_high: Running) -> None:
     """The kernel path leaves the inner checksum alone: the container's stack finds it wrong."""
     h = kernel_high.host
-    up, c0 = h.uplink, h.containers[0]
+    c0 = h.containers[0]
     assert ping(h.remote_ns, c0.ip, count=1) == 1
     server = socket_in(c0.ns, socket.AF_INET, socket.SOCK_DGRAM)
     server.bind((c0.ip, HIGH_UDP))
     server.settimeout(0.5)
-    outer = Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip)
-    inner = Inner(src_mac=link_mac(h.vxlan_if, h.remote_ns), dst_mac=c0.mac, src_ip=h.remote_overlay_ip,
-                  dst_ip=c0.ip)
-    good = bytearray(bytes(inner_packet(inner, 40000, HIGH_UDP, "udp", b"intact payload")))
-    bad = bytearray(good)
-    bad[-1] ^= 0x01
+    good, bad = intact_and_corrupted(h, HIGH_UDP)
     errors, decap = udp_in_csum_errors(c0.ns), kernel_high.kernel().decap
     try:
-        up.send(encapsulate(outer, bytes(bad), h.vni))
+        h.uplink.send(bad)
         with pytest.raises(TimeoutError):
             server.recv(2048)
         assert udp_in_csum_errors(c0.ns) == errors + 1
-        up.send(encapsulate(outer, bytes(good), h.vni))
+        h.uplink.send(good)
         assert server.recv(2048) == b"intact payload"
         assert kernel_high.kernel().decap == decap + 2  # both took the kernel path
     finally:

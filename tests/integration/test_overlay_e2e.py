@@ -202,28 +202,35 @@ def udp_in_csum_errors(ns: str) -> int:
     return int(dict(zip(head, values, strict=True))["InCsumErrors"])
 
 
+def intact_and_corrupted(h: OverlayHost, port: int) -> tuple[bytes, bytes]:
+    """A UDP frame "intact payload" from the remote to container c0's port, as the wire carries
+    it (encapsulated), and the same frame with one bit flipped after the sender's checksum."""
+    up, c0 = h.uplink, h.containers[0]
+    outer = Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip)
+    inner = Inner(src_mac=link_mac(h.vxlan_if, h.remote_ns), dst_mac=c0.mac, src_ip=h.remote_overlay_ip,
+                  dst_ip=c0.ip)
+    good = bytes(inner_packet(inner, 40000, port, "udp", b"intact payload"))
+    bad = bytearray(good)
+    bad[-1] ^= 0x01
+    return encapsulate(outer, good, h.vni), encapsulate(outer, bytes(bad), h.vni)
+
+
 def test_a_corrupted_checksum_from_the_wire_reaches_no_socket(overlay: Running) -> None:
     """The frame keeps its checksum through prism_xdp, so the container's stack finds it wrong."""
     h = overlay.host
-    up = h.uplink
     c0 = h.containers[0]
     assert ping(h.remote_ns, c0.ip, count=1) == 1  # the remote's MAC is learned, ARP settled
     server = socket_in(c0.ns, socket.AF_INET, socket.SOCK_DGRAM)
     server.bind((c0.ip, 7010))
     server.settimeout(0.5)
-    outer = Outer(up.remote_mac, up.host_mac, up.remote_ip, up.host_ip)
-    remote_mac = link_mac(h.vxlan_if, h.remote_ns)
-    inner = Inner(src_mac=remote_mac, dst_mac=c0.mac, src_ip=h.remote_overlay_ip, dst_ip=c0.ip)
-    good = bytearray(bytes(inner_packet(inner, 40000, 7010, "udp", b"intact payload")))
-    bad = bytearray(good)
-    bad[-1] ^= 0x01  # one bit flipped on the wire, after the sender's checksum
+    good, bad = intact_and_corrupted(h, 7010)
     errors = udp_in_csum_errors(c0.ns)
     try:
-        up.send(encapsulate(outer, bytes(bad), h.vni))
+        h.uplink.send(bad)
         with pytest.raises(TimeoutError):
             server.recv(2048)
         assert udp_in_csum_errors(c0.ns) == errors + 1
-        up.send(encapsulate(outer, bytes(good), h.vni))  # and the intact one is delivered
+        h.uplink.send(good)  # and the intact one is delivered
         assert server.recv(2048) == b"intact payload"
     finally:
         server.close()
