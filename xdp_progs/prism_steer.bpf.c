@@ -74,8 +74,10 @@ int xdp_prism_steer(struct xdp_md *ctx)
 			cnt->malformed[reason]++;
 		return XDP_DROP;
 	}
-	/* prism_kdecap strips a 20-byte outer IPv4 header only. */
-	if (ihl == sizeof(*ip) &&
+	/* prism_kdecap strips an untagged outer Ethernet and a 20-byte outer
+	 * IPv4 header only.
+	 */
+	if ((void *)ip == data + sizeof(struct ethhdr) && ihl == sizeof(*ip) &&
 	    kernel_high(conf, cls, vx + 1, end, bpf_ntohl(vx->vni) >> 8, &kernel_ports))
 		return XDP_PASS; /* prism_kdecap delivers it */
 	return steer_to_socket(ctx, conf, cnt, cls, end - data);
