@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 from dataclasses import asdict, dataclass
 
 from prism_xdp.dataplane import native
@@ -12,8 +11,6 @@ from prism_xdp.dataplane.native import ffi
 from prism_xdp.dataplane.overlay import ContainerSpec, parse_mac
 from prism_xdp.dataplane.steer import Steering
 from prism_xdp.dataplane.xdp import XdpProgram, ifindex_of
-
-log = logging.getLogger("prism_xdp")
 
 HIGH_PATHS = ("daemon", "kernel")
 
