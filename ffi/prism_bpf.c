@@ -34,7 +34,7 @@ static int ptr_err(const void *p)
 }
 
 int prism_prog_open(struct prism_prog **out, const char *path, const char *const *reuse_names,
-		    const int *reuse_fds, uint32_t n_reuse)
+		    const int *reuse_fds, uint32_t n_reuse, int frags)
 {
 	struct prism_prog *p = calloc(1, sizeof(*p));
 	struct bpf_program *bprog;
@@ -61,6 +61,13 @@ int prism_prog_open(struct prism_prog **out, const char *path, const char *const
 		if (err)
 			goto fail;
 	}
+	/* A program that reads only the headers in the packet's first part
+	 * may take a multi-buffer packet; XSKMAP then passes every part on.
+	 */
+	bpf_object__for_each_program(bprog, p->obj)
+		if (frags && bpf_program__type(bprog) == BPF_PROG_TYPE_XDP)
+			bpf_program__set_flags(bprog,
+					       bpf_program__flags(bprog) | BPF_F_XDP_HAS_FRAGS);
 	err = bpf_object__load(p->obj);
 	if (err)
 		goto fail;

@@ -6,8 +6,25 @@
 
 /* ---- deliver: TX on each port's socket -------------------------------- */
 
+/* Jumbo slots out of idx[0..n), dropped: no AF_XDP ring takes one, and
+ * only a packet socket sends it whole. Returns what is left, in order.
+ */
+static uint32_t drop_aggregates(struct prism_overlay *o, const struct prism_batch *b, uint32_t *idx,
+				uint32_t n)
+{
+	uint32_t i, kept = 0;
+
+	for (i = 0; i < n; i++) {
+		if (is_jumbo(o->u, b->addr[idx[i]]))
+			drop(o, b->addr[idx[i]], &o->cnt.drop_aggregate);
+		else
+			idx[kept++] = idx[i];
+	}
+	return kept;
+}
+
 static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
-		    const struct prism_batch *b, const uint32_t *idx, uint32_t n)
+		    const struct prism_batch *b, uint32_t *idx, uint32_t n)
 {
 	struct prism_xsk *x = pt->xsk[cls < PRISM_NCLASS ? cls : 0];
 	uint32_t sent, i;
@@ -27,6 +44,8 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 			drop(o, b->addr[idx[i]], &o->cnt.drop_no_port);
 		return;
 	}
+	if (o->u->jumbo_held)
+		n = drop_aggregates(o, b, idx, n);
 	mark_busy(o, (uint32_t)(pt - o->ports));
 	/* No kick for a full ring here: the next service kicks what waits. */
 	sent = prism_tx_enqueue(x, b, idx, 0, n, 0, &bytes);

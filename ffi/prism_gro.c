@@ -74,6 +74,7 @@ struct prism_gro {
 	uint32_t *msgid, *off, *plen; /* per frame: its message and the bytes it adds */
 	struct gro_flow flows[GRO_FLOWS];
 	uint32_t next_evict;
+	uint32_t aggregates; /* jumbo slots in the call: they never go on a ring */
 };
 
 /* What one frame is to the coalescer. */
@@ -240,6 +241,34 @@ void prism_gro_free(struct prism_gro *g)
 	free(g);
 }
 
+/* A multi-buffer packet (a jumbo slot; decap settled its checksum and
+ * made it TCP over IPv4): a GSO message of its own. Its sender's segment
+ * size did not come through XDP, so gso_size is what the overlay's MTU
+ * leaves a segment with these headers, the size the sender's MSS has on
+ * this path; a receiver reads it only to estimate that MSS.
+ */
+static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint8_t *f, uint32_t len,
+			   uint32_t csum, uint32_t k)
+{
+	struct virtio_net_hdr *vh = &g->vh[k];
+	uint32_t l4 = csum >> 16, thl = (f[l4 + 12] >> 4) * 4u;
+	uint32_t ip_mtu = o->cfg.uplink_mtu - PRISM_ENCAP_LEN,
+		 mss = 536; /* the inner IPv4 packet's */
+
+	if (ip_mtu > l4 - ETH_HLEN + thl + mss)
+		mss = ip_mtu - (l4 - ETH_HLEN) - thl;
+	g->msg[k].nseg = 1;
+	g->msg[k].bytes = len;
+	memset(vh, 0, sizeof(*vh));
+	vh->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+	vh->gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+	vh->gso_size = htole16((uint16_t)mss);
+	vh->hdr_len = htole16((uint16_t)(l4 + thl));
+	vh->csum_start = htole16((uint16_t)l4);
+	vh->csum_offset = htole16((uint16_t)(csum & 0xffff));
+	g->aggregates++;
+}
+
 /* Pass 1: which message each frame goes in (frames b[idx[0..n)]). A new
  * message starts with a frame that does not extend its flow's open group;
  * a message's later frames add their TCP payload only. Returns messages.
@@ -251,16 +280,28 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 
 	for (i = 0; i < GRO_FLOWS; i++)
 		g->flows[i].open = 0;
+	g->aggregates = 0;
 	for (i = 0; i < n; i++) {
 		uint32_t j = idx[i], len = b->len[j], csum = b->csum[j];
 		uint8_t *f = o->u->area + b->addr[j];
 		struct gro_flow *fl = NULL;
 		struct virtio_net_hdr *vh;
 		struct seg s = { 0 };
-		int kind = max_segs > 1 ? seg_parse(f, len, csum, &s) : 0;
+		int kind = max_segs > 1 || is_jumbo(o->u, b->addr[j]) ?
+				   seg_parse(f, len, csum, &s) :
+				   0;
 
 		if (kind)
 			fl = flow_of(g, f, &s);
+		if (is_jumbo(o->u, b->addr[j])) {
+			if (fl) /* its flow's group goes first: the flow keeps its order */
+				flow_close(g, fl, 0);
+			g->msgid[i] = nmsg;
+			g->off[i] = 0;
+			g->plen[i] = len;
+			plan_aggregate(o, g, f, len, csum, nmsg++);
+			continue;
+		}
 		if (fl && kind == 2 && can_join(g, fl, f, &s, max_segs)) {
 			struct gro_msg *m = &g->msg[fl->msg];
 
@@ -389,7 +430,7 @@ int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct pri
 	 * (a packet socket's message costs ~25 % more for small UDP), and
 	 * plan() changed no byte.
 	 */
-	if (nmsg == n && pt->xsk[0])
+	if (nmsg == n && !g->aggregates && pt->xsk[0])
 		return 0;
 	drain_rings(pt);
 	layout(o, g, b, idx, n, nmsg);
@@ -408,7 +449,7 @@ int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct pri
 		}
 		pt->cnt.tx_packets += m->nseg;
 		pt->cnt.tx_bytes += m->bytes;
-		if (m->nseg > 1) {
+		if (m->nseg > 1) { /* merged here; an aggregate came merged */
 			o->cnt.gro_packets++;
 			o->cnt.gro_segments += m->nseg;
 		}

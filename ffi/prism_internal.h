@@ -57,7 +57,17 @@ struct prism_umem {
 	uint32_t pool_n;
 	uint64_t kernel_rx; /* on a fill or RX ring */
 	uint64_t kernel_tx; /* on a TX or completion ring */
-	uint64_t user; /* in batches */
+	uint64_t user; /* in batches, jumbo slots included */
+	/* Jumbo slots, after the frames in the same area but not registered
+	 * with the kernel: a multi-buffer packet (XDP_USE_SG) is copied into
+	 * one, so that every stage sees one contiguous packet; see
+	 * prism_rx_upto(). A slot in a batch counts in user and in jumbo_held.
+	 */
+	uint64_t map_size; /* the frames and the jumbo slots */
+	uint32_t jumbo_count;
+	uint32_t jumbo_n; /* free slots on jumbo_pool */
+	uint64_t *jumbo_pool;
+	uint64_t jumbo_held;
 };
 
 struct prism_xsk {
@@ -112,8 +122,31 @@ static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)
 	return addr & ~(uint64_t)(u->frame_size - 1); /* frame_size is a power of two */
 }
 
+/* A jumbo slot's address: beyond the frames the kernel knows. */
+static inline int is_jumbo(const struct prism_umem *u, uint64_t addr)
+{
+	return addr >= u->size;
+}
+
+/* A free jumbo slot's base, counted in user and jumbo_held; 0: none free. */
+static inline uint64_t jumbo_take(struct prism_umem *u)
+{
+	if (!u->jumbo_n)
+		return 0;
+	u->user++;
+	u->jumbo_held++;
+	return u->jumbo_pool[--u->jumbo_n];
+}
+
+/* Back to its pool; the caller still counts it out of user. */
 static inline void pool_put(struct prism_umem *u, uint64_t addr)
 {
+	if (__builtin_expect(is_jumbo(u, addr), 0)) {
+		u->jumbo_pool[u->jumbo_n++] =
+			u->size + (addr - u->size) / PRISM_JUMBO_SLOT * PRISM_JUMBO_SLOT;
+		u->jumbo_held--;
+		return;
+	}
 	u->pool[u->pool_n++] = frame_base(u, addr);
 }
 

@@ -1,4 +1,4 @@
-/* prism_uapi.h - AF_XDP UAPI that Debian 12's kernel headers (6.1) lack: TX metadata (Linux >= 6.8) and the UMEM flag that actuates it (>= 6.11). */
+/* prism_uapi.h - AF_XDP UAPI that Debian 12's kernel headers (6.1) lack: multi-buffer sockets (Linux >= 6.6), TX metadata (>= 6.8) and the UMEM flag that actuates it (>= 6.11). */
 #ifndef PRISM_UAPI_H
 #define PRISM_UAPI_H
 
@@ -12,6 +12,14 @@
 #ifndef XDP_UMEM_TX_METADATA_LEN
 #define XDP_UMEM_TX_SW_CSUM (1 << 1)
 #define XDP_UMEM_TX_METADATA_LEN (1 << 2)
+#endif
+
+#ifndef XDP_USE_SG
+#define XDP_USE_SG (1 << 4) /* bind: a packet may span several descriptors */
+#endif
+
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD (1 << 0) /* xdp_desc.options: more parts of this packet follow */
 #endif
 
 #ifndef XDP_TX_METADATA

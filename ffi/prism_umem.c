@@ -44,7 +44,7 @@ void prism_batch_delete(struct prism_batch *b)
 
 int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t frame_size,
 		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
-		      int register_kernel)
+		      int register_kernel, uint32_t jumbo_count)
 {
 	struct prism_umem *u;
 	uint32_t i;
@@ -63,7 +63,11 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	u->fill_size = fill_size;
 	u->comp_size = comp_size;
 	u->size = (uint64_t)frame_count * frame_size;
-	u->area = mmap(NULL, u->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	u->jumbo_count = jumbo_count;
+	/* Untouched slots cost address space only: the pages come on first use. */
+	u->map_size = u->size + (uint64_t)jumbo_count * PRISM_JUMBO_SLOT;
+	u->area =
+		mmap(NULL, u->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (u->area == MAP_FAILED) {
 		err = -errno;
 		free(u);
@@ -78,6 +82,14 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	for (i = 0; i < frame_count; i++)
 		u->pool[i] = (uint64_t)(frame_count - 1 - i) * frame_size;
 	u->pool_n = frame_count;
+	u->jumbo_pool = calloc(jumbo_count ? jumbo_count : 1, sizeof(*u->jumbo_pool));
+	if (!u->jumbo_pool) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < jumbo_count; i++)
+		u->jumbo_pool[i] = u->size + (uint64_t)(jumbo_count - 1 - i) * PRISM_JUMBO_SLOT;
+	u->jumbo_n = jumbo_count;
 
 	u->registered = !!register_kernel;
 	if (u->registered) {
@@ -89,7 +101,8 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	return 0;
 fail:
 	free(u->pool);
-	munmap(u->area, u->size);
+	free(u->jumbo_pool);
+	munmap(u->area, u->map_size);
 	free(u);
 	return err;
 }
@@ -101,7 +114,8 @@ int prism_umem_delete(struct prism_umem *u)
 	if (u->rings)
 		return -EBUSY; /* sockets still use it */
 	free(u->pool);
-	munmap(u->area, u->size);
+	free(u->jumbo_pool);
+	munmap(u->area, u->map_size);
 	free(u);
 	return 0;
 }
@@ -137,7 +151,9 @@ void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
 	out->pool = u->pool_n;
 	out->kernel_rx = u->kernel_rx;
 	out->kernel_tx = u->kernel_tx;
-	out->user = u->user;
+	out->user = u->user - u->jumbo_held;
+	out->jumbo_slots = u->jumbo_count;
+	out->jumbo_held = u->jumbo_held;
 	out->fill_ring = out->rx_ring = out->tx_ring = out->comp_ring = 0;
 	for (struct prism_rings *r = u->rings; r; r = r->next) {
 		out->fill_ring += ring_used(r->fq.producer, r->fq.consumer);
@@ -173,6 +189,31 @@ int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, u
 	b->n += n;
 	u->user += n;
 	return n;
+}
+
+int prism_alloc_jumbo(struct prism_umem *u, struct prism_batch *b, const uint8_t *data,
+		      uint32_t len)
+{
+	uint32_t off = u->headroom + XDP_PACKET_HEADROOM; /* where RX puts a packet */
+	uint64_t slot;
+
+	if (off + len > PRISM_JUMBO_SLOT)
+		return -EMSGSIZE;
+	if (b->n == b->cap)
+		return 0;
+	slot = jumbo_take(u);
+	if (!slot)
+		return 0;
+	memcpy(u->area + slot + off, data, len);
+	b->addr[b->n] = slot + off;
+	b->len[b->n] = len;
+	b->ts[b->n] = 0;
+	b->poll_ts[b->n] = 0;
+	b->csum[b->n] = 0;
+	b->port[b->n] = 0;
+	b->cls[b->n] = 0;
+	b->n++;
+	return 1;
 }
 
 int prism_free_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n)

@@ -186,6 +186,34 @@ static uint32_t csum_ingress(struct prism_overlay *o, uint64_t addr, uint32_t *l
 	return 0;
 }
 
+/* A multi-buffer packet from the uplink (a jumbo slot): generic-mode XDP
+ * kept the sender's GSO packet whole, or the kernel's GRO made it. Longer
+ * than a wire frame, it can reach a container only as a GSO packet, which
+ * the container's kernel takes as CHECKSUM_PARTIAL without verifying it;
+ * so its checksum is settled here. A field holding the pseudo-header seed
+ * over the whole length is how a GSO sender and GRO both leave it (GRO
+ * merges only segments whose checksums it verified); a full sum is
+ * verified now and replaced by the seed. Returns the checksum request, or
+ * 0 to drop: not TCP over IPv4 behind a plain Ethernet header (nothing
+ * else is sent as GSO), or a wrong sum.
+ */
+static uint32_t csum_aggregate(struct prism_overlay *o, uint64_t addr, uint32_t *len)
+{
+	uint8_t *f = pkt(o, addr);
+	struct prism_l4 l;
+
+	if (!prism_l4_locate(f, *len, &l) || l.proto != IPPROTO_TCP || l.l3 != ETH_HLEN)
+		return 0;
+	if (!prism_l4_is_seed(f, &l)) {
+		if (prism_l4_valid(f, *len) != 1)
+			return 0;
+		prism_l4_write_seed(f, &l);
+		o->cnt.agg_csum_verified++;
+	}
+	*len = l.end;
+	return PRISM_CSUM_REQ(l.start, l.offset);
+}
+
 /* ---- flooding: a frame that is not for one port ----------------------- */
 
 /* The ports of vni other than src_port, as a bitmap; their number. */
@@ -303,7 +331,7 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		uint32_t len = in->len[i], vni, src_ip, hdr, idx, csum, n, vni_n;
 		uint64_t sel[PRISM_MCAST_WORDS];
 		const uint8_t *inner;
-		int kind;
+		int kind, agg;
 		uint8_t pcls;
 
 		o->cnt.decap_in++;
@@ -330,15 +358,22 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		len -= hdr;
 		inner = pkt(o, addr);
 		pcls = in->cls[i];
-		csum = csum_ingress(o, addr, &len);
+		agg = is_jumbo(o->u, addr);
+		csum = agg ? csum_aggregate(o, addr, &len) : csum_ingress(o, addr, &len);
+		if (agg && !csum) {
+			drop(o, addr, &o->cnt.drop_aggregate);
+			continue;
+		}
 		if (o->cfg.learn && !(inner[6] & 1))
 			prism_fdb_learn(&o->fdb, vni, inner + 6, (uint16_t)kind, o->cur_poll_ts);
 
 		if (!(inner[0] & 1)) {
 			kind = overlay_lookup(o, vni, inner, &idx);
 			if (kind == FDB_LOCAL) {
-				if (!emit(o, out, addr, len, ts, idx, pcls, csum))
+				if (!emit(o, out, addr, len, ts, idx, pcls, csum)) {
 					o->cnt.decap_out++;
+					o->cnt.agg_in += agg;
+				}
 				continue;
 			}
 			if (kind == FDB_REMOTE) { /* lives where it came from */
@@ -346,6 +381,10 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 				continue;
 			}
 			/* Unknown: flood locally, as a bridge would. */
+		}
+		if (agg) { /* one GSO packet to one container, never a flood's copies */
+			drop(o, addr, &o->cnt.drop_aggregate);
+			continue;
 		}
 		n = flood_targets(o, vni, PRISM_UPLINK_PORT, inner, len, sel, &vni_n);
 		if (!n) {
@@ -489,6 +528,10 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 		o->cur_poll_ts = in->poll_ts[i];
 		if (len < ETH_HLEN) {
 			drop(o, addr, &o->cnt.drop_malformed_inner);
+			continue;
+		}
+		if (is_jumbo(o->u, addr)) { /* nothing here segments it for the wire */
+			drop(o, addr, &o->cnt.drop_aggregate);
 			continue;
 		}
 		pcls = in->cls[i];

@@ -63,15 +63,74 @@ int prism_rx_batch(struct prism_xsk *x, struct prism_batch *b)
 	return prism_rx_upto(x, b, b->cap - b->n);
 }
 
+/* A packet in several descriptors (XDP_USE_SG: the first ones flagged
+ * XDP_PKT_CONTD), from ring index idx with avail descriptors peeked: its
+ * parts copied in order into one jumbo slot, at the offset the first part
+ * had in its frame (the same headroom), and its frames back to the pool.
+ * Returns the descriptors it took, *addr 0 when the packet was too long
+ * and dropped; 0 when its last part is not among those peeked or no slot
+ * is free (it stays on the ring).
+ *
+ * Why a copy. Every stage reads a packet as one run of bytes, and a UMEM
+ * chunk holds at most 4 KB here (the kernel refuses larger chunks); one
+ * memcpy of 64 KB costs less than the 45 MTU-sized packets it replaces.
+ */
+static uint32_t rx_gather(struct prism_xsk *x, uint32_t idx, uint32_t avail, uint64_t *addr,
+			  uint32_t *len)
+{
+	struct prism_umem *u = x->umem;
+	const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx);
+	uint64_t off = d->addr - frame_base(u, d->addr), slot;
+	uint32_t nd, total = 0, i;
+
+	for (nd = 0; nd < avail; nd++) {
+		d = xsk_ring_cons__rx_desc(&x->rx, idx + nd);
+		total += d->len;
+		if (!(d->options & XDP_PKT_CONTD))
+			break;
+	}
+	if (nd == avail)
+		return 0;
+	nd++;
+	slot = 0;
+	if (off + total <= PRISM_JUMBO_SLOT) {
+		slot = jumbo_take(u);
+		if (!slot) {
+			x->cnt.rx_jumbo_waits++;
+			return 0;
+		}
+	}
+	for (i = 0, *len = 0; i < nd; i++) {
+		d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
+		if (slot)
+			memcpy(u->area + slot + off + *len, u->area + d->addr, d->len);
+		*len += d->len;
+		pool_put(u, d->addr);
+	}
+	if (!slot) {
+		x->cnt.rx_multibuf_dropped++;
+		*addr = 0;
+		return nd;
+	}
+	x->cnt.rx_multibuf++;
+	x->cnt.rx_multibuf_parts += nd;
+	*addr = slot + off;
+	return nd;
+}
+
 int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 {
 	struct prism_umem *u = x->umem;
-	uint32_t n, idx, i;
+	uint32_t n, idx, i, p, taken;
 	uint64_t bytes = 0, now;
 
 	if (max > b->cap - b->n)
 		max = b->cap - b->n;
-	n = xsk_ring_cons__peek(&x->rx, max, &idx);
+	/* max counts packets; with multi-buffer packets on the UMEM, a packet
+	 * may take several descriptors, so everything is peeked and what is
+	 * left over goes back.
+	 */
+	n = xsk_ring_cons__peek(&x->rx, u->jumbo_count ? x->rx.size : max, &idx);
 	if (!n) {
 		/* With need_wakeup the kernel may wait for us to ask (busy
 		 * polling, or an empty fill ring it has given up on).
@@ -84,12 +143,20 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 	}
 	/* One clock read per batch: every packet of it left the ring now. */
 	now = prism_now_ns();
-	for (i = 0; i < n; i++) {
+	for (i = 0, p = 0; i < n && p < max; i += taken) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
 		uint64_t addr = d->addr, ts = now, meta;
-		uint32_t len = d->len;
+		uint32_t len = d->len, j = b->n + p;
 		uint8_t cls = 0;
 
+		taken = 1;
+		if (d->options & XDP_PKT_CONTD) {
+			taken = rx_gather(x, idx + i, n - i, &addr, &len);
+			if (!taken)
+				break;
+			if (!addr)
+				continue;
+		}
 		if (x->rx_stamped && len >= PRISM_TS_LEN) {
 			memcpy(&meta, u->area + addr, PRISM_TS_LEN);
 			addr += PRISM_TS_LEN;
@@ -97,23 +164,26 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 			cls = (meta >> PRISM_META_CLASS_SHIFT) & (PRISM_NCLASS - 1);
 			ts = meta_time(meta, now);
 		}
-		b->addr[b->n + i] = addr;
-		b->len[b->n + i] = len;
-		b->ts[b->n + i] = ts;
-		b->poll_ts[b->n + i] = now;
-		b->csum[b->n + i] = 0;
-		b->port[b->n + i] = 0;
-		b->cls[b->n + i] = cls;
+		b->addr[j] = addr;
+		b->len[j] = len;
+		b->ts[j] = ts;
+		b->poll_ts[j] = now;
+		b->csum[j] = 0;
+		b->port[j] = 0;
+		b->cls[j] = cls;
 		bytes += len;
+		/* A gathered packet's frames are in the pool; its slot counts. */
+		u->user += taken == 1;
+		p++;
 	}
-	xsk_ring_cons__release(&x->rx, n);
-	b->n += n;
-	u->kernel_rx -= n;
-	u->user += n;
-	x->cnt.rx_packets += n;
+	xsk_ring_cons__cancel(&x->rx, n - i);
+	xsk_ring_cons__release(&x->rx, i);
+	b->n += p;
+	u->kernel_rx -= i;
+	x->cnt.rx_packets += p;
 	x->cnt.rx_bytes += bytes;
-	x->cnt.rx_batches++;
-	return n;
+	x->cnt.rx_batches += p > 0;
+	return (int)p;
 }
 
 int prism_xsk_kick(struct prism_xsk *x)
@@ -172,6 +242,15 @@ uint32_t prism_tx_enqueue(struct prism_xsk *x, const struct prism_batch *b, cons
 	room = xsk_prod_nb_free(&x->tx, n);
 	if (room > n)
 		room = n;
+	/* A jumbo slot is no frame the kernel knows: it stops here, and the
+	 * caller drops it (delivery sends it through a packet socket instead).
+	 */
+	if (u->jumbo_count)
+		for (i = 0; i < room; i++)
+			if (is_jumbo(u, b->addr[idx ? idx[i] : start + i])) {
+				room = i;
+				break;
+			}
 	if (room && xsk_ring_prod__reserve(&x->tx, room, &first) == room) {
 		if (idx)
 			for (i = 0; i < room; i++)

@@ -131,10 +131,12 @@ static __always_inline __u8 rule_lookup(void *map, __u32 key)
 }
 
 /* Classify the inner frame at pos; returns the class or -(1 + malformed
- * reason).
+ * reason). end bounds what may be read (a multi-buffer packet's first
+ * part); avail is the frame's length from pos over all its parts.
  */
-static __always_inline int classify_inner(void *pos, void *end, __u32 vni)
+static __always_inline int classify_inner(void *pos, void *end, __u32 avail, __u32 vni)
 {
+	void *start = pos;
 	struct iphdr *ip;
 	struct udphdr *l4;
 	__be16 proto;
@@ -155,7 +157,7 @@ static __always_inline int classify_inner(void *pos, void *end, __u32 vni)
 		return -(1 + PRISM_MAL_INNER_IP);
 	ihl = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
-	if (ihl < sizeof(*ip) || tot_len < ihl || pos + tot_len > end)
+	if (ihl < sizeof(*ip) || tot_len < ihl || (__u32)(pos - start) + tot_len > avail)
 		return -(1 + PRISM_MAL_INNER_IP);
 
 	cls = max_class(cls, rule_lookup(&dscp_rules, ip->tos >> 2));

@@ -37,7 +37,7 @@ int xdp_prism_egress(struct xdp_md *ctx)
 	if (!cnt || !conf)
 		return XDP_PASS;
 
-	cls = classify_inner(data, end, conf->vni);
+	cls = classify_inner(data, end, (__u32)(end - data), conf->vni);
 	if (cls < 0) {
 		__u32 reason = -cls - 1;
 

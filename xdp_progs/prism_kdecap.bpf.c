@@ -103,7 +103,7 @@ int tc_prism_kdecap(struct __sk_buff *skb)
 	    !(vx->flags & VXLAN_FLAG_I))
 		return TC_ACT_OK;
 	vni = bpf_ntohl(vx->vni) >> 8;
-	cls = classify_inner(inner, end, vni);
+	cls = classify_inner(inner, end, (__u32)(end - (void *)inner), vni);
 	if (!kernel_high(conf, cls, inner, end, vni, &kernel_ports))
 		return TC_ACT_OK;
 

@@ -74,7 +74,7 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
 	eth = data;
-	cls = classify_inner(data, end, conf->vni);
+	cls = classify_inner(data, end, (__u32)(end - data), conf->vni);
 	if (!kernel_high(conf, cls, data, end, conf->vni, &kernel_tunnels))
 		return TC_ACT_OK;
 	if ((void *)(eth + 1) > end)

@@ -32,7 +32,7 @@ int xdp_prism_steer(struct xdp_md *ctx)
 	struct udphdr *udp;
 	struct iphdr *ip;
 	void *pos = data;
-	__u32 zero = 0, ihl;
+	__u32 zero = 0, ihl, whole;
 	__be16 proto;
 	int cls;
 
@@ -66,7 +66,10 @@ int xdp_prism_steer(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 
-	cls = classify_inner(vx + 1, end, bpf_ntohl(vx->vni) >> 8);
+	/* A multi-buffer packet (generic mode, xdp.frags) continues past end. */
+	whole = bpf_xdp_get_buff_len(ctx);
+	cls = classify_inner(vx + 1, end, whole - (__u32)((void *)(vx + 1) - data),
+			     bpf_ntohl(vx->vni) >> 8);
 	if (cls < 0) {
 		__u32 reason = -cls - 1;
 
@@ -80,7 +83,7 @@ int xdp_prism_steer(struct xdp_md *ctx)
 	if ((void *)ip == data + sizeof(struct ethhdr) && ihl == sizeof(*ip) &&
 	    kernel_high(conf, cls, vx + 1, end, bpf_ntohl(vx->vni) >> 8, &kernel_ports))
 		return XDP_PASS; /* prism_kdecap delivers it */
-	return steer_to_socket(ctx, conf, cnt, cls, end - data);
+	return steer_to_socket(ctx, conf, cnt, cls, whole);
 
 pass:
 	cnt->passed++;

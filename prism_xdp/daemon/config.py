@@ -216,6 +216,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     delivery = Delivery(fw.get("delivery", str, "packet"),
                         fw.int_in("gro_segments", 1, native.PRISM_GRO_MAX_SEGS, 64))
     delivery.check()
+    delivery.check_with_uplink(xdp_mode is AttachMode.SKB)
     high_path = check_high_path(fw.get("high_path", str, "daemon"))
     fw.done()
 

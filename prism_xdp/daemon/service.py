@@ -175,7 +175,8 @@ class Daemon:
         log.info("HIGH frames finished by: %s", "the kernel (TC programs, forwarding.high_path = \"kernel\")"
                  if cfg.high_path == "kernel" else "the daemon's scheduler")
         programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps,
-                            kernel_high=cfg.high_path == "kernel", ttl=cfg.ttl)
+                            kernel_high=cfg.high_path == "kernel", ttl=cfg.ttl,
+                            multi_buffer=cfg.xdp_mode is xdp.AttachMode.SKB)
         self._undo.callback(programs.close)
         self.programs = programs
         # MLD snooping's table, in shared memory made before the workers fork: theirs too.

@@ -12,7 +12,7 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prism_xdp.dataplane import hostinfo, native
@@ -35,6 +35,9 @@ from prism_xdp.dataplane.xsk import XskParams, XskSocket
 
 POLL_MODES = ("busy", "blocking")
 BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
+# Jumbo slots per batch_size: enough for the batches a scheduler holds at once
+# (RX stops, and does not drop, while none is free).
+JUMBO_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class DatapathParams:
         if self.snooping is not None:
             self.snooping.check()
         self.delivery.check()
+        self.delivery.check_with_uplink(self.attach_mode is AttachMode.SKB)
         check_high_path(self.high_path)
         if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
@@ -135,6 +139,9 @@ class Datapath:
         self.vteps = list(vteps)
         self._own_programs = programs is None
         self._programs = programs
+        # Generic-mode XDP on the uplink keeps the remote's GSO packets whole:
+        # they come as multi-buffer packets (docs/benchmarks.md, issue 14).
+        self.multi_buffer = params.attach_mode is AttachMode.SKB
         self.snooping = snooping
         self.queries = 0  # MLD general queries sent
         self._undo = contextlib.ExitStack()
@@ -152,13 +159,15 @@ class Datapath:
         frames = 2 * p.uplink_fill + len(self.containers) * 2 * p.container_fill + 8 * p.batch_size + 1024
         ring = max(2048, 1 << (p.uplink_fill - 1).bit_length())
         self.umem = Umem(UmemParams(frame_count=frames, frame_size=p.frame_size,
-                                    fill_size=ring, comp_size=ring))
+                                    fill_size=ring, comp_size=ring,
+                                    jumbo_slots=JUMBO_BATCHES * p.batch_size if self.multi_buffer else 0))
         self._undo.callback(self._close_umem)
 
         if self._programs is None:
             self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
                                       self.containers, timestamps=p.timestamps,
-                                      kernel_high=p.high_path == "kernel", ttl=p.ttl)
+                                      kernel_high=p.high_path == "kernel", ttl=p.ttl,
+                                      multi_buffer=self.multi_buffer)
             self._undo.callback(self._programs.close)
         self.programs = self._programs
         self.steer = self.programs.uplink
@@ -177,12 +186,13 @@ class Datapath:
             self._query_frame = self.snooping.query_frame(bytes.fromhex(uplink_mac.replace(":", "")))
 
         self.sources: list[Source] = []
-        uplink_socks = self._sockets(p.uplink, self.steer)
+        uplink_socks = self._sockets(p.uplink, self.steer,
+                                     replace(p.xsk, multi_buffer=True) if self.multi_buffer else p.xsk)
         self.overlay.set_uplink(uplink_socks, p.uplink)
         self.sources += [Source(UPLINK_PORT, c, s, True) for c, s in enumerate(uplink_socks)]
 
         for spec, eg in zip(self.containers, self.egress, strict=True):
-            socks = self._sockets(spec.host_if, eg)
+            socks = self._sockets(spec.host_if, eg, p.xsk)
             port = self.overlay.add_container(socks, spec.vni, spec.mac, spec.name)
             self.sources += [Source(port, c, s, False) for c, s in enumerate(socks)]
             if p.delivery.method == "packet":
@@ -210,10 +220,10 @@ class Datapath:
         for src in self.sources:
             self._poller.register(src.xsk.fd, select.POLLIN)
 
-    def _sockets(self, ifname: str, steer: Steering) -> list[XskSocket]:
+    def _sockets(self, ifname: str, steer: Steering, params: XskParams) -> list[XskSocket]:
         socks = []
         for cls in range(self.params.nclass):
-            sock = XskSocket(self.umem, ifname, self.params.queue, self.params.xsk)
+            sock = XskSocket(self.umem, ifname, self.params.queue, params)
             self._undo.callback(sock.close)
             sock.set_rx_stamped(True)  # the shared programs put metadata in front of every packet
             steer.add_socket(sock, cls)

@@ -37,6 +37,7 @@ PRISM_MAX_VNI_RULES: int = lib.PRISM_MAX_VNI_RULES
 PRISM_VXLAN_PORT_DEFAULT: int = lib.PRISM_VXLAN_PORT_DEFAULT
 PRISM_ETH_HLEN: int = lib.PRISM_ETH_HLEN
 PRISM_GRO_MAX_SEGS: int = lib.PRISM_GRO_MAX_SEGS
+PRISM_JUMBO_SLOT: int = lib.PRISM_JUMBO_SLOT
 PRISM_VXLAN_HLEN: int = lib.PRISM_VXLAN_HLEN
 PRISM_ENCAP_LEN: int = lib.PRISM_ENCAP_LEN
 PRISM_STEER_CLASSIFY: int = lib.PRISM_STEER_CLASSIFY
@@ -119,10 +120,10 @@ def batch_new(cap: int) -> Any:
 
 
 def umem_create(frame_count: int, frame_size: int, headroom: int, fill_size: int, comp_size: int,
-                register: bool) -> Any:
+                register: bool, jumbo_slots: int = 0) -> Any:
     out = ffi.new("prism_umem **")
     check_rc(lib.prism_umem_create(out, frame_count, frame_size, headroom, fill_size, comp_size,
-                                   1 if register else 0),
+                                   1 if register else 0, jumbo_slots),
              "create UMEM", f"{frame_count} x {frame_size} B")
     return out[0]
 
@@ -150,6 +151,11 @@ def alloc_batch(umem: Any, batch: Any, count: int, length: int) -> int:
     return check_rc(lib.prism_alloc_batch(umem, batch, count, length), "alloc frames")
 
 
+def alloc_jumbo(umem: Any, batch: Any, data: bytes) -> int:
+    return check_rc(lib.prism_alloc_jumbo(umem, batch, data, len(data)), "alloc a jumbo slot",
+                    f"{len(data)} B")
+
+
 def free_batch(umem: Any, batch: Any, start: int, count: int) -> int:
     return check_rc(lib.prism_free_batch(umem, batch, start, count), "free frames")
 
@@ -166,6 +172,7 @@ def copy_frames_batch(umem: Any, batch: Any, start: int, count: int, data: bytes
 XDP_COPY: int = lib.XDP_COPY
 XDP_ZEROCOPY: int = lib.XDP_ZEROCOPY
 XDP_USE_NEED_WAKEUP: int = lib.XDP_USE_NEED_WAKEUP
+XDP_USE_SG: int = lib.XDP_USE_SG
 
 
 def xsk_create(umem: Any, ifname: str, queue: int, rx_size: int, tx_size: int, bind_flags: int,
@@ -235,13 +242,15 @@ xsk_ready_mask = lib.prism_xsk_ready_mask
 # prism_bpf.c: XDP programs (libxdp) and BPF maps (libbpf)
 # ---------------------------------------------------------------------------
 
-def prog_open(path: str, reuse: dict[str, int]) -> Any:
-    """reuse: map name -> fd of an existing map the object takes instead of creating one."""
+def prog_open(path: str, reuse: dict[str, int], frags: bool = False) -> Any:
+    """reuse: map name -> fd of an existing map the object takes instead of creating one;
+    frags: an XDP program that takes multi-buffer packets."""
     out = ffi.new("prism_prog **")
     names = [ffi.new("char[]", n.encode()) for n in reuse]
     name_arr = ffi.new("char *[]", names) if names else ffi.NULL
     fd_arr = ffi.new("int[]", list(reuse.values())) if reuse else ffi.NULL
-    check_rc(lib.prism_prog_open(out, path.encode(), name_arr, fd_arr, len(reuse)), "open BPF object", path)
+    check_rc(lib.prism_prog_open(out, path.encode(), name_arr, fd_arr, len(reuse), 1 if frags else 0),
+             "open BPF object", path)
     return out[0]
 
 

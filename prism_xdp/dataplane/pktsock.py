@@ -40,6 +40,13 @@ class Delivery:
             raise ConfigError(f"forwarding.gro_segments: must be in 1..{native.PRISM_GRO_MAX_SEGS}, "
                               f"not {self.gro_segments}")
 
+    def check_with_uplink(self, multi_buffer: bool) -> None:
+        """Generic-mode XDP on the uplink brings a remote's GSO packets whole (up to 64 KB,
+        multi-buffer); only a packet socket hands such a packet to a container."""
+        if multi_buffer and self.method != "packet":
+            raise ConfigError('uplink.xdp_mode = "skb" needs forwarding.delivery = "packet": the uplink then '
+                              "brings 64 KB GSO packets, which AF_XDP's TX ring cannot send to a container")
+
     def describe(self) -> dict[str, object]:
         if self.method == "xsk":
             return {"method": "xsk", "how": "AF_XDP TX ring, one frame per skb", "gro_segments": 1}

@@ -13,7 +13,8 @@ class Programs:
     container veth (sharing the uplink's rule maps). One set serves every queue's worker."""
 
     def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
-                 timestamps: bool = True, kernel_high: bool = False, ttl: int = 64) -> None:
+                 timestamps: bool = True, kernel_high: bool = False, ttl: int = 64,
+                 multi_buffer: bool = False) -> None:
         # By default every packet carries the time XDP saw it: latency includes
         # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
         self.containers = list(containers)
@@ -23,8 +24,10 @@ class Programs:
         self._kernel_attached = False
         # Every packet carries XDP's metadata: its class, and its arrival time
         # unless timestamps are off.
+        # multi_buffer: the uplink's classifier takes packets of several parts
+        # (generic mode keeps the remote's GSO packets whole).
         self.uplink = Steering(vxlan_port, nclass, vanilla, timestamps=timestamps, metadata=True,
-                               kernel_high=kernel_high)
+                               kernel_high=kernel_high, frags=multi_buffer)
         self.egress: list[Steering] = []
         try:
             for spec in self.containers:
@@ -39,12 +42,18 @@ class Programs:
 
     def attach(self, uplink: str, mode: AttachMode) -> None:
         """The kernel HIGH path's TC programs first (XDP passes HIGH up to them), then
-        the containers, the uplink last: by then every socket is in place."""
+        the containers, the uplink last: by then every socket is in place.
+
+        mode is the uplink's. A container's veth always takes native XDP, which
+        every veth has: it also takes software GSO from the container, so the
+        container hands over MTU-sized frames, which the daemon can encapsulate
+        for the wire (in generic mode it would hand over 64 KB packets that
+        nothing here segments)."""
         if self.kernel is not None:
             self.kernel.attach(uplink)
             self._kernel_attached = True
         for spec, eg in zip(self.containers, self.egress, strict=True):
-            eg.attach(spec.host_if, mode)
+            eg.attach(spec.host_if, AttachMode.NATIVE)
             self.attached.append((eg, spec.host_if))
         self.uplink.attach(uplink, mode)
         self.attached.append((self.uplink, uplink))

@@ -88,6 +88,7 @@ class Steering:
         metadata: bool = False,
         kernel_high: bool = False,
         ttl: int = 64,
+        frags: bool = False,
     ) -> None:
         """rules_from: share that Steering's rule maps (a container side program
         classifies with the uplink's rules); vni: the container's VNI there;
@@ -95,11 +96,13 @@ class Steering:
         the class the rules gave it (the sockets must then strip them:
         XskSocket.set_rx_stamped); timestamps: also the time XDP saw it;
         kernel_high: HIGH frames the kernel HIGH path can finish go to the kernel
-        (kernelpath.KernelHighPath), not to a socket; ttl: the outer TTL that path writes."""
+        (kernelpath.KernelHighPath), not to a socket; ttl: the outer TTL that path writes;
+        frags: the program takes multi-buffer packets (generic-mode XDP keeps a
+        sender's GSO packet whole: the sockets must be multi-buffer too)."""
         if not 1 <= nclass <= native.PRISM_NCLASS:
             raise ConfigError(f"nclass must be in 1..{native.PRISM_NCLASS}, not {nclass}")
         reuse = rules_from.shared_map_fds() if rules_from is not None else None
-        self.prog = XdpProgram(program, reuse=reuse)
+        self.prog = XdpProgram(program, reuse=reuse, frags=frags)
         self._vni = vni
         self._flags = ((native.PRISM_STEER_F_TIMESTAMP if timestamps else 0)
                        | (native.PRISM_STEER_F_META if metadata else 0)

@@ -95,11 +95,13 @@ class XdpProgram:
     attached to; both tolerate a device that is already gone.
     """
 
-    def __init__(self, name: str, path: str | None = None, reuse: dict[str, int] | None = None) -> None:
-        """reuse: map name -> fd of an existing map that this object shares instead of creating."""
+    def __init__(self, name: str, path: str | None = None, reuse: dict[str, int] | None = None,
+                 frags: bool = False) -> None:
+        """reuse: map name -> fd of an existing map that this object shares instead of creating;
+        frags: the program takes multi-buffer packets (BPF_F_XDP_HAS_FRAGS)."""
         self.name = name
         self.path = path or bpf_object_path(name)
-        self._ptr: Any = native.prog_open(self.path, reuse or {})
+        self._ptr: Any = native.prog_open(self.path, reuse or {}, frags)
         self.attachments: list[tuple[str, AttachMode]] = []
         self._links: dict[str, int] = {}  # ifname -> BPF link fd
 

@@ -33,10 +33,14 @@ class XskParams:
     need_wakeup: bool = True
     busy_poll_usecs: int = 0  # 0 = no busy-poll socket options
     busy_poll_budget: int = 64
+    # A packet may come in several descriptors (XDP_USE_SG, Linux >= 6.6); the
+    # UMEM needs jumbo slots to put it back together (UmemParams.jumbo_slots).
+    multi_buffer: bool = False
 
     def bind_flags(self) -> int:
         flags = {BindMode.AUTO: 0, BindMode.COPY: native.XDP_COPY, BindMode.ZEROCOPY: native.XDP_ZEROCOPY}
-        return flags[self.bind] | (native.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0)
+        return (flags[self.bind] | (native.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0)
+                | (native.XDP_USE_SG if self.multi_buffer else 0))
 
 
 STAT_FIELDS = (
@@ -59,6 +63,10 @@ COUNTER_FIELDS = (
     "tx_kick_errors",
     "comp_reaped",
     "fill_added",
+    "rx_multibuf",
+    "rx_multibuf_parts",
+    "rx_multibuf_dropped",
+    "rx_jumbo_waits",
 )
 
 

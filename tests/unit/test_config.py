@@ -11,6 +11,7 @@ from prism_xdp.daemon import config
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.pktsock import Delivery
 from prism_xdp.dataplane.snooping import SnoopingParams
+from prism_xdp.dataplane.xdp import AttachMode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "prism.example.toml"
 GOOD = {
@@ -123,6 +124,15 @@ def test_delivery_defaults_to_the_packet_socket_with_gro() -> None:
     assert config.parse(copy.deepcopy(GOOD)).delivery == Delivery("packet", 64)
     cfg = config.parse(with_change("forwarding", {"delivery": "xsk", "gro_segments": 1}))
     assert cfg.delivery == Delivery("xsk", 1) and cfg.delivery.describe()["method"] == "xsk"
+
+
+def test_a_generic_mode_uplink_needs_packet_delivery() -> None:
+    cfg = copy.deepcopy(GOOD)
+    cfg["uplink"]["xdp_mode"] = "skb"
+    assert config.parse(copy.deepcopy(cfg)).xdp_mode is AttachMode.SKB
+    cfg["forwarding"] = {"delivery": "xsk"}
+    with pytest.raises(ConfigError, match=r'uplink.xdp_mode = "skb" needs forwarding.delivery = "packet"'):
+        config.parse(cfg)
 
 
 def test_high_path_defaults_to_the_daemon() -> None:
