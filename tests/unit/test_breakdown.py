@@ -156,6 +156,7 @@ def test_the_kernel_high_path_chain_skips_the_container_receive_it_never_traces(
     n = stages.Names("pxr0", "pxrv", "pxu", "pxh0", "eth0", 600, 601, client_pid=11, server_pid=22)
     chain = stages.chain("kernel-high", n, bd.slot_of("prism-sync+kernel-high"))
     assert bd.slot_of("prism-sync+kernel-high") is None
+    assert bd.slot_of("prism-vanilla+skb") is None and bd.slot_of("prism-sync+skb") == bd.slot_of("prism-sync")
     names = [p.name for p in chain]
     assert names == [p for p in stages.ALL_POINTS if p not in ("cont_in", "cont_rx")]
     by = {p.name: p for p in chain}

@@ -1,4 +1,4 @@
-"""test_kernel_patch.py - the A/B bench selects the PRISM kernel patch's configurations only when its /proc knobs exist (driven with a stand-in directory for /proc), writes them as the patch expects, and names a configuration this host cannot run."""
+"""test_kernel_patch.py - the A/B bench selects the PRISM kernel patch's configurations only when its /proc knobs exist (driven with a stand-in directory for /proc), writes them as the patch expects, and names a configuration this host cannot run; the daemon's options (+kernel-high, +skb) are configurations of their own, on request."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from prism_xdp.lab.bench.configs import (
     DESCRIPTIONS,
     KernelPatch,
     choose,
+    daemon_setup,
     kernel_configs,
     kernel_knobs,
+    with_settings,
 )
 
 
@@ -57,7 +59,21 @@ def test_configs_are_chosen_from_what_this_host_has(tmp_path: Path) -> None:
     assert "kernel-prism-sync" in choose(None, fake_proc(tmp_path))
 
 
-def test_the_kernel_high_path_is_a_configuration_of_its_own_only_on_request(tmp_path: Path) -> None:
-    assert not any("kernel-high" in c for c in choose(None, str(tmp_path)))
+def test_the_options_are_configurations_of_their_own_only_on_request(tmp_path: Path) -> None:
+    assert not any("+" in c for c in choose(None, str(tmp_path)))
     assert choose("prism-sync,prism-sync+kernel-high", str(tmp_path)) == ["prism-sync", "prism-sync+kernel-high"]
-    assert "prism-batch+kernel-high" in DESCRIPTIONS
+    assert choose("prism-vanilla+skb,prism-batch+skb", str(tmp_path)) == ["prism-vanilla+skb", "prism-batch+skb"]
+    assert "prism-batch+kernel-high" in DESCRIPTIONS and "prism-sync+skb" in DESCRIPTIONS
+    with pytest.raises(ConfigError, match="'prism-vanilla.kernel-high' is not available"):
+        choose("prism-vanilla+kernel-high", str(tmp_path))  # vanilla folds HIGH away: nothing to measure
+
+
+def test_an_option_sets_its_daemon_setting_on_top_of_the_benchs() -> None:
+    bench = {"scheduler": {"batch": "32"}}
+    assert daemon_setup("prism-sync", bench) == ("sync", bench)
+    mode, settings = daemon_setup("prism-batch+skb", bench)
+    assert mode == "batch" and settings == {"scheduler": {"batch": "32"}, "uplink": {"xdp_mode": '"skb"'}}
+    mode, settings = daemon_setup("prism-sync+kernel-high", None)
+    assert mode == "sync" and settings == {"forwarding": {"high_path": '"kernel"'}}
+    text = with_settings("[uplink]\ninterface = \"pxdu\"\n\n[control]\n", settings | {"uplink": {"xdp_mode": '"skb"'}})
+    assert 'xdp_mode = "skb"' in text.split("[control]")[0] and 'high_path = "kernel"' in text

@@ -80,7 +80,7 @@ def _woke(r: dict[str, Any], w: str) -> str:
 
 def slot_of(config: str, queue: int = 0) -> int | None:
     """The XSKMAP slot of queue's HIGH socket in a prism configuration (vanilla: none)."""
-    return None if config == "prism-vanilla" or config.endswith(KERNEL_HIGH) else \
+    return None if config.partition("+")[0] == "prism-vanilla" or config.endswith(KERNEL_HIGH) else \
         xsk_slot(queue, native.PRISM_CLASS_HIGH)
 
 

@@ -23,10 +23,14 @@ KNOBS = ("port", "sync", "split")
 KERNEL_CONFIGS = ("kernel", "kernel-txoff")
 PATCH_CONFIGS = ("kernel-prism-batch", "kernel-prism-sync")
 PRISM_CONFIGS = ("prism-vanilla", "prism-batch", "prism-sync")
-# The option forwarding.high_path = "kernel", labelled as its own configuration so that
-# one run measures it next to the defaults; only when asked for (--configs).
+# Options of the daemon, each labelled as its own configuration (a mode + a suffix) so
+# that one run measures it next to the defaults; only when asked for (--configs).
+# Suffix -> the setting it makes: (section, key, TOML literal).
 KERNEL_HIGH = "+kernel-high"
-OPTION_CONFIGS = ("prism-batch" + KERNEL_HIGH, "prism-sync" + KERNEL_HIGH)
+GENERIC_UPLINK = "+skb"
+OPTIONS = {KERNEL_HIGH: ("forwarding", "high_path", '"kernel"'), GENERIC_UPLINK: ("uplink", "xdp_mode", '"skb"')}
+OPTION_CONFIGS = ("prism-batch" + KERNEL_HIGH, "prism-sync" + KERNEL_HIGH,  # vanilla never uses it
+                  *(mode + GENERIC_UPLINK for mode in PRISM_CONFIGS))
 DESCRIPTIONS = {
     "kernel": "the kernel's VXLAN device + bridge, with the topology's offloads as they are",
     "kernel-txoff": "the same, with TX checksum offload off (ethtool -K <if> tx off) on the remote's VXLAN device "
@@ -40,6 +44,9 @@ DESCRIPTIONS = {
     "prism-batch+kernel-high": "prism-batch with forwarding.high_path = \"kernel\": HIGH frames decapsulated, "
                                "encapsulated and redirected by TC programs in the receiving softirq",
     "prism-sync+kernel-high": "prism-sync with forwarding.high_path = \"kernel\"",
+    **{mode + GENERIC_UPLINK: f"{mode} with uplink.xdp_mode = \"skb\": generic-mode XDP on the uplink, so the "
+                              "remote keeps TSO and its 64 KB GSO packets reach the daemon whole (multi-buffer)"
+       for mode in PRISM_CONFIGS},
 }
 
 
@@ -107,6 +114,20 @@ class KernelPatch:
 # topology (uplink, containers, VTEPs, rules, control socket) is the bench's.
 SETTABLE_SECTIONS = ("scheduler", "forwarding", "snooping", "checksum", "umem")
 BENCH_OWNED = ("scheduler.mode", "scheduler.cpus")
+
+
+def daemon_setup(config: str, settings: dict[str, dict[str, str]] | None
+                 ) -> tuple[str, dict[str, dict[str, str]] | None]:
+    """A prism-* configuration's scheduling mode, and the daemon settings with its option's
+    (the part after "+", OPTIONS) on top of the bench's."""
+    base, plus, option = config.partition("+")
+    mode = base.removeprefix("prism-")
+    if not plus:
+        return mode, settings
+    section, key, literal = OPTIONS[plus + option]
+    out = {**(settings or {})}
+    out[section] = {**out.get(section, {}), key: literal}
+    return mode, out
 
 
 def parse_settings(items: list[str]) -> dict[str, dict[str, str]]:
@@ -239,10 +260,7 @@ def configured(config: str, state: dict[str, Any], host: OverlayHost, workdir: P
         patch.reset()  # stock, unless this configuration is one of the patch's
     try:
         if config.startswith("prism-"):
-            mode = config.split("-", 1)[1].removesuffix(KERNEL_HIGH)
-            if config.endswith(KERNEL_HIGH):
-                settings = {**(settings or {})}
-                settings["forwarding"] = {**settings.get("forwarding", {}), "high_path": '"kernel"'}
+            mode, settings = daemon_setup(config, settings)
             daemon = PrismDaemon(state, workdir, worker_cpu, mode=mode, ports=ports, settings=settings)
             try:
                 daemon.start()
