@@ -131,6 +131,8 @@ int prism_xsk_map_insert(prism_xsk *x, int map_fd, uint32_t slot);
 /* The hot path, a batch per call. */
 int prism_fill_batch(prism_xsk *x, uint32_t max);
 int prism_rx_batch(prism_xsk *x, struct prism_batch *b);
+/* At most max frames' worth: a multi-buffer packet counts the descriptors it
+ * came in (the first packet is always taken). */
 int prism_rx_upto(prism_xsk *x, struct prism_batch *b, uint32_t max);
 /* Bit i set when socket i has packets on its RX ring: one call tells a
  * scheduler where work waits. Sockets 0-63 are the returned word; with more

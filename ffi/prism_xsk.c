@@ -126,9 +126,11 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 
 	if (max > b->cap - b->n)
 		max = b->cap - b->n;
-	/* max counts packets; with multi-buffer packets on the UMEM, a packet
-	 * may take several descriptors, so everything is peeked and what is
-	 * left over goes back.
+	/* max counts frames: a multi-buffer packet weighs the descriptors it
+	 * came in (at least one packet is taken). A scheduler's batch then
+	 * bounds the bytes one step hands on, whatever size the packets are:
+	 * a LOW batch of 4 cut for HIGH is one 64 KB aggregate, not four. So
+	 * everything is peeked, and what is left over goes back.
 	 */
 	n = xsk_ring_cons__peek(&x->rx, u->jumbo_count ? x->rx.size : max, &idx);
 	if (!n) {
@@ -143,7 +145,7 @@ int prism_rx_upto(struct prism_xsk *x, struct prism_batch *b, uint32_t max)
 	}
 	/* One clock read per batch: every packet of it left the ring now. */
 	now = prism_now_ns();
-	for (i = 0, p = 0; i < n && p < max; i += taken) {
+	for (i = 0, p = 0; i < n && p < max && (!p || i < max); i += taken) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
 		uint64_t addr = d->addr, ts = now, meta;
 		uint32_t len = d->len, j = b->n + p;

@@ -319,6 +319,8 @@ class Daemon:
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
+                "xdp": {"uplink": cfg.xdp_mode.name.lower(), "containers": "native",
+                        "multi_buffer": cfg.xdp_mode is xdp.AttachMode.SKB},
                 "checksum": self.checksum.describe(), "delivery": cfg.delivery.describe(),
                 "high_path": self.high_path_status(),
                 "snooping": self.snooping_status(),

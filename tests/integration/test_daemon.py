@@ -241,6 +241,34 @@ def test_kernel_high_path_kill_9_then_restart_then_sigterm(host: OverlayHost, tm
     nothing_left(host, tmp_path)
 
 
+def test_a_generic_mode_uplink_takes_the_remotes_gso_packets_whole(host: OverlayHost, tmp_path: Path) -> None:
+    """uplink.xdp_mode = "skb": the classifier in generic mode on the uplink (the containers'
+    veths stay native), reported in status; a remote's TCP stream arrives in 64 KB GSO packets,
+    each delivered whole; kill -9 leaves nothing and a restart serves again."""
+    from test_overlay_e2e import tcp_transfer
+
+    text = config_text(host, tmp_path).replace("[uplink]\n", '[uplink]\nxdp_mode = "skb"\n', 1)
+    (tmp_path / "prism.toml").write_text(text)
+    d = Daemon(host, tmp_path)
+    up = xdp.attached(host.uplink.host_if)
+    assert up is not None and up.mode == native.lib.XDP_ATTACHED_SKB
+    assert all(getattr(xdp.attached(c.host_if), "mode", None) == native.lib.XDP_ATTACHED_DRV for c in host.containers)
+    assert d.call("status")["xdp"] == {"uplink": "skb", "containers": "native", "multi_buffer": True}
+    c1 = host.containers[1]
+    size = 20 * 1024 * 1024
+    n, sent, got = tcp_transfer(c1.ns, c1.ip, host.remote_ns, size)
+    assert (n, got) == (size, sent)
+    stages = d.call("stats")["totals"]["stages"]  # type: ignore[index]
+    assert stages["agg_in"] > 100 and stages["drop_aggregate"] == 0
+    d.stop(signal.SIGKILL)
+    assert xdp.attached(host.uplink.host_if) is None
+    d2 = Daemon(host, tmp_path)
+    n, sent, got = tcp_transfer(c1.ns, c1.ip, host.remote_ns, size)
+    assert (n, got) == (size, sent)
+    assert d2.stop() == 0
+    nothing_left(host, tmp_path)
+
+
 def test_sighup_reloads_the_rules(host: OverlayHost, daemon: Daemon) -> None:
     def reloads() -> dict[str, object]:
         return daemon.call("status")["reloads"]  # type: ignore[index,no-any-return]
