@@ -138,6 +138,8 @@ def test_the_table_shows_each_configuration_and_what_it_lacks() -> None:
     assert "| from the previous point to | kernel | prism-sync | prism-vanilla |" in text
     assert "| daemon: HIGH XDP->TX kick | - | 12.0 / 40.0 | - |" in text
     assert "- prism-vanilla: ToolError: x" in text
+    # How many slept, beside the share: one wakeup's "p99" is no tail.
+    assert "| of which server wakeup->running (share woken) | 2.5 / 11.6 (100%: 17) | 67.4 / 67.4 (6%: 1) |" in text
     assert text.count("\n| ") == 1 + len(stages.ALL_POINTS) - 1 + 10  # header, stages, the rest
 
 

@@ -75,7 +75,8 @@ def _woke(r: dict[str, Any], w: str) -> str:
     if not t or not t["round_trips"]:
         return "-"
     s = t["segments_us"].get(f"{w}_to_run")
-    return f"{_pair(s)} ({t['woke'][w] / t['round_trips']:.0%})"
+    # The count too: percentiles of a handful of wakeups (a process that rarely slept) are no tail.
+    return f"{_pair(s)} ({t['woke'][w] / t['round_trips']:.0%}: {t['woke'][w]})"
 
 
 def slot_of(config: str, queue: int = 0) -> int | None:
