@@ -217,7 +217,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
                         fw.int_in("gro_segments", 1, native.PRISM_GRO_MAX_SEGS, 64))
     delivery.check()
     delivery.check_with_uplink(xdp_mode is AttachMode.SKB)
-    high_path = check_high_path(fw.get("high_path", str, "daemon"))
+    high_path = check_high_path(fw.get("high_path", str, "daemon"), xdp_mode is AttachMode.SKB)
     fw.done()
 
     sn = _Table(top.get("snooping", dict, {}), "snooping")

@@ -105,7 +105,7 @@ class DatapathParams:
             self.snooping.check()
         self.delivery.check()
         self.delivery.check_with_uplink(self.attach_mode is AttachMode.SKB)
-        check_high_path(self.high_path)
+        check_high_path(self.high_path, self.attach_mode is AttachMode.SKB)
         if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):

@@ -19,9 +19,15 @@ KERNEL_COUNTER_FIELDS = ("decap", "decap_bytes", "encap", "encap_bytes", "no_por
                          "aggregate", "too_big")
 
 
-def check_high_path(value: object) -> str:
+def check_high_path(value: object, multi_buffer: bool = False) -> str:
+    """multi_buffer: the uplink's XDP is in generic mode, where a HIGH frame may come as a GSO
+    packet, which prism_kdecap leaves to the kernel (it cannot clear the tunnel GSO bits): with
+    no VXLAN device of the host's own, the kernel would drop it."""
     if value not in HIGH_PATHS:
         raise ConfigError(f"forwarding.high_path: must be one of {', '.join(HIGH_PATHS)}, not {value!r}")
+    if value == "kernel" and multi_buffer:
+        raise ConfigError('forwarding.high_path = "kernel" cannot go with uplink.xdp_mode = "skb": the uplink '
+                          "then brings HIGH TCP as 64 KB GSO packets, which the kernel HIGH path cannot decapsulate")
     return str(value)
 
 

@@ -126,12 +126,15 @@ def test_delivery_defaults_to_the_packet_socket_with_gro() -> None:
     assert cfg.delivery == Delivery("xsk", 1) and cfg.delivery.describe()["method"] == "xsk"
 
 
-def test_a_generic_mode_uplink_needs_packet_delivery() -> None:
+def test_a_generic_mode_uplink_needs_packet_delivery_and_the_daemons_high_path() -> None:
     cfg = copy.deepcopy(GOOD)
     cfg["uplink"]["xdp_mode"] = "skb"
     assert config.parse(copy.deepcopy(cfg)).xdp_mode is AttachMode.SKB
     cfg["forwarding"] = {"delivery": "xsk"}
     with pytest.raises(ConfigError, match=r'uplink.xdp_mode = "skb" needs forwarding.delivery = "packet"'):
+        config.parse(copy.deepcopy(cfg))
+    cfg["forwarding"] = {"high_path": "kernel"}
+    with pytest.raises(ConfigError, match=r'forwarding.high_path = "kernel" cannot go with uplink.xdp_mode = "skb"'):
         config.parse(cfg)
 
 
