@@ -1,4 +1,4 @@
-"""test_steer.py - the VXLAN classifier on a real veth: each rule type, runtime changes, vanilla mode, host traffic, malformed frames, kernel VXLAN senders."""
+"""test_steer.py - the VXLAN classifier on a real veth: each rule type, runtime changes, vanilla mode, host traffic, malformed frames, kernel VXLAN senders, and a GSO packet whole in generic mode (multi-buffer)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from conftest import PREFIX, Uplink, drain
 from prism_xdp.dataplane.errors import ConfigError
 from prism_xdp.dataplane.native import PRISM_CLASS_HIGH, PRISM_CLASS_LOW
 from prism_xdp.dataplane.steer import Steering
-from prism_xdp.dataplane.umem import Umem
-from prism_xdp.dataplane.xsk import XskSocket
+from prism_xdp.dataplane.umem import Umem, UmemParams
+from prism_xdp.dataplane.xdp import AttachMode
+from prism_xdp.dataplane.xsk import XskParams, XskSocket
 from prism_xdp.lab.packets import Inner, malformed_packets, vxlan_packet
 from prism_xdp.lab.testhost import socket_in
+
+UDP_SEGMENT = 103  # linux/udp.h: the socket option for UDP GSO
 
 
 @dataclass
@@ -170,3 +173,38 @@ def test_frames_from_a_kernel_vxlan_device(steered: Steered) -> None:
     # The kernel set the outer UDP port 4789 and a VNI of 42.
     assert all(f[36:38] == (4789).to_bytes(2, "big") and f[46:49] == (42).to_bytes(3, "big")
                for f in high + low)
+
+
+def test_generic_mode_takes_a_gso_packet_whole_into_a_jumbo_slot(uplink: Uplink) -> None:
+    """uplink.xdp_mode = "skb": a UDP GSO send through the remote's kernel VXLAN device stays one
+    GSO packet across the veth (no native XDP takes GSO from the remote), reaches the frags
+    classifier in generic mode whole, and comes to a multi-buffer socket in several parts, which
+    RX puts back together byte for byte in one jumbo slot."""
+    tb = uplink.testbed
+    vx = tb.name(PREFIX, "v")
+    tb.add_vxlan(vx, 42, uplink.remote_ip, uplink.host_ip, uplink.remote_if, uplink.remote_ns)
+    inner = Inner()
+    tb.add_addr(vx, "172.30.0.1", 24, uplink.remote_ns)
+    tb.add_neigh(vx, inner.dst_ip, inner.dst_mac, uplink.remote_ns)
+    payload = bytes((i * 7 + i // 251) & 0xFF for i in range(20000))
+    with Umem(UmemParams(jumbo_slots=4)) as umem, Steering(frags=True) as steer:
+        steer.attach(uplink.host_if, AttachMode.SKB)
+        low = XskSocket(umem, uplink.host_if, 0, XskParams(multi_buffer=True))
+        try:
+            steer.add_socket(low, PRISM_CLASS_LOW)
+            low.fill(1024)
+            s = socket_in(uplink.remote_ns, socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 1400)
+                s.sendto(payload, (inner.dst_ip, 9000))
+            finally:
+                s.close()
+            whole = [f for f in drain(low, 1, timeout=3) if f.endswith(payload)]
+            c = low.counters()
+            assert len(whole) == 1 and len(whole[0]) == 14 + 50 + 20 + 8 + len(payload)  # outer, inner IPv4, UDP
+            assert c["rx_multibuf"] == 1 and c["rx_multibuf_parts"] >= len(payload) // 4096 + 1
+            assert c["rx_multibuf_dropped"] == 0
+            account = umem.account()
+            assert account.balanced and account.jumbo_held == 0
+        finally:
+            low.close()
