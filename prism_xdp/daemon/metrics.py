@@ -101,6 +101,11 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
                        (([e], kernel[e]) for e in ("no_port", "aggregate", "no_tunnel", "too_big", "failed")))
         yield _gauge("kernel_high_tunnels", "Kernel HIGH path: tunnels back to remote MACs learned.", [],
                      [([], kernel["tunnels"])])
+    mb = t.get("multi_buffer")
+    if mb:  # uplink.xdp_mode = "skb"
+        yield _counter("multibuf_events", "Multi-buffer packets from the uplink: put back together (packets), "
+                       "their parts, dropped as too long, RX stops for want of a jumbo slot.", ["event"],
+                       (([k.removeprefix("rx_")], v) for k, v in mb.items()))
     ports = t["ports"]
     yield _counter("port_tx_packets", "Packets transmitted per port.", ["port"],
                    (([p], c["tx_packets"]) for p, c in ports.items()))

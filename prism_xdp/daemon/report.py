@@ -76,6 +76,11 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
                    f"left to the kernel: no port {kernel['no_port']}, aggregates {kernel['aggregate']}; "
                    f"dropped: no tunnel {kernel['no_tunnel']}, too big {kernel['too_big']}, failed {kernel['failed']} "
                    "(HIGH on this path is not in the latency table)")
+    mb = t.get("multi_buffer")
+    if mb:
+        out.append(f"multi-buffer packets from the uplink (xdp_mode skb): {mb['rx_multibuf']} in "
+                   f"{mb['rx_multibuf_parts']} parts, dropped as too long {mb['rx_multibuf_dropped']}, "
+                   f"RX waits for a jumbo slot {mb['rx_jumbo_waits']}")
     out.append("")
 
     st = t["stages"]

@@ -24,7 +24,7 @@ from prism_xdp.dataplane import xdp
 from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
-from prism_xdp.dataplane.datapath import DatapathParams
+from prism_xdp.dataplane.datapath import MULTIBUF_COUNTERS, DatapathParams
 from prism_xdp.dataplane.errors import ConfigError, PrismError
 from prism_xdp.dataplane.hist import Histogram
 from prism_xdp.dataplane.hostinfo import online_cpus
@@ -360,6 +360,8 @@ class Daemon:
             for name, raw in s.pop("histograms").items():
                 merged.setdefault(name, Histogram()).merge(
                     Histogram(raw["buckets"], raw["count"], raw["total"], raw["min"], raw["max"]))
+        totals["multi_buffer"] = {k: sum(s["multi_buffer"][k] for s in per_queue.values())
+                                  for k in MULTIBUF_COUNTERS} if self.cfg.xdp_mode is xdp.AttachMode.SKB else None
         totals["mld"] = self.snooping_status() | {"queries": sum(s["mld"].get("queries", 0)
                                                                  for s in per_queue.values())}
         totals["steer"] = self.programs.uplink.counters().as_dict()  # per-CPU map: every queue already

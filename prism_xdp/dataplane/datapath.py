@@ -38,6 +38,7 @@ BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
 # Jumbo slots per batch_size: enough for the batches a scheduler holds at once
 # (RX stops, and does not drop, while none is free).
 JUMBO_BATCHES = 4
+MULTIBUF_COUNTERS = ("rx_multibuf", "rx_multibuf_parts", "rx_multibuf_dropped", "rx_jumbo_waits")
 
 
 @dataclass(frozen=True)
@@ -375,7 +376,19 @@ class Datapath:
             "egress": {c.name: eg.counters().as_dict() for c, eg in zip(self.containers, self.egress, strict=True)},
             "frames": self.umem.account().as_dict(),
             "mld": self.mld_stats(),
+            "multi_buffer": self.multi_buffer_stats(),
         }
+
+    def multi_buffer_stats(self) -> dict[str, int]:
+        """The uplink sockets' multi-buffer packets (uplink.xdp_mode = "skb"): put back together,
+        their parts, dropped as too long, and RX stops for want of a jumbo slot."""
+        out = dict.fromkeys(MULTIBUF_COUNTERS, 0)
+        for s in self.sources:
+            if s.from_uplink:
+                counters = s.xsk.counters()
+                for k in MULTIBUF_COUNTERS:
+                    out[k] += counters[k]
+        return out
 
     def mld_stats(self) -> dict[str, Any]:
         """The snooping table's counters (daemon-wide: the table is shared) and this worker's queries."""

@@ -258,8 +258,11 @@ def test_a_generic_mode_uplink_takes_the_remotes_gso_packets_whole(host: Overlay
     size = 20 * 1024 * 1024
     n, sent, got = tcp_transfer(c1.ns, c1.ip, host.remote_ns, size)
     assert (n, got) == (size, sent)
-    stages = d.call("stats")["totals"]["stages"]  # type: ignore[index]
-    assert stages["agg_in"] > 100 and stages["drop_aggregate"] == 0
+    totals = d.call("stats")["totals"]  # type: ignore[index]
+    assert totals["stages"]["agg_in"] > 100 and totals["stages"]["drop_aggregate"] == 0
+    mb = totals["multi_buffer"]
+    assert mb["rx_multibuf"] >= totals["stages"]["agg_in"] and mb["rx_multibuf_parts"] > 4 * mb["rx_multibuf"]
+    assert "multi-buffer packets from the uplink" in d.ctl("stats").stdout
     d.stop(signal.SIGKILL)
     assert xdp.attached(host.uplink.host_if) is None
     d2 = Daemon(host, tmp_path)

@@ -297,6 +297,17 @@ def test_prometheus_exposition_has_mld_snooping() -> None:
     assert "prism_xdp_mld_memberships" not in {f.name for f in text_string_to_metric_families(metrics.render(off))}
 
 
+def test_multi_buffer_counters_are_on_metrics_and_in_stats_only_with_a_generic_mode_uplink() -> None:
+    mb = {"rx_multibuf": 900, "rx_multibuf_parts": 15300, "rx_multibuf_dropped": 0, "rx_jumbo_waits": 4}
+    stats = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"multi_buffer": mb}}
+    fams = {f.name: f for f in text_string_to_metric_families(metrics.render(stats))}
+    events = {s.labels["event"]: s.value for s in fams["prism_xdp_multibuf_events"].samples}
+    assert events == {"multibuf": 900, "multibuf_parts": 15300, "multibuf_dropped": 0, "jumbo_waits": 4}
+    assert "multi-buffer packets from the uplink (xdp_mode skb): 900 in 15300 parts" in report.render(stats)
+    native = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"multi_buffer": None}}
+    assert "prism_xdp_multibuf_events" not in metrics.render(native) and "multi-buffer" not in report.render(native)
+
+
 def test_the_kernel_high_path_is_on_metrics_and_in_top_only_when_on() -> None:
     kernel = {"high_path": "kernel", "tunnels": 2, "decap": 40, "decap_bytes": 4000, "encap": 39,
               "encap_bytes": 5000, "no_port": 1, "no_tunnel": 0, "failed": 0, "aggregate": 3,
