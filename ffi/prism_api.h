@@ -49,10 +49,8 @@ struct prism_xsk_counters {
 	uint64_t tx_kick_errors;
 	uint64_t comp_reaped;
 	uint64_t fill_added;
-	uint64_t rx_multibuf; /* packets that came in several parts (XDP_USE_SG), copied whole */
+	uint64_t rx_multibuf; /* packets that came in several parts (XDP_USE_SG), kept chained */
 	uint64_t rx_multibuf_parts;
-	uint64_t rx_multibuf_dropped; /* longer than a jumbo slot holds */
-	uint64_t rx_jumbo_waits; /* RX stopped until a jumbo slot came free */
 };
 
 /* Where every frame of a UMEM is: pool + kernel_rx + kernel_tx + user is
@@ -72,8 +70,6 @@ struct prism_frame_account {
 	uint64_t rx_ring;
 	uint64_t tx_ring;
 	uint64_t comp_ring;
-	uint64_t jumbo_slots; /* for multi-buffer packets, outside frames */
-	uint64_t jumbo_held; /* of those, in batches */
 };
 
 typedef struct prism_umem prism_umem;
@@ -86,13 +82,12 @@ void prism_batch_delete(struct prism_batch *b);
 
 /* UMEM: frames, headroom, one free-frame pool. With register_kernel 0 the
  * memory and pool exist without a kernel UMEM (unit tests, tools).
- * jumbo_count slots of PRISM_JUMBO_SLOT bytes follow the frames, for the
- * multi-buffer packets of sockets bound with XDP_USE_SG (0: none).
+ * multibuf: sockets bound with XDP_USE_SG may bring packets in several
+ * frames, which stay chained (1), or not (0).
  */
-#define PRISM_JUMBO_SLOT 81920 /* 80 KB: a 64 KB GSO packet, its headroom and stamp */
 int prism_umem_create(prism_umem **out, uint32_t frame_count, uint32_t frame_size,
 		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
-		      int register_kernel, uint32_t jumbo_count);
+		      int register_kernel, int multibuf);
 int prism_umem_delete(prism_umem *u);
 uint8_t *prism_umem_area(prism_umem *u);
 uint32_t prism_umem_pool_count(prism_umem *u);
@@ -103,9 +98,13 @@ void prism_umem_account(prism_umem *u, struct prism_frame_account *out);
 
 /* Frames between the pool and a batch, without the kernel. */
 int prism_alloc_batch(prism_umem *u, struct prism_batch *b, uint32_t n, uint32_t len);
-/* One jumbo slot into b holding len bytes of data (tests and tools): 1, 0
- * when none is free, -EMSGSIZE when len does not fit. */
-int prism_alloc_jumbo(prism_umem *u, struct prism_batch *b, const uint8_t *data, uint32_t len);
+/* One packet of len bytes into b, in as many chained frames as it takes, as
+ * RX leaves a multi-buffer packet (tests and tools; a multibuf UMEM): 1, or 0
+ * when b or the pool has no room. */
+int prism_alloc_multibuf(prism_umem *u, struct prism_batch *b, const uint8_t *data, uint32_t len);
+/* Copy len bytes of the packet at addr to out, following its chain: len, or
+ * -EINVAL past the packet or the UMEM (tests and tools). */
+int prism_umem_read(prism_umem *u, uint64_t addr, uint32_t len, uint8_t *out);
 int prism_free_batch(prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n);
 int prism_copy_frames_batch(prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n,
 			    const uint8_t *data, uint32_t len);
@@ -277,7 +276,6 @@ struct prism_overlay_counters {
 	uint64_t gro_packets; /* GSO packets made of merged TCP segments (packet delivery) */
 	uint64_t gro_segments; /* the segments in them */
 	uint64_t agg_in; /* multi-buffer packets from the uplink, passed on as GSO packets */
-	uint64_t agg_csum_verified; /* ... of which the checksum was a full one, verified here */
 	uint64_t drop_aggregate; /* multi-buffer packets that cannot be one GSO packet */
 };
 

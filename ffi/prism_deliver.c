@@ -6,8 +6,8 @@
 
 /* ---- deliver: TX on each port's socket -------------------------------- */
 
-/* Jumbo slots out of idx[0..n), dropped: no AF_XDP ring takes one, and
- * only a packet socket sends it whole. Returns what is left, in order.
+/* Chained packets out of idx[0..n), dropped: no AF_XDP ring takes one,
+ * and only a packet socket sends it whole. Returns what is left, in order.
  */
 static uint32_t drop_aggregates(struct prism_overlay *o, const struct prism_batch *b, uint32_t *idx,
 				uint32_t n)
@@ -15,7 +15,7 @@ static uint32_t drop_aggregates(struct prism_overlay *o, const struct prism_batc
 	uint32_t i, kept = 0;
 
 	for (i = 0; i < n; i++) {
-		if (is_jumbo(o->u, b->addr[idx[i]]))
+		if (b->csum[idx[i]] & PRISM_CSUM_AGG || is_chained(o->u, b->addr[idx[i]]))
 			drop(o, b->addr[idx[i]], &o->cnt.drop_aggregate);
 		else
 			idx[kept++] = idx[i];
@@ -44,7 +44,7 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 			drop(o, b->addr[idx[i]], &o->cnt.drop_no_port);
 		return;
 	}
-	if (o->u->jumbo_held)
+	if (o->u->multibuf)
 		n = drop_aggregates(o, b, idx, n);
 	mark_busy(o, (uint32_t)(pt - o->ports));
 	/* No kick for a full ring here: the next service kicks what waits. */

@@ -48,7 +48,8 @@
 #define GRO_MAX_IP_LEN 65535
 
 struct gro_msg {
-	uint32_t nseg; /* frames in the message */
+	uint32_t nseg; /* frames in the message (a chained packet is one) */
+	uint32_t niov; /* payload iovecs: a frame's piece, or each part of a chained packet */
 	uint32_t bytes; /* their frame bytes, as delivered frame by frame */
 	uint32_t iov; /* first iovec: the virtio-net header */
 	uint32_t cursor; /* next iovec to fill while laying out */
@@ -74,7 +75,9 @@ struct prism_gro {
 	uint32_t *msgid, *off, *plen; /* per frame: its message and the bytes it adds */
 	struct gro_flow flows[GRO_FLOWS];
 	uint32_t next_evict;
-	uint32_t aggregates; /* jumbo slots in the call: they never go on a ring */
+	uint32_t aggregates; /* chained packets in the call: they never go on a ring */
+	uint32_t parts; /* their parts beyond the first: iovecs on top of one per frame */
+	uint32_t iov_cap;
 };
 
 /* What one frame is to the coalescer. */
@@ -202,6 +205,21 @@ static void flow_open(struct prism_gro *g, uint32_t msg, uint8_t *f, const struc
 	fl->open = 1;
 }
 
+/* A header and a piece per frame, and a chained packet's later parts. */
+static int grow_iov(struct prism_gro *g, uint32_t n)
+{
+	void *p;
+
+	if (g->iov_cap >= n)
+		return 0;
+	p = realloc(g->iov, n * sizeof(*g->iov));
+	if (!p)
+		return -ENOMEM;
+	g->iov = p;
+	g->iov_cap = n;
+	return 0;
+}
+
 static int grow(struct prism_gro *g, uint32_t n)
 {
 	void *p;
@@ -216,7 +234,6 @@ static int grow(struct prism_gro *g, uint32_t n)
 		g->field = p;                                       \
 	} while (0)
 	GROW(mm, n);
-	GROW(iov, 2 * n);
 	GROW(vh, n);
 	GROW(msg, n);
 	GROW(msgid, n);
@@ -241,23 +258,31 @@ void prism_gro_free(struct prism_gro *g)
 	free(g);
 }
 
-/* A multi-buffer packet (a jumbo slot; decap settled its checksum and
- * made it TCP over IPv4): a GSO message of its own. Its sender's segment
+/* A GSO aggregate (decap settled its checksum and made it TCP over IPv4,
+ * PRISM_CSUM_AGG): a GSO message of its own, an iovec per part when its
+ * frames are chained. Its sender's segment
  * size did not come through XDP, so gso_size is what the overlay's MTU
  * leaves a segment with these headers, the size the sender's MSS has on
  * this path; a receiver reads it only to estimate that MSS.
  */
-static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint8_t *f, uint32_t len,
-			   uint32_t csum, uint32_t k)
+static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint64_t b_addr,
+			   uint32_t len, uint32_t csum, uint32_t k)
 {
 	struct virtio_net_hdr *vh = &g->vh[k];
+	const uint8_t *f = o->u->area + b_addr;
 	uint32_t l4 = csum >> 16, thl = (f[l4 + 12] >> 4) * 4u;
 	uint32_t ip_mtu = o->cfg.uplink_mtu - PRISM_ENCAP_LEN,
 		 mss = 536; /* the inner IPv4 packet's */
 
 	if (ip_mtu > l4 - ETH_HLEN + thl + mss)
 		mss = ip_mtu - (l4 - ETH_HLEN) - thl;
+	uint64_t part = b_addr;
+
 	g->msg[k].nseg = 1;
+	g->msg[k].niov = 0;
+	for (; part; part = o->u->next[frame_of(o->u, part)])
+		g->msg[k].niov++;
+	g->parts += g->msg[k].niov - 1;
 	g->msg[k].bytes = len;
 	memset(vh, 0, sizeof(*vh));
 	vh->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -265,7 +290,7 @@ static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint8_t
 	vh->gso_size = htole16((uint16_t)mss);
 	vh->hdr_len = htole16((uint16_t)(l4 + thl));
 	vh->csum_start = htole16((uint16_t)l4);
-	vh->csum_offset = htole16((uint16_t)(csum & 0xffff));
+	vh->csum_offset = htole16((uint16_t)PRISM_CSUM_OFFSET(csum));
 	g->aggregates++;
 }
 
@@ -281,25 +306,25 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 	for (i = 0; i < GRO_FLOWS; i++)
 		g->flows[i].open = 0;
 	g->aggregates = 0;
+	g->parts = 0;
 	for (i = 0; i < n; i++) {
 		uint32_t j = idx[i], len = b->len[j], csum = b->csum[j];
 		uint8_t *f = o->u->area + b->addr[j];
 		struct gro_flow *fl = NULL;
 		struct virtio_net_hdr *vh;
 		struct seg s = { 0 };
-		int kind = max_segs > 1 || is_jumbo(o->u, b->addr[j]) ?
-				   seg_parse(f, len, csum, &s) :
-				   0;
+		int agg = !!(csum & PRISM_CSUM_AGG);
+		int kind = max_segs > 1 || agg ? seg_parse(f, len, csum, &s) : 0;
 
 		if (kind)
 			fl = flow_of(g, f, &s);
-		if (is_jumbo(o->u, b->addr[j])) {
+		if (agg) {
 			if (fl) /* its flow's group goes first: the flow keeps its order */
 				flow_close(g, fl, 0);
 			g->msgid[i] = nmsg;
 			g->off[i] = 0;
 			g->plen[i] = len;
-			plan_aggregate(o, g, f, len, csum, nmsg++);
+			plan_aggregate(o, g, b->addr[j], len, csum, nmsg++);
 			continue;
 		}
 		if (fl && kind == 2 && can_join(g, fl, f, &s, max_segs)) {
@@ -309,6 +334,7 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 			g->off[i] = s.l4 + s.thl;
 			g->plen[i] = s.payload;
 			m->nseg++;
+			m->niov++;
 			m->bytes += len;
 			fl->payload += s.payload;
 			fl->next_seq += s.payload;
@@ -325,6 +351,7 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 		g->off[i] = 0;
 		g->plen[i] = kind == 2 ? s.l4 + s.thl + s.payload : len; /* no Ethernet padding */
 		g->msg[nmsg].nseg = 1;
+		g->msg[nmsg].niov = 1;
 		g->msg[nmsg].bytes = len;
 		vh = &g->vh[nmsg];
 		memset(vh, 0, sizeof(*vh));
@@ -359,16 +386,28 @@ static void layout(struct prism_overlay *o, struct prism_gro *g, const struct pr
 		g->iov[pos].iov_len = sizeof(g->vh[k]);
 		memset(&g->mm[k], 0, sizeof(g->mm[k]));
 		g->mm[k].msg_hdr.msg_iov = &g->iov[pos];
-		g->mm[k].msg_hdr.msg_iovlen = 1 + m->nseg;
-		pos += 1 + m->nseg;
+		g->mm[k].msg_hdr.msg_iovlen = 1 + m->niov;
+		pos += 1 + m->niov;
 	}
 	for (i = 0; i < n; i++) {
 		struct gro_msg *m = &g->msg[g->msgid[i]];
+		uint64_t addr = b->addr[idx[i]] + g->off[i], next;
+		uint32_t left = g->plen[i], piece;
 
-		g->iov[m->cursor].iov_base = o->u->area + b->addr[idx[i]] + g->off[i];
-		g->iov[m->cursor].iov_len = g->plen[i];
-		m->cursor++;
+		do { /* one piece, or each part of a chained packet */
+			next = o->u->multibuf ? o->u->next[frame_of(o->u, addr)] : 0;
+			piece = left;
+			if (next && o->u->part_end[frame_of(o->u, addr)] - addr < piece)
+				piece = (uint32_t)(o->u->part_end[frame_of(o->u, addr)] - addr);
+			g->iov[m->cursor].iov_base = o->u->area + addr;
+			g->iov[m->cursor].iov_len = piece;
+			m->cursor++;
+			left -= piece;
+			addr = next;
+		} while (left && addr);
 	}
+	for (k = 0; k < nmsg; k++) /* a packet cut short of its last parts uses fewer */
+		g->mm[k].msg_hdr.msg_iovlen = g->msg[k].cursor - g->msg[k].iov;
 }
 
 /* Every message, as many per sendmmsg() as the socket takes; a message it
@@ -432,6 +471,8 @@ int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct pri
 	 */
 	if (nmsg == n && !g->aggregates && pt->xsk[0])
 		return 0;
+	if (grow_iov(g, 2 * n + g->parts))
+		return -ENOMEM;
 	drain_rings(pt);
 	layout(o, g, b, idx, n, nmsg);
 	send_all(pt->pkt_fd, g, nmsg);

@@ -57,17 +57,19 @@ struct prism_umem {
 	uint32_t pool_n;
 	uint64_t kernel_rx; /* on a fill or RX ring */
 	uint64_t kernel_tx; /* on a TX or completion ring */
-	uint64_t user; /* in batches, jumbo slots included */
-	/* Jumbo slots, after the frames in the same area but not registered
-	 * with the kernel: a multi-buffer packet (XDP_USE_SG) is copied into
-	 * one, so that every stage sees one contiguous packet; see
-	 * prism_rx_upto(). A slot in a batch counts in user and in jumbo_held.
+	uint64_t user; /* in batches, every part of a chained packet included */
+	/* Multi-buffer packets (sockets bound with XDP_USE_SG): a packet that
+	 * came in several descriptors stays in its frames, chained. A batch
+	 * holds its first part's address and the whole length; per frame,
+	 * next is the following part's address (0: none: no data starts at a
+	 * frame's first byte, the kernel leaves headroom) and part_end where
+	 * this part's data ends (0: the frame is in no chain). Only the headers are read in place (they are
+	 * in the first part, which the kernel fills before the next); the
+	 * payload is handed on as one iovec per part. See prism_rx_upto().
 	 */
-	uint64_t map_size; /* the frames and the jumbo slots */
-	uint32_t jumbo_count;
-	uint32_t jumbo_n; /* free slots on jumbo_pool */
-	uint64_t *jumbo_pool;
-	uint64_t jumbo_held;
+	int multibuf;
+	uint64_t *next;
+	uint64_t *part_end;
 };
 
 struct prism_xsk {
@@ -116,36 +118,48 @@ static inline void ipv4_write_csum(uint8_t *iph)
 }
 
 #define PRISM_CSUM_REQ(start, offset) ((uint32_t)(start) << 16 | (uint32_t)(offset))
+/* In a checksum request's offset: the packet is a GSO aggregate from the
+ * uplink (decap found it longer than a wire frame), to go to its container
+ * as one GSO packet, never on an AF_XDP ring.
+ */
+#define PRISM_CSUM_AGG 0x8000
+#define PRISM_CSUM_OFFSET(req) ((req)&0x7fff)
 
 static inline uint64_t frame_base(const struct prism_umem *u, uint64_t addr)
 {
 	return addr & ~(uint64_t)(u->frame_size - 1); /* frame_size is a power of two */
 }
 
-/* A jumbo slot's address: beyond the frames the kernel knows. */
-static inline int is_jumbo(const struct prism_umem *u, uint64_t addr)
+static inline uint64_t frame_of(const struct prism_umem *u, uint64_t addr)
 {
-	return addr >= u->size;
+	return addr / u->frame_size;
 }
 
-/* A free jumbo slot's base, counted in user and jumbo_held; 0: none free. */
-static inline uint64_t jumbo_take(struct prism_umem *u)
+/* The first part of a packet in several frames (multi-buffer, chained). */
+static inline int is_chained(const struct prism_umem *u, uint64_t addr)
 {
-	if (!u->jumbo_n)
-		return 0;
-	u->user++;
-	u->jumbo_held++;
-	return u->jumbo_pool[--u->jumbo_n];
+	return u->multibuf && u->next[frame_of(u, addr)];
 }
 
-/* Back to its pool; the caller still counts it out of user. */
+/* Back to the pool, with every later part of a chained packet; the caller
+ * counts one frame out of user, the later parts are counted out here.
+ */
 static inline void pool_put(struct prism_umem *u, uint64_t addr)
 {
-	if (__builtin_expect(is_jumbo(u, addr), 0)) {
-		u->jumbo_pool[u->jumbo_n++] =
-			u->size + (addr - u->size) / PRISM_JUMBO_SLOT * PRISM_JUMBO_SLOT;
-		u->jumbo_held--;
-		return;
+	if (__builtin_expect(is_chained(u, addr), 0)) {
+		uint64_t part = u->next[frame_of(u, addr)];
+
+		u->next[frame_of(u, addr)] = 0;
+		u->part_end[frame_of(u, addr)] = 0;
+		while (part) {
+			uint64_t f = frame_of(u, part);
+
+			u->pool[u->pool_n++] = frame_base(u, part);
+			u->user--;
+			part = u->next[f];
+			u->next[f] = 0;
+			u->part_end[f] = 0;
+		}
 	}
 	u->pool[u->pool_n++] = frame_base(u, addr);
 }

@@ -44,7 +44,7 @@ void prism_batch_delete(struct prism_batch *b)
 
 int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t frame_size,
 		      uint32_t headroom, uint32_t fill_size, uint32_t comp_size,
-		      int register_kernel, uint32_t jumbo_count)
+		      int register_kernel, int multibuf)
 {
 	struct prism_umem *u;
 	uint32_t i;
@@ -63,11 +63,7 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	u->fill_size = fill_size;
 	u->comp_size = comp_size;
 	u->size = (uint64_t)frame_count * frame_size;
-	u->jumbo_count = jumbo_count;
-	/* Untouched slots cost address space only: the pages come on first use. */
-	u->map_size = u->size + (uint64_t)jumbo_count * PRISM_JUMBO_SLOT;
-	u->area =
-		mmap(NULL, u->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	u->area = mmap(NULL, u->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (u->area == MAP_FAILED) {
 		err = -errno;
 		free(u);
@@ -82,14 +78,15 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	for (i = 0; i < frame_count; i++)
 		u->pool[i] = (uint64_t)(frame_count - 1 - i) * frame_size;
 	u->pool_n = frame_count;
-	u->jumbo_pool = calloc(jumbo_count ? jumbo_count : 1, sizeof(*u->jumbo_pool));
-	if (!u->jumbo_pool) {
-		err = -ENOMEM;
-		goto fail;
+	u->multibuf = !!multibuf;
+	if (u->multibuf) {
+		u->next = calloc(frame_count, sizeof(*u->next));
+		u->part_end = calloc(frame_count, sizeof(*u->part_end));
+		if (!u->next || !u->part_end) {
+			err = -ENOMEM;
+			goto fail;
+		}
 	}
-	for (i = 0; i < jumbo_count; i++)
-		u->jumbo_pool[i] = u->size + (uint64_t)(jumbo_count - 1 - i) * PRISM_JUMBO_SLOT;
-	u->jumbo_n = jumbo_count;
 
 	u->registered = !!register_kernel;
 	if (u->registered) {
@@ -101,8 +98,9 @@ int prism_umem_create(struct prism_umem **out, uint32_t frame_count, uint32_t fr
 	return 0;
 fail:
 	free(u->pool);
-	free(u->jumbo_pool);
-	munmap(u->area, u->map_size);
+	free(u->next);
+	free(u->part_end);
+	munmap(u->area, u->size);
 	free(u);
 	return err;
 }
@@ -114,8 +112,9 @@ int prism_umem_delete(struct prism_umem *u)
 	if (u->rings)
 		return -EBUSY; /* sockets still use it */
 	free(u->pool);
-	free(u->jumbo_pool);
-	munmap(u->area, u->map_size);
+	free(u->next);
+	free(u->part_end);
+	munmap(u->area, u->size);
 	free(u);
 	return 0;
 }
@@ -151,9 +150,7 @@ void prism_umem_account(struct prism_umem *u, struct prism_frame_account *out)
 	out->pool = u->pool_n;
 	out->kernel_rx = u->kernel_rx;
 	out->kernel_tx = u->kernel_tx;
-	out->user = u->user - u->jumbo_held;
-	out->jumbo_slots = u->jumbo_count;
-	out->jumbo_held = u->jumbo_held;
+	out->user = u->user;
 	out->fill_ring = out->rx_ring = out->tx_ring = out->comp_ring = 0;
 	for (struct prism_rings *r = u->rings; r; r = r->next) {
 		out->fill_ring += ring_used(r->fq.producer, r->fq.consumer);
@@ -191,21 +188,33 @@ int prism_alloc_batch(struct prism_umem *u, struct prism_batch *b, uint32_t n, u
 	return n;
 }
 
-int prism_alloc_jumbo(struct prism_umem *u, struct prism_batch *b, const uint8_t *data,
-		      uint32_t len)
+int prism_alloc_multibuf(struct prism_umem *u, struct prism_batch *b, const uint8_t *data,
+			 uint32_t len)
 {
-	uint32_t off = u->headroom + XDP_PACKET_HEADROOM; /* where RX puts a packet */
-	uint64_t slot;
+	uint32_t room = u->frame_size - u->headroom - XDP_PACKET_HEADROOM, n, i;
+	uint64_t first = 0, prev = 0;
 
-	if (off + len > PRISM_JUMBO_SLOT)
-		return -EMSGSIZE;
-	if (b->n == b->cap)
+	if (!u->multibuf || !len)
+		return -EINVAL;
+	n = (len + room - 1) / room;
+	if (b->n == b->cap || u->pool_n < n)
 		return 0;
-	slot = jumbo_take(u);
-	if (!slot)
-		return 0;
-	memcpy(u->area + slot + off, data, len);
-	b->addr[b->n] = slot + off;
+	/* As RX leaves one: behind the headroom, each part filling its frame. */
+	for (i = 0; i < n; i++) {
+		uint64_t addr = u->pool[--u->pool_n] + u->headroom + XDP_PACKET_HEADROOM;
+		uint32_t part = i + 1 < n ? room : len - i * room;
+
+		memcpy(u->area + addr, data + (uint64_t)i * room, part);
+		u->part_end[frame_of(u, addr)] = addr + part;
+		u->next[frame_of(u, addr)] = 0;
+		if (prev)
+			u->next[frame_of(u, prev)] = addr;
+		else
+			first = addr;
+		prev = addr;
+	}
+	u->user += n;
+	b->addr[b->n] = first;
 	b->len[b->n] = len;
 	b->ts[b->n] = 0;
 	b->poll_ts[b->n] = 0;
@@ -214,6 +223,30 @@ int prism_alloc_jumbo(struct prism_umem *u, struct prism_batch *b, const uint8_t
 	b->cls[b->n] = 0;
 	b->n++;
 	return 1;
+}
+
+int prism_umem_read(struct prism_umem *u, uint64_t addr, uint32_t len, uint8_t *out)
+{
+	uint32_t done = 0;
+
+	while (done < len) {
+		uint32_t piece = len - done;
+		uint64_t next = u->multibuf ? u->next[frame_of(u, addr)] : 0;
+		uint64_t end = u->multibuf ? u->part_end[frame_of(u, addr)] : 0;
+
+		if (end && end - addr < piece) { /* a part of a chain ends first */
+			if (!next)
+				return -EINVAL; /* longer than the packet */
+			piece = (uint32_t)(end - addr);
+		}
+		if (addr > u->size || piece > u->size - addr)
+			return -EINVAL;
+		memcpy(out + done, u->area + addr, piece);
+		done += piece;
+		if (done < len && !(addr = next))
+			return -EINVAL; /* longer than the packet */
+	}
+	return (int)done;
 }
 
 int prism_free_batch(struct prism_umem *u, struct prism_batch *b, uint32_t start, uint32_t n)

@@ -186,32 +186,33 @@ static uint32_t csum_ingress(struct prism_overlay *o, uint64_t addr, uint32_t *l
 	return 0;
 }
 
-/* A multi-buffer packet from the uplink (a jumbo slot): generic-mode XDP
- * kept the sender's GSO packet whole, or the kernel's GRO made it. Longer
- * than a wire frame, it can reach a container only as a GSO packet, which
- * the container's kernel takes as CHECKSUM_PARTIAL without verifying it;
- * so its checksum is settled here. A field holding the pseudo-header seed
- * over the whole length is how a GSO sender and GRO both leave it (GRO
- * merges only segments whose checksums it verified); a full sum is
- * verified now and replaced by the seed. Returns the checksum request, or
- * 0 to drop: not TCP over IPv4 behind a plain Ethernet header (nothing
- * else is sent as GSO), or a wrong sum.
+/* A GSO aggregate from the uplink (longer than a wire frame: in chained
+ * frames, or in one when it fits): generic-mode XDP kept the sender's GSO
+ * packet whole, or the kernel's GRO made it.
+ * Longer than a wire frame, it can reach a container only as a GSO packet,
+ * which the container's kernel takes as CHECKSUM_PARTIAL without verifying
+ * it; so its checksum is settled here, from the headers alone (the first
+ * part holds them: the kernel fills a part before the next). A GSO sender
+ * and GRO both leave the pseudo-header seed over the whole length in the
+ * field (GRO merges only segments whose checksums it verified); any other
+ * field is not such a packet. Returns the checksum request, or 0 to drop:
+ * not TCP over IPv4 behind a plain Ethernet header (nothing else is sent
+ * as GSO), headers not in the first part, or not the seed.
  */
 static uint32_t csum_aggregate(struct prism_overlay *o, uint64_t addr, uint32_t *len)
 {
 	uint8_t *f = pkt(o, addr);
+	uint32_t first = is_chained(o->u, addr) ?
+				 (uint32_t)(o->u->part_end[frame_of(o->u, addr)] - addr) :
+				 *len;
 	struct prism_l4 l;
 
-	if (!prism_l4_locate(f, *len, &l) || l.proto != IPPROTO_TCP || l.l3 != ETH_HLEN)
+	if (!prism_l4_locate(f, *len, &l) || l.proto != IPPROTO_TCP || l.l3 != ETH_HLEN ||
+	    l.start + 20 > first || l.start + (f[l.start + 12] >> 4) * 4u > first ||
+	    !prism_l4_is_seed(f, &l))
 		return 0;
-	if (!prism_l4_is_seed(f, &l)) {
-		if (prism_l4_valid(f, *len) != 1)
-			return 0;
-		prism_l4_write_seed(f, &l);
-		o->cnt.agg_csum_verified++;
-	}
 	*len = l.end;
-	return PRISM_CSUM_REQ(l.start, l.offset);
+	return PRISM_CSUM_REQ(l.start, l.offset | PRISM_CSUM_AGG);
 }
 
 /* ---- flooding: a frame that is not for one port ----------------------- */
@@ -358,7 +359,11 @@ int prism_decap_batch(struct prism_overlay *o, struct prism_batch *in, struct pr
 		len -= hdr;
 		inner = pkt(o, addr);
 		pcls = in->cls[i];
-		agg = is_jumbo(o->u, addr);
+		/* Longer than a wire frame: only generic-mode XDP (a multi-buffer
+		 * UMEM) passes such a packet; a short one fits one frame.
+		 */
+		agg = o->u->multibuf &&
+		      (is_chained(o->u, addr) || len > o->cfg.uplink_mtu - OUTER_IP_UDP_VXLAN);
 		csum = agg ? csum_aggregate(o, addr, &len) : csum_ingress(o, addr, &len);
 		if (agg && !csum) {
 			drop(o, addr, &o->cnt.drop_aggregate);
@@ -530,7 +535,7 @@ int prism_encap_batch(struct prism_overlay *o, uint32_t src_port, struct prism_b
 			drop(o, addr, &o->cnt.drop_malformed_inner);
 			continue;
 		}
-		if (is_jumbo(o->u, addr)) { /* nothing here segments it for the wire */
+		if (is_chained(o->u, addr)) { /* nothing here segments it for the wire */
 			drop(o, addr, &o->cnt.drop_aggregate);
 			continue;
 		}

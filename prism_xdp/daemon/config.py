@@ -238,7 +238,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     cs.done()
 
     um = _Table(top.get("umem", dict, {}), "umem")
-    frame_size = _power_of_two(um, "frame_size", 2048, 2048, 65536)
+    # A generic-mode uplink brings 64 KB packets in frame-sized parts: 4 KB frames halve them.
+    frame_size = _power_of_two(um, "frame_size", 4096 if xdp_mode is AttachMode.SKB else 2048, 2048, 65536)
     ring_size = _power_of_two(um, "ring_size", 2048, 64, 1 << 16)
     uplink_fill = um.int_in("uplink_fill", 1, 1 << 16, 2048)
     container_fill = um.int_in("container_fill", 1, 1 << 16, 256)

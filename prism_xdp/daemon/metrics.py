@@ -103,8 +103,8 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
                      [([], kernel["tunnels"])])
     mb = t.get("multi_buffer")
     if mb:  # uplink.xdp_mode = "skb"
-        yield _counter("multibuf_events", "Multi-buffer packets from the uplink: put back together (packets), "
-                       "their parts, dropped as too long, RX stops for want of a jumbo slot.", ["event"],
+        yield _counter("multibuf_events", "Multi-buffer packets from the uplink (packets) and their parts.",
+                       ["event"],
                        (([k.removeprefix("rx_")], v) for k, v in mb.items()))
     ports = t["ports"]
     yield _counter("port_tx_packets", "Packets transmitted per port.", ["port"],

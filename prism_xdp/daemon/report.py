@@ -79,8 +79,7 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
     mb = t.get("multi_buffer")
     if mb:
         out.append(f"multi-buffer packets from the uplink (xdp_mode skb): {mb['rx_multibuf']} in "
-                   f"{mb['rx_multibuf_parts']} parts, dropped as too long {mb['rx_multibuf_dropped']}, "
-                   f"RX waits for a jumbo slot {mb['rx_jumbo_waits']}")
+                   f"{mb['rx_multibuf_parts']} parts")
     out.append("")
 
     st = t["stages"]

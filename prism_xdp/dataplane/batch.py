@@ -35,10 +35,10 @@ class Batch:
         """Take up to count free frames of the given length from the pool."""
         return native.alloc_batch(umem.ptr, self.ptr, count, length)
 
-    def alloc_jumbo(self, umem: Umem, data: bytes) -> int:
-        """One packet longer than a frame, in a jumbo slot, as RX puts a multi-buffer
-        packet back together (tests, tools): 1, or 0 when no slot is free."""
-        return native.alloc_jumbo(umem.ptr, self.ptr, data)
+    def alloc_multibuf(self, umem: Umem, data: bytes) -> int:
+        """One packet in as many chained frames as it takes, as RX leaves a multi-buffer
+        packet (tests, tools; a multi_buffer UMEM): 1, or 0 when there is no room."""
+        return native.alloc_multibuf(umem.ptr, self.ptr, data)
 
     def fill_with(self, umem: Umem, data: bytes, start: int = 0, count: int | None = None) -> int:
         """Copy one packet into frames start..start+count of the batch (tools, tests)."""

@@ -35,10 +35,7 @@ from prism_xdp.dataplane.xsk import XskParams, XskSocket
 
 POLL_MODES = ("busy", "blocking")
 BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
-# Jumbo slots per batch_size: enough for the batches a scheduler holds at once
-# (RX stops, and does not drop, while none is free).
-JUMBO_BATCHES = 4
-MULTIBUF_COUNTERS = ("rx_multibuf", "rx_multibuf_parts", "rx_multibuf_dropped", "rx_jumbo_waits")
+MULTIBUF_COUNTERS = ("rx_multibuf", "rx_multibuf_parts")
 
 
 @dataclass(frozen=True)
@@ -161,7 +158,7 @@ class Datapath:
         ring = max(2048, 1 << (p.uplink_fill - 1).bit_length())
         self.umem = Umem(UmemParams(frame_count=frames, frame_size=p.frame_size,
                                     fill_size=ring, comp_size=ring,
-                                    jumbo_slots=JUMBO_BATCHES * p.batch_size if self.multi_buffer else 0))
+                                    multi_buffer=self.multi_buffer))
         self._undo.callback(self._close_umem)
 
         if self._programs is None:
@@ -380,8 +377,7 @@ class Datapath:
         }
 
     def multi_buffer_stats(self) -> dict[str, int]:
-        """The uplink sockets' multi-buffer packets (uplink.xdp_mode = "skb"): put back together,
-        their parts, dropped as too long, and RX stops for want of a jumbo slot."""
+        """The uplink sockets' multi-buffer packets (uplink.xdp_mode = "skb") and their parts."""
         out = dict.fromkeys(MULTIBUF_COUNTERS, 0)
         for s in self.sources:
             if s.from_uplink:

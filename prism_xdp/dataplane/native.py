@@ -37,7 +37,6 @@ PRISM_MAX_VNI_RULES: int = lib.PRISM_MAX_VNI_RULES
 PRISM_VXLAN_PORT_DEFAULT: int = lib.PRISM_VXLAN_PORT_DEFAULT
 PRISM_ETH_HLEN: int = lib.PRISM_ETH_HLEN
 PRISM_GRO_MAX_SEGS: int = lib.PRISM_GRO_MAX_SEGS
-PRISM_JUMBO_SLOT: int = lib.PRISM_JUMBO_SLOT
 PRISM_VXLAN_HLEN: int = lib.PRISM_VXLAN_HLEN
 PRISM_ENCAP_LEN: int = lib.PRISM_ENCAP_LEN
 PRISM_STEER_CLASSIFY: int = lib.PRISM_STEER_CLASSIFY
@@ -120,10 +119,10 @@ def batch_new(cap: int) -> Any:
 
 
 def umem_create(frame_count: int, frame_size: int, headroom: int, fill_size: int, comp_size: int,
-                register: bool, jumbo_slots: int = 0) -> Any:
+                register: bool, multi_buffer: bool = False) -> Any:
     out = ffi.new("prism_umem **")
     check_rc(lib.prism_umem_create(out, frame_count, frame_size, headroom, fill_size, comp_size,
-                                   1 if register else 0, jumbo_slots),
+                                   1 if register else 0, 1 if multi_buffer else 0),
              "create UMEM", f"{frame_count} x {frame_size} B")
     return out[0]
 
@@ -151,9 +150,15 @@ def alloc_batch(umem: Any, batch: Any, count: int, length: int) -> int:
     return check_rc(lib.prism_alloc_batch(umem, batch, count, length), "alloc frames")
 
 
-def alloc_jumbo(umem: Any, batch: Any, data: bytes) -> int:
-    return check_rc(lib.prism_alloc_jumbo(umem, batch, data, len(data)), "alloc a jumbo slot",
-                    f"{len(data)} B")
+def alloc_multibuf(umem: Any, batch: Any, data: bytes) -> int:
+    return check_rc(lib.prism_alloc_multibuf(umem, batch, data, len(data)), "alloc a multi-buffer packet",
+                    f"{len(data)} B (the UMEM must be multi_buffer)")
+
+
+def umem_read(umem: Any, addr: int, length: int) -> bytes:
+    out = ffi.new("uint8_t[]", length)
+    check_rc(lib.prism_umem_read(umem, addr, length, out), "read a packet", f"{length} B at {addr}")
+    return bytes(ffi.buffer(out, length))
 
 
 def free_batch(umem: Any, batch: Any, start: int, count: int) -> int:

@@ -17,9 +17,9 @@ class UmemParams:
     headroom: int = 0
     fill_size: int = 2048
     comp_size: int = 2048
-    # Slots of 80 KB after the frames, each holding one multi-buffer packet
-    # put back together (sockets bound with XskParams.multi_buffer); 0: none.
-    jumbo_slots: int = 0
+    # Sockets bound with XskParams.multi_buffer may bring a packet in several
+    # frames, which stay chained (a few bytes of bookkeeping per frame).
+    multi_buffer: bool = False
 
     def check(self) -> None:
         for name in ("frame_size", "fill_size", "comp_size"):
@@ -28,8 +28,6 @@ class UmemParams:
                 raise ValueError(f"umem {name} must be a power of two, not {value}")
         if self.frame_size < 2048:
             raise ValueError(f"umem frame_size must be at least 2048, not {self.frame_size}")
-        if self.jumbo_slots < 0:
-            raise ValueError(f"umem jumbo_slots must not be negative, not {self.jumbo_slots}")
         if self.frame_count <= 0:
             raise ValueError(f"umem frame_count must be positive, not {self.frame_count}")
         if not 0 <= self.headroom < self.frame_size // 2:
@@ -56,8 +54,6 @@ class FrameAccount:
     rx_ring: int = 0
     tx_ring: int = 0
     comp_ring: int = 0
-    jumbo_slots: int = 0  # not frames: multi-buffer packets, in batches (user) or free
-    jumbo_held: int = 0
 
     @property
     def kernel_rx_held(self) -> int:
@@ -71,8 +67,7 @@ class FrameAccount:
         return {"frames": self.frames, "pool": self.pool, "fill_ring": self.fill_ring,
                 "rx_ring": self.rx_ring, "kernel_rx_held": self.kernel_rx_held, "batches": self.user,
                 "tx_ring": self.tx_ring, "comp_ring": self.comp_ring,
-                "kernel_tx_held": self.kernel_tx_held, "jumbo_slots": self.jumbo_slots,
-                "jumbo_held": self.jumbo_held}
+                "kernel_tx_held": self.kernel_tx_held}
 
     @property
     def balanced(self) -> bool:
@@ -90,9 +85,8 @@ class Umem:
         self.params.check()
         p = self.params
         self._ptr: Any = native.umem_create(p.frame_count, p.frame_size, p.headroom, p.fill_size,
-                                            p.comp_size, register, p.jumbo_slots)
-        self._area = native.umem_area(self._ptr, p.frame_count * p.frame_size
-                                      + p.jumbo_slots * native.PRISM_JUMBO_SLOT)
+                                            p.comp_size, register, p.multi_buffer)
+        self._area = native.umem_area(self._ptr, p.frame_count * p.frame_size)
         self.sockets: list[Any] = []
 
     @property
@@ -113,12 +107,14 @@ class Umem:
     def account(self) -> FrameAccount:
         out = native.umem_account(self.ptr)
         return FrameAccount(out.frames, out.pool, out.kernel_rx, out.kernel_tx, out.user,
-                            out.fill_ring, out.rx_ring, out.tx_ring, out.comp_ring,
-                            out.jumbo_slots, out.jumbo_held)
+                            out.fill_ring, out.rx_ring, out.tx_ring, out.comp_ring)
 
     def read(self, addr: int, length: int) -> bytes:
-        """Copy of a packet's bytes (tests and tools, not the hot path)."""
-        return bytes(self._area[addr : addr + length])
+        """Copy of a packet's bytes, a chained packet's parts in order (tests and tools,
+        not the hot path)."""
+        if not self.params.multi_buffer:
+            return bytes(self._area[addr : addr + length])
+        return native.umem_read(self.ptr, addr, length)
 
     def write(self, addr: int, data: bytes) -> None:
         self._area[addr : addr + len(data)] = data

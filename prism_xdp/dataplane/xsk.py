@@ -33,8 +33,8 @@ class XskParams:
     need_wakeup: bool = True
     busy_poll_usecs: int = 0  # 0 = no busy-poll socket options
     busy_poll_budget: int = 64
-    # A packet may come in several descriptors (XDP_USE_SG, Linux >= 6.6); the
-    # UMEM needs jumbo slots to put it back together (UmemParams.jumbo_slots).
+    # A packet may come in several descriptors (XDP_USE_SG, Linux >= 6.6), which
+    # stay chained in their frames (the UMEM must be UmemParams.multi_buffer).
     multi_buffer: bool = False
 
     def bind_flags(self) -> int:
@@ -65,8 +65,6 @@ COUNTER_FIELDS = (
     "fill_added",
     "rx_multibuf",
     "rx_multibuf_parts",
-    "rx_multibuf_dropped",
-    "rx_jumbo_waits",
 )
 
 

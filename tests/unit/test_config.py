@@ -129,7 +129,9 @@ def test_delivery_defaults_to_the_packet_socket_with_gro() -> None:
 def test_a_generic_mode_uplink_needs_packet_delivery_and_the_daemons_high_path() -> None:
     cfg = copy.deepcopy(GOOD)
     cfg["uplink"]["xdp_mode"] = "skb"
-    assert config.parse(copy.deepcopy(cfg)).xdp_mode is AttachMode.SKB
+    parsed = config.parse(copy.deepcopy(cfg))
+    assert parsed.xdp_mode is AttachMode.SKB and parsed.frame_size == 4096
+    assert config.parse(copy.deepcopy(GOOD)).frame_size == 2048
     cfg["forwarding"] = {"delivery": "xsk"}
     with pytest.raises(ConfigError, match=r'uplink.xdp_mode = "skb" needs forwarding.delivery = "packet"'):
         config.parse(copy.deepcopy(cfg))
