@@ -63,9 +63,10 @@ struct prism_umem {
 	 * holds its first part's address and the whole length; per frame,
 	 * next is the following part's address (0: none: no data starts at a
 	 * frame's first byte, the kernel leaves headroom) and part_end where
-	 * this part's data ends (0: the frame is in no chain). Only the headers are read in place (they are
-	 * in the first part, which the kernel fills before the next); the
-	 * payload is handed on as one iovec per part. See prism_rx_upto().
+	 * this part's data ends (0: the frame is in no chain). Only the
+	 * headers are read in place (they are in the first part, which the
+	 * kernel fills before the next); the payload is handed on as one iovec
+	 * per part. See prism_rx_upto().
 	 */
 	int multibuf;
 	uint64_t *next;

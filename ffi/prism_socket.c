@@ -290,6 +290,8 @@ int prism_xsk_create(struct prism_xsk **out, struct prism_umem *u, const char *i
 		return -EINVAL;
 	if ((rx_size & (rx_size - 1)) || (tx_size & (tx_size - 1)) || (!rx_size && !tx_size))
 		return -EINVAL;
+	if ((bind_flags & XDP_USE_SG) && !u->multibuf)
+		return -EINVAL; /* its packets' parts would have nowhere to be chained */
 	ifindex = if_nametoindex(ifname);
 	if (!ifindex)
 		return -ENODEV;

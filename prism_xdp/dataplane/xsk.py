@@ -102,6 +102,9 @@ class XskSocket:
                 errno.EINVAL, "AF_XDP socket", name, f"{ifname} has {nqueues} rx queue(s)"
             )
         p = self.params
+        if p.multi_buffer and not umem.params.multi_buffer:
+            raise PrismError(errno.EINVAL, "AF_XDP socket", name,
+                             "a multi-buffer socket needs a UMEM made with multi_buffer")
         hint = ""
         if p.bind is BindMode.ZEROCOPY:
             hint = "zero-copy needs driver support (veth has none); use bind mode copy or auto"

@@ -261,7 +261,8 @@ def test_a_generic_mode_uplink_takes_the_remotes_gso_packets_whole(host: Overlay
     totals = d.call("stats")["totals"]  # type: ignore[index]
     assert totals["stages"]["agg_in"] > 100 and totals["stages"]["drop_aggregate"] == 0
     mb = totals["multi_buffer"]
-    assert mb["rx_multibuf"] >= totals["stages"]["agg_in"] and mb["rx_multibuf_parts"] > 4 * mb["rx_multibuf"]
+    # Most came in several 4 KB parts; a short aggregate fits one frame (agg_in counts it, not these).
+    assert mb["rx_multibuf"] > 100 and mb["rx_multibuf_parts"] > 4 * mb["rx_multibuf"]
     assert "multi-buffer packets from the uplink" in d.ctl("stats").stdout
     d.stop(signal.SIGKILL)
     assert xdp.attached(host.uplink.host_if) is None

@@ -19,7 +19,7 @@ from prism_xdp.dataplane.batch import Batch
 from prism_xdp.dataplane.errors import NotSupported, PrismError
 from prism_xdp.dataplane.native import PRISM_CLASS_HIGH, PRISM_CLASS_LOW
 from prism_xdp.dataplane.steer import Steering
-from prism_xdp.dataplane.umem import Umem
+from prism_xdp.dataplane.umem import Umem, UmemParams
 from prism_xdp.dataplane.xsk import BindMode, XskParams, XskSocket
 from prism_xdp.lab.packets import vxlan_packet
 from prism_xdp.lab.testhost import socket_in
@@ -133,6 +133,14 @@ def test_zero_copy_on_veth_is_not_supported(uplink: Uplink, umem: Umem) -> None:
     auto = XskSocket(umem, uplink.host_if, 0, XskParams(bind=BindMode.AUTO))
     assert auto.zerocopy is False  # veth falls back to copy mode
     auto.close()
+
+
+def test_a_multi_buffer_socket_needs_a_multi_buffer_umem(uplink: Uplink, umem: Umem) -> None:
+    with pytest.raises(PrismError, match="a multi-buffer socket needs a UMEM made with multi_buffer"):
+        XskSocket(umem, uplink.host_if, 0, XskParams(multi_buffer=True))
+    with Umem(UmemParams(multi_buffer=True)) as mb:
+        sock = XskSocket(mb, uplink.host_if, 0, XskParams(multi_buffer=True))  # XDP_USE_SG: Linux >= 6.6
+        sock.close()
 
 
 def test_statistics_count_drops_when_fill_ring_is_empty(uplink: Uplink, umem: Umem) -> None:
