@@ -260,10 +260,10 @@ void prism_gro_free(struct prism_gro *g)
 
 /* A GSO aggregate (decap settled its checksum and made it TCP over IPv4,
  * PRISM_CSUM_AGG): a GSO message of its own, an iovec per part when its
- * frames are chained. Its sender's segment
- * size did not come through XDP, so gso_size is what the overlay's MTU
- * leaves a segment with these headers, the size the sender's MSS has on
- * this path; a receiver reads it only to estimate that MSS.
+ * frames are chained. Its sender's segment size did not come through XDP,
+ * so gso_size is what the overlay's MTU leaves a segment with these
+ * headers, the size the sender's MSS has on this path; a receiver reads it
+ * only to estimate that MSS.
  */
 static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint64_t b_addr,
 			   uint32_t len, uint32_t csum, uint32_t k)
@@ -271,13 +271,12 @@ static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint64_
 	struct virtio_net_hdr *vh = &g->vh[k];
 	const uint8_t *f = o->u->area + b_addr;
 	uint32_t l4 = csum >> 16, thl = (f[l4 + 12] >> 4) * 4u;
-	uint32_t ip_mtu = o->cfg.uplink_mtu - PRISM_ENCAP_LEN,
-		 mss = 536; /* the inner IPv4 packet's */
+	uint32_t ip_mtu = o->cfg.uplink_mtu - PRISM_ENCAP_LEN; /* the inner IPv4 packet's */
+	uint32_t mss = 536; /* IPv4's minimum, should the MTU leave less */
+	uint64_t part = b_addr;
 
 	if (ip_mtu > l4 - ETH_HLEN + thl + mss)
 		mss = ip_mtu - (l4 - ETH_HLEN) - thl;
-	uint64_t part = b_addr;
-
 	g->msg[k].nseg = 1;
 	g->msg[k].niov = 0;
 	for (; part; part = o->u->next[frame_of(o->u, part)])

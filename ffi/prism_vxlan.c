@@ -188,16 +188,16 @@ static uint32_t csum_ingress(struct prism_overlay *o, uint64_t addr, uint32_t *l
 
 /* A GSO aggregate from the uplink (longer than a wire frame: in chained
  * frames, or in one when it fits): generic-mode XDP kept the sender's GSO
- * packet whole, or the kernel's GRO made it.
- * Longer than a wire frame, it can reach a container only as a GSO packet,
- * which the container's kernel takes as CHECKSUM_PARTIAL without verifying
- * it; so its checksum is settled here, from the headers alone (the first
- * part holds them: the kernel fills a part before the next). A GSO sender
- * and GRO both leave the pseudo-header seed over the whole length in the
- * field (GRO merges only segments whose checksums it verified); any other
- * field is not such a packet. Returns the checksum request, or 0 to drop:
- * not TCP over IPv4 behind a plain Ethernet header (nothing else is sent
- * as GSO), headers not in the first part, or not the seed.
+ * packet whole, or the kernel's GRO made it. It can reach a container only
+ * as a GSO packet, which the container's kernel takes as CHECKSUM_PARTIAL
+ * without verifying it; so its checksum is settled here, from the headers
+ * alone (the first part holds them: the kernel fills a part before the
+ * next). A GSO sender and GRO both leave the pseudo-header seed over the
+ * whole length in the field (GRO merges only segments whose checksums it
+ * verified); any other field is not such a packet. Returns the checksum
+ * request, or 0 to drop: not TCP over IPv4 behind a plain Ethernet header
+ * (nothing else is sent as GSO), headers not in the first part, or not the
+ * seed.
  */
 static uint32_t csum_aggregate(struct prism_overlay *o, uint64_t addr, uint32_t *len)
 {
