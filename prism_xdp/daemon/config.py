@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +240,10 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
 
     um = _Table(top.get("umem", dict, {}), "umem")
     # A generic-mode uplink brings 64 KB packets in frame-sized parts: 4 KB frames halve them.
-    frame_size = _power_of_two(um, "frame_size", 4096 if xdp_mode is AttachMode.SKB else 2048, 2048, 65536)
+    # The kernel refuses a UMEM chunk above a page (EINVAL at the first socket, even with
+    # hugepages: docs/benchmarks.md), so the config says so first.
+    frame_size = _power_of_two(um, "frame_size", 4096 if xdp_mode is AttachMode.SKB else 2048, 2048,
+                               os.sysconf("SC_PAGE_SIZE"))
     ring_size = _power_of_two(um, "ring_size", 2048, 64, 1 << 16)
     uplink_fill = um.int_in("uplink_fill", 1, 1 << 16, 2048)
     container_fill = um.int_in("container_fill", 1, 1 << 16, 256)

@@ -89,6 +89,7 @@ DELETE = object()
     ("checksum.partial_from_uplink", True, r"checksum.partial_from_uplink: must be str"),
     ("checksum.speed", 1, r"checksum.speed: unknown key"),
     ("umem.frame_size", 3000, r"umem.frame_size: must be a power of two"),
+    ("umem.frame_size", 8192, r"umem.frame_size: must be in 2048..4096, not 8192"),  # above a page
     ("umem.ring_size", 32, r"umem.ring_size: must be in 64..65536"),
     ("control.socket", "relative.sock", r"control.socket: must be an absolute path"),
     ("control.prometheus", "9417", r"control.prometheus: must be HOST:PORT"),
