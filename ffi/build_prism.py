@@ -68,6 +68,10 @@ struct prism_kernel_counters { unsigned long long decap; unsigned long long deca
     unsigned long long encap; unsigned long long encap_bytes; unsigned long long no_port;
     unsigned long long no_tunnel; unsigned long long failed; unsigned long long aggregate;
     unsigned long long too_big; };
+struct prism_gso_vtep { uint8_t remote_mac[6]; uint8_t local_mac[6]; uint32_t local_ip; uint32_t remote_ip;
+    uint32_t vni; uint16_t vxlan_port; uint8_t ttl; uint8_t valid; };
+struct prism_gso_counters { unsigned long long encap; unsigned long long encap_bytes;
+    unsigned long long no_vtep; unsigned long long failed; };
 extern "Python+C" void prism_log(int level, const char *msg);
 """
     return defines + "\n" + structs + "\n" + api

@@ -164,8 +164,8 @@ int prism_prog_fd(prism_prog *p);
 int prism_prog_attach(prism_prog *p, int ifindex, int mode);
 int prism_prog_attach_link(prism_prog *p, int ifindex, int mode);
 int prism_link_detach(int link_fd);
-int prism_tcx_attach_link(int prog_fd, int ifindex);
-int prism_tcx_query(int ifindex, uint32_t *ids, uint32_t n);
+int prism_tcx_attach_link(int prog_fd, int ifindex, int egress);
+int prism_tcx_query(int ifindex, int egress, uint32_t *ids, uint32_t n);
 int prism_prog_map_fd(prism_prog *p, const char *map_name);
 int prism_xdp_query(int ifindex, uint32_t *prog_id, int *mode, char *name, uint32_t name_len);
 int prism_xdp_detach_id(int ifindex, uint32_t prog_id, int mode);
@@ -277,6 +277,8 @@ struct prism_overlay_counters {
 	uint64_t gro_segments; /* the segments in them */
 	uint64_t agg_in; /* multi-buffer packets from the uplink, passed on as GSO packets */
 	uint64_t drop_aggregate; /* multi-buffer packets that cannot be one GSO packet */
+	uint64_t gso_out_packets; /* GSO packets of merged segments sent to the uplink (prism_gso_encap) */
+	uint64_t gso_out_segments; /* the segments in them */
 };
 
 struct prism_port_counters {
@@ -349,7 +351,9 @@ int prism_overlay_through(prism_overlay *o, prism_xsk *x, uint32_t src_port, uin
  * the port's device, PACKET_VNET_HDR on) instead of its AF_XDP sockets; up
  * to gro_segs TCP segments of a flow become one GSO packet (0 or 1: none,
  * at most PRISM_GRO_MAX_SEGS). fd < 0 goes back to AF_XDP. The caller owns
- * the fd.
+ * the fd. On the uplink (PRISM_UPLINK_PORT) the socket must go through the
+ * device's egress hook, where prism_gso_encap encapsulates what is merged
+ * (sent inner, marked PRISM_GSO_MARK); single frames leave encapsulated.
  */
 #define PRISM_GRO_MAX_SEGS 64
 int prism_overlay_set_port_packet(prism_overlay *o, uint32_t port, int fd, uint32_t gro_segs);

@@ -152,30 +152,34 @@ int prism_prog_attach_link(struct prism_prog *p, int ifindex, int mode)
 	return fd < 0 ? -errno : fd;
 }
 
-/* BPF_TCX_INGRESS of Linux >= 6.6, which older UAPI headers lack. */
+/* BPF_TCX_INGRESS and BPF_TCX_EGRESS of Linux >= 6.6, which older UAPI headers lack. */
 #define PRISM_TCX_INGRESS 46
+#define PRISM_TCX_EGRESS 47
 
-/* Attach a TC program to a device's ingress through a tcx link (Linux >=
- * 6.6): like the XDP link, the attachment goes away with the process, needs
- * no qdisc, and leaves other programs on the hook in place. Returns the link
- * fd or -errno.
+/* Attach a TC program to a device's ingress (or egress) through a tcx link
+ * (Linux >= 6.6): like the XDP link, the attachment goes away with the
+ * process, needs no qdisc, and leaves other programs on the hook in place.
+ * Returns the link fd or -errno.
  */
-int prism_tcx_attach_link(int prog_fd, int ifindex)
+int prism_tcx_attach_link(int prog_fd, int ifindex, int egress)
 {
-	int fd = bpf_link_create(prog_fd, ifindex, (enum bpf_attach_type)PRISM_TCX_INGRESS, NULL);
+	int fd = bpf_link_create(
+		prog_fd, ifindex,
+		(enum bpf_attach_type)(egress ? PRISM_TCX_EGRESS : PRISM_TCX_INGRESS), NULL);
 
 	return fd < 0 ? -errno : fd;
 }
 
-/* The ids of the programs on a device's tcx ingress: returns how many
- * there are (at most n are written) or -errno.
+/* The ids of the programs on a device's tcx ingress (or egress): returns
+ * how many there are (at most n are written) or -errno.
  */
-int prism_tcx_query(int ifindex, uint32_t *ids, uint32_t n)
+int prism_tcx_query(int ifindex, int egress, uint32_t *ids, uint32_t n)
 {
 	__u32 count = n, flags = 0;
 
-	if (bpf_prog_query(ifindex, (enum bpf_attach_type)PRISM_TCX_INGRESS, 0, &flags, ids,
-			   &count))
+	if (bpf_prog_query(ifindex,
+			   (enum bpf_attach_type)(egress ? PRISM_TCX_EGRESS : PRISM_TCX_INGRESS), 0,
+			   &flags, ids, &count))
 		return -errno;
 	return (int)count;
 }

@@ -1,4 +1,4 @@
-/* prism_gro.c - delivery to a container through a packet socket: a port's TCP segments coalesced into GSO packets (as the kernel's GRO does) and sent with a virtio-net header, a whole port's share of a batch per sendmmsg(). */
+/* prism_gro.c - delivery through a packet socket: a port's TCP segments coalesced into GSO packets (as the kernel's GRO does) and sent with a virtio-net header, a whole port's share of a batch per sendmmsg(); to a container, or to the uplink for prism_gso_encap to encapsulate. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -42,6 +42,17 @@
  *     checksum goes alone and untouched, so the container drops it.
  * A segment that cannot merge ends its flow's open group first, so the
  * packets of one flow never change order.
+ *
+ * The uplink's frames come encapsulated (the encap stage wrote the outer
+ * headers into their headroom). Segments merge there by their inner
+ * headers, and only toward the same VTEP with the same outer source port.
+ * A merged packet is sent without its outer headers, marked with the VTEP's
+ * index and that port (PRISM_GSO_MARK in an SO_MARK cmsg): the uplink's
+ * tcx egress program (prism_gso_encap) writes them back as a UDP tunnel's,
+ * so the kernel or the NIC segments it into the frames the AF_XDP path
+ * would have sent. A frame that merged with nothing leaves as it is,
+ * encapsulated and unmarked. Why: remote-bound TCP otherwise crosses the
+ * uplink, and the remote's stack, one MTU-sized frame at a time.
  */
 
 #define GRO_FLOWS 8 /* open groups per port and call, as the kernel's GRO buckets */
@@ -53,7 +64,14 @@ struct gro_msg {
 	uint32_t bytes; /* their frame bytes, as delivered frame by frame */
 	uint32_t iov; /* first iovec: the virtio-net header */
 	uint32_t cursor; /* next iovec to fill while laying out */
+	uint32_t mark; /* uplink: PRISM_GSO_MARK... for a merged packet, else 0 */
 	int err; /* after sending: 0, or the errno that refused it */
+};
+
+/* An SO_MARK control message, one per message. */
+union gro_ctl {
+	struct cmsghdr c;
+	char buf[CMSG_SPACE(sizeof(uint32_t))];
 };
 
 struct gro_flow {
@@ -62,7 +80,7 @@ struct gro_flow {
 	uint32_t mss; /* the first segment's payload */
 	uint32_t payload; /* the group's payload bytes */
 	uint32_t l3, l4, thl; /* the first frame's headers */
-	uint8_t *head; /* the first frame */
+	uint8_t *head; /* the first frame (its inner frame, on the uplink) */
 	int open;
 };
 
@@ -72,7 +90,9 @@ struct prism_gro {
 	struct iovec *iov; /* 2 * cap: a header per message and a piece per frame */
 	struct virtio_net_hdr *vh;
 	struct gro_msg *msg;
+	union gro_ctl *ctl;
 	uint32_t *msgid, *off, *plen; /* per frame: its message and the bytes it adds */
+	uint32_t inner; /* this call's frames: where the inner frame starts (the uplink's: PRISM_ENCAP_LEN) */
 	struct gro_flow flows[GRO_FLOWS];
 	uint32_t next_evict;
 	uint32_t aggregates; /* chained packets in the call: they never go on a ring */
@@ -88,6 +108,30 @@ struct seg {
 
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
+
+/* In the outer headers the encap stage writes (Ethernet, IPv4 without
+ * options, UDP, VXLAN): destination address then UDP source port, and the VNI.
+ */
+#define OUTER_DADDR 30
+#define OUTER_SPORT 34
+#define OUTER_VNI 46
+
+/* The mark a merged packet to the uplink goes with: its VTEP's index and
+ * outer source port; 0 when no VTEP has its outer headers (it then stays
+ * a single frame).
+ */
+static uint32_t gso_mark(const struct prism_overlay *o, const uint8_t *outer)
+{
+	uint32_t ip, vni = (uint32_t)outer[OUTER_VNI] << 16 | outer[OUTER_VNI + 1] << 8 |
+			   outer[OUTER_VNI + 2];
+	int v;
+
+	memcpy(&ip, outer + OUTER_DADDR, 4);
+	v = vtep_of(o, vni, ip);
+	if (v < 0)
+		return 0;
+	return PRISM_GSO_MARK | (uint32_t)rd16(outer + OUTER_SPORT) << 8 | (uint32_t)v;
+}
 
 /* 0: not TCP over IPv4 behind a plain Ethernet header; 1: TCP that must
  * not merge (s locates its headers, so that it ends its flow's group);
@@ -138,9 +182,14 @@ static int can_join(const struct prism_gro *g, const struct gro_flow *fl, const 
 {
 	const uint8_t *h = fl->head;
 
+	/* On the uplink, the same tunnel too: outer destination and source port, VNI. */
+	if (g->inner && (memcmp(h - g->inner + OUTER_DADDR, f - g->inner + OUTER_DADDR, 6) ||
+			 memcmp(h - g->inner + OUTER_VNI, f - g->inner + OUTER_VNI, 3)))
+		return 0;
 	return s->seq == fl->next_seq && s->payload <= fl->mss && s->thl == fl->thl &&
 	       g->msg[fl->msg].nseg < max_segs &&
-	       fl->l4 - fl->l3 + fl->thl + fl->payload + s->payload <= GRO_MAX_IP_LEN &&
+	       /* the outer IPv4 length, on the uplink, must fit 16 bits too */
+	       fl->l4 - fl->l3 + fl->thl + fl->payload + s->payload <= GRO_MAX_IP_LEN - g->inner &&
 	       !memcmp(h, f, ETH_HLEN) && h[fl->l3 + 1] == f[s->l3 + 1] && /* TOS */
 	       h[fl->l3 + 8] == f[s->l3 + 8] && /* TTL */
 	       !memcmp(h + fl->l4 + 8, f + s->l4 + 8, 4) && /* ACK number */
@@ -158,8 +207,10 @@ static void flow_close(struct prism_gro *g, struct gro_flow *fl, int psh)
 	uint8_t *h = fl->head;
 	struct prism_l4 l;
 	fl->open = 0;
-	if (g->msg[fl->msg].nseg < 2)
+	if (g->msg[fl->msg].nseg < 2) {
+		g->msg[fl->msg].mark = 0;
 		return;
+	}
 	wr16(h + fl->l3 + 2, (uint16_t)(fl->l4 - fl->l3 + fl->thl + fl->payload));
 	ipv4_write_csum(h + fl->l3);
 	if (psh)
@@ -236,6 +287,7 @@ static int grow(struct prism_gro *g, uint32_t n)
 	GROW(mm, n);
 	GROW(vh, n);
 	GROW(msg, n);
+	GROW(ctl, n);
 	GROW(msgid, n);
 	GROW(off, n);
 	GROW(plen, n);
@@ -252,6 +304,7 @@ void prism_gro_free(struct prism_gro *g)
 	free(g->iov);
 	free(g->vh);
 	free(g->msg);
+	free(g->ctl);
 	free(g->msgid);
 	free(g->off);
 	free(g->plen);
@@ -279,6 +332,7 @@ static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint64_
 		mss = ip_mtu - (l4 - ETH_HLEN) - thl;
 	g->msg[k].nseg = 1;
 	g->msg[k].niov = 0;
+	g->msg[k].mark = 0;
 	for (; part; part = o->u->next[frame_of(o->u, part)])
 		g->msg[k].niov++;
 	g->parts += g->msg[k].niov - 1;
@@ -296,6 +350,8 @@ static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint64_
 /* Pass 1: which message each frame goes in (frames b[idx[0..n)]). A new
  * message starts with a frame that does not extend its flow's open group;
  * a message's later frames add their TCP payload only. Returns messages.
+ * On the uplink (g->inner), segments are parsed and merged by their inner
+ * frames; a message that stays a single frame is sent whole (layout).
  */
 static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct prism_batch *b,
 		     const uint32_t *idx, uint32_t n, uint32_t max_segs)
@@ -308,12 +364,14 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 	g->parts = 0;
 	for (i = 0; i < n; i++) {
 		uint32_t j = idx[i], len = b->len[j], csum = b->csum[j];
-		uint8_t *f = o->u->area + b->addr[j];
+		uint8_t *f = o->u->area + b->addr[j] + g->inner;
 		struct gro_flow *fl = NULL;
 		struct virtio_net_hdr *vh;
 		struct seg s = { 0 };
 		int agg = !!(csum & PRISM_CSUM_AGG);
-		int kind = max_segs > 1 || agg ? seg_parse(f, len, csum, &s) : 0;
+		int kind = (max_segs > 1 || agg) && len > g->inner ?
+				   seg_parse(f, len - g->inner, csum, &s) :
+				   0;
 
 		if (kind)
 			fl = flow_of(g, f, &s);
@@ -330,7 +388,7 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 			struct gro_msg *m = &g->msg[fl->msg];
 
 			g->msgid[i] = fl->msg;
-			g->off[i] = s.l4 + s.thl;
+			g->off[i] = g->inner + s.l4 + s.thl;
 			g->plen[i] = s.payload;
 			m->nseg++;
 			m->niov++;
@@ -347,11 +405,15 @@ static uint32_t plan(struct prism_overlay *o, struct prism_gro *g, const struct 
 		 * the receiving kernel when a stage asked for that).
 		 */
 		g->msgid[i] = nmsg;
-		g->off[i] = 0;
-		g->plen[i] = kind == 2 ? s.l4 + s.thl + s.payload : len; /* no Ethernet padding */
+		g->off[i] = g->inner;
+		g->plen[i] = kind == 2 ? s.l4 + s.thl + s.payload :
+					 len - g->inner; /* no Ethernet padding */
 		g->msg[nmsg].nseg = 1;
 		g->msg[nmsg].niov = 1;
 		g->msg[nmsg].bytes = len;
+		g->msg[nmsg].mark = g->inner && kind == 2 ? gso_mark(o, f - g->inner) : 0;
+		if (g->inner && !g->msg[nmsg].mark)
+			kind = 1; /* no tunnel to mark it for: it stays a single frame */
 		vh = &g->vh[nmsg];
 		memset(vh, 0, sizeof(*vh));
 		if (csum) {
@@ -387,11 +449,26 @@ static void layout(struct prism_overlay *o, struct prism_gro *g, const struct pr
 		g->mm[k].msg_hdr.msg_iov = &g->iov[pos];
 		g->mm[k].msg_hdr.msg_iovlen = 1 + m->niov;
 		pos += 1 + m->niov;
+		if (m->nseg > 1 && m->mark) { /* for prism_gso_encap */
+			struct cmsghdr *c = &g->ctl[k].c;
+
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SO_MARK;
+			c->cmsg_len = CMSG_LEN(sizeof(m->mark));
+			memcpy(CMSG_DATA(c), &m->mark, sizeof(m->mark));
+			g->mm[k].msg_hdr.msg_control = c;
+			g->mm[k].msg_hdr.msg_controllen = sizeof(g->ctl[k]);
+		}
 	}
 	for (i = 0; i < n; i++) {
 		struct gro_msg *m = &g->msg[g->msgid[i]];
 		uint64_t addr = b->addr[idx[i]] + g->off[i], next;
 		uint32_t left = g->plen[i], piece;
+
+		if (g->inner && m->nseg == 1) { /* unmerged: the frame as encap left it */
+			addr = b->addr[idx[i]];
+			left = b->len[idx[i]];
+		}
 
 		do { /* one piece, or each part of a chained packet */
 			next = o->u->multibuf ? o->u->next[frame_of(o->u, addr)] : 0;
@@ -463,6 +540,7 @@ int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct pri
 	}
 	if (grow(g, n))
 		return -ENOMEM;
+	g->inner = pt == &o->ports[PRISM_UPLINK_PORT] ? PRISM_ENCAP_LEN : 0;
 	nmsg = plan(o, g, b, idx, n, pt->gro_segs);
 	/* Nothing merged: the AF_XDP ring is the cheaper way for single frames
 	 * (a packet socket's message costs ~25 % more for small UDP), and
@@ -489,7 +567,10 @@ int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct pri
 		}
 		pt->cnt.tx_packets += m->nseg;
 		pt->cnt.tx_bytes += m->bytes;
-		if (m->nseg > 1) { /* merged here; an aggregate came merged */
+		if (m->nseg > 1 && g->inner) {
+			o->cnt.gso_out_packets++;
+			o->cnt.gso_out_segments += m->nseg;
+		} else if (m->nseg > 1) { /* merged here; an aggregate came merged */
 			o->cnt.gro_packets++;
 			o->cnt.gro_segments += m->nseg;
 		}

@@ -138,7 +138,7 @@ int prism_overlay_set_port_packet(struct prism_overlay *o, uint32_t port, int fd
 {
 	struct port *pt;
 
-	if (port == PRISM_UPLINK_PORT || port >= o->nports || gro_segs > PRISM_GRO_MAX_SEGS)
+	if (port >= o->nports || gro_segs > PRISM_GRO_MAX_SEGS)
 		return -EINVAL;
 	pt = &o->ports[port];
 	pt->has_pkt = fd >= 0;

@@ -64,6 +64,18 @@ struct prism_overlay {
 
 _Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS,
 	       "a learned entry's VTEP indexes the FDB's counts");
+_Static_assert(PRISM_GSO_VTEPS == PRISM_MAX_VTEPS, "a VTEP's index is its gso_vteps slot");
+
+/* The index of the VTEP with this VNI and address (network order), or -1. */
+static inline int vtep_of(const struct prism_overlay *o, uint32_t vni, uint32_t ip)
+{
+	uint32_t i;
+
+	for (i = 0; i < o->nvteps; i++)
+		if (o->vteps[i].ip == ip && o->vteps[i].vni == vni)
+			return (int)i;
+	return -1;
+}
 
 static inline int overlay_lookup(struct prism_overlay *o, uint32_t vni, const uint8_t *mac,
 				 uint32_t *idx)

@@ -81,16 +81,6 @@ static inline int vni_local(const struct prism_overlay *o, uint32_t vni)
 	return 0;
 }
 
-static inline int vtep_of(const struct prism_overlay *o, uint32_t vni, uint32_t ip)
-{
-	uint32_t i;
-
-	for (i = 0; i < o->nvteps; i++)
-		if (o->vteps[i].ip == ip && o->vteps[i].vni == vni)
-			return i;
-	return -1;
-}
-
 /* Outer Ethernet (two VLAN tags at most) / IPv4 / UDP to the VXLAN port /
  * VXLAN with the I flag: the length of those headers, or 0 if the packet is
  * not a well-formed VXLAN packet.

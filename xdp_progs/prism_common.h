@@ -122,6 +122,40 @@ struct prism_kernel_counters {
 
 #define PRISM_KERNEL_COUNTER_WORDS (sizeof(struct prism_kernel_counters) / sizeof(__u64))
 
+/* forwarding.uplink_delivery = "packet": the daemon sends a container's
+ * merged TCP segments out of the uplink as one inner GSO packet through a
+ * packet socket, and prism_gso_encap (the uplink's tcx egress) writes the
+ * VXLAN headers in front, where the kernel can mark the packet as a UDP
+ * tunnel's for segmentation. The packet's mark says which VTEP and which
+ * outer source port: PRISM_GSO_MARK, the port in bits 8-23, the VTEP's
+ * index (the daemon's order, = the "gso_vteps" slot) in bits 0-7.
+ */
+#define PRISM_GSO_MARK 0xa0000000u
+#define PRISM_GSO_MARK_MASK 0xff000000u
+#define PRISM_GSO_VTEPS 256 /* = PRISM_MAX_VTEPS */
+
+/* A "gso_vteps" slot: the outer headers toward one VTEP, as the daemon writes them. */
+struct prism_gso_vtep {
+	__u8 remote_mac[6];
+	__u8 local_mac[6];
+	__u32 local_ip; /* network order */
+	__u32 remote_ip; /* network order */
+	__u32 vni;
+	__u16 vxlan_port; /* host order */
+	__u8 ttl;
+	__u8 valid; /* 0: an empty slot */
+};
+
+/* Value of the single entry of the per-CPU "gso_counters" map. */
+struct prism_gso_counters {
+	__u64 encap; /* GSO packets encapsulated */
+	__u64 encap_bytes; /* their bytes with the outer headers */
+	__u64 no_vtep; /* marked for an empty slot: dropped */
+	__u64 failed; /* too long for one outer IPv4 packet, or not resized: dropped */
+};
+
+#define PRISM_GSO_COUNTER_WORDS (sizeof(struct prism_gso_counters) / sizeof(__u64))
+
 #define PRISM_COUNTER_WORDS (sizeof(struct prism_steer_counters) / sizeof(__u64))
 
 #endif /* PRISM_COMMON_H */

@@ -11,6 +11,7 @@ from typing import Any
 from prism_xdp.dataplane import native
 from prism_xdp.dataplane.classes import class_name, parse_class
 from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.gsoencap import check_uplink_delivery
 from prism_xdp.dataplane.kernelpath import check_high_path
 from prism_xdp.dataplane.overlay import ContainerSpec, VtepSpec, check_vni, parse_ipv4, parse_mac
 from prism_xdp.dataplane.pktsock import Delivery
@@ -69,6 +70,9 @@ class Config:
     snooping: SnoopingParams | None = field(default_factory=SnoopingParams)  # [snooping]; None: off
     delivery: Delivery = field(default_factory=Delivery)  # forwarding.delivery, forwarding.gro_segments
     high_path: str = "daemon"  # forwarding.high_path: "kernel" finishes HIGH in TC programs (kernelpath.py)
+    # forwarding.uplink_delivery: "packet" merges containers' TCP segments into GSO packets
+    # for the uplink (gsoencap.py), "xsk" sends frame by frame; "auto": "packet" with tcx.
+    uplink_delivery: str = "auto"
 
 
 class _Table:
@@ -219,6 +223,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     delivery.check()
     delivery.check_with_uplink(xdp_mode is AttachMode.SKB)
     high_path = check_high_path(fw.get("high_path", str, "daemon"), xdp_mode is AttachMode.SKB)
+    uplink_delivery = check_uplink_delivery(fw.get("uplink_delivery", str, "auto"))
     fw.done()
 
     sn = _Table(top.get("snooping", dict, {}), "snooping")
@@ -302,7 +307,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
                   low_batch_with_high, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
-                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping, delivery, high_path)
+                  prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping, delivery, high_path,
+                  uplink_delivery)
 
 
 def load(path: str | Path) -> Config:

@@ -26,6 +26,7 @@ from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.datapath import MULTIBUF_COUNTERS, DatapathParams
 from prism_xdp.dataplane.errors import ConfigError, PrismError
+from prism_xdp.dataplane.gsoencap import describe_method, resolve_uplink_delivery
 from prism_xdp.dataplane.hist import Histogram
 from prism_xdp.dataplane.hostinfo import online_cpus
 from prism_xdp.dataplane.programs import Programs
@@ -54,7 +55,7 @@ DATAPATH_FIELDS = {
     "uplink_fill": "uplink_fill", "container_fill": "container_fill", "frame_size": "frame_size",
     "xdp_mode": "attach_mode", "mode": "mode", "poll": "poll", "timestamps": "timestamps",
     "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep", "snooping": "snooping",
-    "delivery": "delivery", "high_path": "high_path",
+    "delivery": "delivery", "high_path": "high_path", "uplink_delivery": "uplink_delivery",
 }
 
 
@@ -141,6 +142,7 @@ class Daemon:
         self.started = time.time()
         self.workers: list[WorkerProcess] = []
         self.checksum = ChecksumPolicy()  # decided at start
+        self.uplink_delivery = ("xsk", "not started")  # (method, why), decided at start
         self.snooping: Snooping | None = None  # made at start, unless [snooping] enabled = false
         self._rules: dict[str, dict[int, int]] = {"port": {}, "dscp": {}, "vni": {}}
         self._lock = threading.Lock()  # control requests come from several threads
@@ -172,11 +174,15 @@ class Daemon:
         log.info("checksums: %s; partial checksums from the uplink: %s", self.checksum.describe()["how"],
                  self.checksum.describe()["partial_from_uplink"])
         log.info("delivery to containers: %s", cfg.delivery.describe()["how"])
+        self.uplink_delivery = resolve_uplink_delivery(cfg.uplink_delivery)
+        log.info("delivery to the uplink: %s (%s)", describe_method(*self.uplink_delivery)["how"],
+                 self.uplink_delivery[1])
         log.info("HIGH frames finished by: %s", "the kernel (TC programs, forwarding.high_path = \"kernel\")"
                  if cfg.high_path == "kernel" else "the daemon's scheduler")
         programs = Programs(cfg.vxlan_port, cfg.classes, mode is Mode.VANILLA, list(cfg.containers), cfg.timestamps,
                             kernel_high=cfg.high_path == "kernel", ttl=cfg.ttl,
-                            multi_buffer=cfg.xdp_mode is xdp.AttachMode.SKB)
+                            multi_buffer=cfg.xdp_mode is xdp.AttachMode.SKB,
+                            uplink_gso=self.uplink_delivery[0] == "packet")
         self._undo.callback(programs.close)
         self.programs = programs
         # MLD snooping's table, in shared memory made before the workers fork: theirs too.
@@ -322,6 +328,7 @@ class Daemon:
                 "xdp": {"uplink": cfg.xdp_mode.name.lower(), "containers": "native",
                         "multi_buffer": cfg.xdp_mode is xdp.AttachMode.SKB},
                 "checksum": self.checksum.describe(), "delivery": cfg.delivery.describe(),
+                "uplink_delivery": self.uplink_delivery_status(),
                 "high_path": self.high_path_status(),
                 "snooping": self.snooping_status(),
                 "classes": [CLASS_NAMES[c] for c in range(cfg.classes)],
@@ -329,6 +336,13 @@ class Daemon:
                                for c in cfg.containers],
                 "vteps": [{"ip": v.ip, "vni": v.vni} for v in cfg.vteps],
                 "rules": {k: len(v) for k, v in self.rules().items()}, "reloads": dict(self._reloads)}
+
+    def uplink_delivery_status(self) -> dict[str, Any]:
+        """How frames leave on the uplink and, with prism_gso_encap, its counters."""
+        status = describe_method(*self.uplink_delivery)
+        if self.programs.gso is not None:
+            status.update(self.programs.gso.counters().as_dict())
+        return status
 
     def high_path_status(self) -> dict[str, Any]:
         """Where HIGH frames are finished and, on the kernel path, its counters."""

@@ -21,6 +21,7 @@ from prism_xdp.dataplane.checksum import ChecksumPolicy
 from prism_xdp.dataplane.checksum import resolve as resolve_checksum
 from prism_xdp.dataplane.classes import CLASS_NAMES
 from prism_xdp.dataplane.errors import ConfigError
+from prism_xdp.dataplane.gsoencap import check_uplink_delivery, resolve_uplink_delivery
 from prism_xdp.dataplane.kernelpath import check_high_path
 from prism_xdp.dataplane.ops import DatapathOps, Source
 from prism_xdp.dataplane.overlay import UPLINK_PORT, ContainerSpec, Overlay, VtepSpec
@@ -83,6 +84,11 @@ class DatapathParams:
     # Where HIGH frames are finished: "daemon" (the scheduler of `mode`), or
     # "kernel": TC programs in the receiving softirq (kernelpath.py), an option.
     high_path: str = "daemon"
+    # How frames leave on the uplink: "packet" merges a container's TCP
+    # segments into GSO packets that prism_gso_encap encapsulates (gsoencap.py),
+    # "xsk" sends every frame on the AF_XDP ring; "auto": "packet" where the
+    # kernel has tcx hooks. With shared programs, theirs decides.
+    uplink_delivery: str = "auto"
 
     def check(self) -> None:
         Mode.parse(self.mode)
@@ -104,6 +110,7 @@ class DatapathParams:
         self.delivery.check()
         self.delivery.check_with_uplink(self.attach_mode is AttachMode.SKB)
         check_high_path(self.high_path, self.attach_mode is AttachMode.SKB)
+        check_uplink_delivery(self.uplink_delivery)
         if self.cpu is not None and self.cpu not in hostinfo.online_cpus():
             raise ConfigError(f"cpu {self.cpu} is not available to this process")
         for name in ("uplink_fill", "container_fill"):
@@ -162,10 +169,11 @@ class Datapath:
         self._undo.callback(self._close_umem)
 
         if self._programs is None:
+            uplink_gso = resolve_uplink_delivery(p.uplink_delivery)[0] == "packet"
             self._programs = Programs(p.vxlan_port, p.nclass, Mode.parse(p.mode) is Mode.VANILLA,
                                       self.containers, timestamps=p.timestamps,
                                       kernel_high=p.high_path == "kernel", ttl=p.ttl,
-                                      multi_buffer=self.multi_buffer)
+                                      multi_buffer=self.multi_buffer, uplink_gso=uplink_gso)
             self._undo.callback(self._programs.close)
         self.programs = self._programs
         self.steer = self.programs.uplink
@@ -198,9 +206,17 @@ class Datapath:
                 self._undo.callback(pkt.close)
                 self.overlay.set_packet_delivery(port, pkt.fileno(), p.delivery.gro_segments)
 
+        gso = self.programs.gso
         for vtep in self.vteps:
             mac = vtep.mac or hostinfo.resolve_mac(p.uplink, vtep.ip)
-            self.overlay.add_vtep(vtep.vni, vtep.ip, mac)
+            index = self.overlay.add_vtep(vtep.vni, vtep.ip, mac)
+            if gso is not None:
+                gso.set_vtep(index, vtep.vni, vtep.ip, mac, local_ip, uplink_mac, p.vxlan_port, p.ttl)
+        if gso is not None:
+            # Not past the device's qdisc: its egress hook is where merged packets get their tunnel.
+            pkt = open_packet_socket(p.uplink, qdisc_bypass=False)
+            self._undo.callback(pkt.close)
+            self.overlay.set_packet_delivery(UPLINK_PORT, pkt.fileno(), p.delivery.gro_segments)
 
         # Frames first, programs last: a program steers to sockets that
         # already have frames to receive into.

@@ -47,6 +47,9 @@ PRISM_STEER_F_KERNEL_HIGH: int = lib.PRISM_STEER_F_KERNEL_HIGH
 PRISM_KERNEL_COUNTER_WORDS: int = lib.PRISM_KERNEL_COUNTER_WORDS
 PRISM_MAX_KERNEL_PORTS: int = lib.PRISM_MAX_KERNEL_PORTS
 PRISM_MAX_KERNEL_TUNNELS: int = lib.PRISM_MAX_KERNEL_TUNNELS
+PRISM_GSO_MARK: int = lib.PRISM_GSO_MARK
+PRISM_GSO_VTEPS: int = lib.PRISM_GSO_VTEPS
+PRISM_GSO_COUNTER_WORDS: int = lib.PRISM_GSO_COUNTER_WORDS
 PRISM_TS_LEN: int = lib.PRISM_TS_LEN
 PRISM_META_CLASS_SHIFT: int = lib.PRISM_META_CLASS_SHIFT
 PRISM_MAL_VXLAN_TRUNC: int = lib.PRISM_MAL_VXLAN_TRUNC
@@ -301,16 +304,22 @@ def link_detach(link_fd: int, what: str, name: str, tolerate: tuple[int, ...] = 
     return _tolerant(lib.prism_link_detach(link_fd), tolerate, what, name)
 
 
-def tcx_attach_link(prog_fd: int, ifindex: int, what: str, name: str) -> int:
-    """Attach a TC program to ifindex's ingress through a tcx link (Linux >= 6.6); the link's fd."""
-    return check_rc(lib.prism_tcx_attach_link(prog_fd, ifindex), what, name,
-                    "the kernel HIGH path needs tcx links (Linux 6.6 or later)")
+def tcx_attach_link(prog_fd: int, ifindex: int, what: str, name: str, egress: bool = False,
+                    hint: str = "the kernel HIGH path needs tcx links (Linux 6.6 or later)") -> int:
+    """Attach a TC program to ifindex's ingress (or egress) through a tcx link (Linux >= 6.6); the link's fd."""
+    return check_rc(lib.prism_tcx_attach_link(prog_fd, ifindex, int(egress)), what, name, hint)
 
 
-def tcx_query(ifindex: int, name: str) -> list[int]:
-    """Ids of the programs on ifindex's tcx ingress (empty where the kernel has no tcx)."""
+def tcx_supported() -> bool:
+    """Whether this kernel has tcx hooks (Linux >= 6.6): a query of the loopback device's egress."""
+    ids = ffi.new("uint32_t[1]")
+    return bool(lib.prism_tcx_query(1, 1, ids, 0) >= 0)
+
+
+def tcx_query(ifindex: int, name: str, egress: bool = False) -> list[int]:
+    """Ids of the programs on ifindex's tcx ingress or egress (empty where the kernel has no tcx)."""
     ids = ffi.new("uint32_t[64]")
-    rc = lib.prism_tcx_query(ifindex, ids, 64)
+    rc = lib.prism_tcx_query(ifindex, int(egress), ids, 64)
     if rc < 0 and -rc in (errno.EINVAL, errno.EOPNOTSUPP):
         return []
     n = check_rc(rc, "tcx query", name)

@@ -83,7 +83,7 @@ class VtepSpec:
             parse_mac(self.mac, f"{where}.mac")
 
 
-def _ip_be(ip: str) -> int:
+def ip_be(ip: str) -> int:
     """The uint32 whose bytes in memory are the address in network order."""
     return int.from_bytes(socket.inet_aton(ip), sys.byteorder)
 
@@ -118,7 +118,7 @@ class Overlay:
         cfg = ffi.new("struct prism_overlay_config *")
         cfg.vxlan_port = vxlan_port
         cfg.local_mac = parse_mac(local_mac, "uplink mac")
-        cfg.local_ip = _ip_be(local_ip)
+        cfg.local_ip = ip_be(local_ip)
         cfg.uplink_mtu = uplink_mtu
         cfg.ttl = ttl
         cfg.learn = 1 if learn else 0
@@ -153,7 +153,7 @@ class Overlay:
         return port
 
     def add_vtep(self, vni: int, ip: str, mac: str) -> int:
-        return native.overlay_add_vtep(self.ptr, vni, _ip_be(ip), _mac_bytes(mac), f"{ip} VNI {vni}")
+        return native.overlay_add_vtep(self.ptr, vni, ip_be(ip), _mac_bytes(mac), f"{ip} VNI {vni}")
 
     def set_packet_delivery(self, port: int, fd: int, gro_segments: int) -> None:
         """Deliver to container port through packet socket fd (-1: its AF_XDP sockets again),

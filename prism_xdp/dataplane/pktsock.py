@@ -1,4 +1,4 @@
-"""pktsock.py - a container port's packet socket: delivery with a virtio-net header, so that TCP segments merged in C reach the container as one GSO packet."""
+"""pktsock.py - a port's packet socket: delivery with a virtio-net header, so that TCP segments merged in C reach a container (or leave the uplink) as one GSO packet."""
 
 from __future__ import annotations
 
@@ -54,14 +54,16 @@ class Delivery:
                 "gro_segments": self.gro_segments}
 
 
-def open_packet_socket(ifname: str) -> socket.socket:
+def open_packet_socket(ifname: str, qdisc_bypass: bool = True) -> socket.socket:
     """A send-only packet socket on ifname (protocol 0: it receives nothing) that takes a
     virtio-net header in front of every message and skips the device's qdisc, as AF_XDP's
-    TX does."""
+    TX does; without qdisc_bypass, its packets pass the device's egress hooks (the uplink's,
+    where prism_gso_encap encapsulates)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        if qdisc_bypass:
+            sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SNDBUF)
         sock.bind((ifname, 0))
     except OSError:

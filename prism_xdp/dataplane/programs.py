@@ -1,7 +1,8 @@
-"""programs.py - Programs: the XDP programs of one host (the classifier on the uplink, prism_egress on every container veth, one set of rule maps) and, as an option, the kernel HIGH path's TC programs; shared by every queue's worker."""
+"""programs.py - Programs: the XDP programs of one host (the classifier on the uplink, prism_egress on every container veth, one set of rule maps), the uplink's GSO encapsulation, and, as an option, the kernel HIGH path's TC programs; shared by every queue's worker."""
 
 from __future__ import annotations
 
+from prism_xdp.dataplane.gsoencap import UplinkGso
 from prism_xdp.dataplane.kernelpath import KernelHighPath
 from prism_xdp.dataplane.overlay import ContainerSpec
 from prism_xdp.dataplane.steer import Steering
@@ -14,7 +15,7 @@ class Programs:
 
     def __init__(self, vxlan_port: int, nclass: int, vanilla: bool, containers: list[ContainerSpec],
                  timestamps: bool = True, kernel_high: bool = False, ttl: int = 64,
-                 multi_buffer: bool = False) -> None:
+                 multi_buffer: bool = False, uplink_gso: bool = False) -> None:
         # By default every packet carries the time XDP saw it: latency includes
         # its wait on the RX ring, which is where vanilla makes a HIGH packet wait.
         self.containers = list(containers)
@@ -22,6 +23,8 @@ class Programs:
         self.attached: list[tuple[Steering, str]] = []
         self.kernel: KernelHighPath | None = None  # forwarding.high_path = "kernel"
         self._kernel_attached = False
+        # forwarding.uplink_delivery = "packet": prism_gso_encap on the uplink's egress.
+        self.gso: UplinkGso | None = None
         # Every packet carries XDP's metadata: its class, and its arrival time
         # unless timestamps are off.
         # multi_buffer: the uplink's classifier takes packets of several parts
@@ -36,6 +39,8 @@ class Programs:
                                             metadata=True, kernel_high=kernel_high, ttl=ttl))
             if kernel_high:
                 self.kernel = KernelHighPath(self.uplink, self.egress, self.containers)
+            if uplink_gso:
+                self.gso = UplinkGso()
         except BaseException:
             self.close()
             raise
@@ -52,6 +57,8 @@ class Programs:
         if self.kernel is not None:
             self.kernel.attach(uplink)
             self._kernel_attached = True
+        if self.gso is not None:  # before a container's frame can be merged for the uplink
+            self.gso.attach(uplink)
         for spec, eg in zip(self.containers, self.egress, strict=True):
             eg.attach(spec.host_if, AttachMode.NATIVE)
             self.attached.append((eg, spec.host_if))
@@ -59,7 +66,8 @@ class Programs:
         self.attached.append((self.uplink, uplink))
 
     def detach(self) -> None:
-        """The uplink first: no new packets come in while the rest goes."""
+        """The uplink first: no new packets come in while the rest goes. The uplink's
+        GSO encapsulation stays until close(): workers that drain still send through it."""
         for steer, ifname in reversed(self.attached):
             steer.prog.detach(ifname)
         self.attached.clear()
@@ -76,5 +84,7 @@ class Programs:
         self.detach()
         if self.kernel is not None:
             self.kernel.close()
+        if self.gso is not None:  # only now: a stopping worker may still send merged packets
+            self.gso.close()
         for steer in [*self.egress, self.uplink]:
             steer.close()

@@ -1,0 +1,130 @@
+/* prism_gso_encap.bpf.c - the uplink's tcx egress: VXLAN headers in front of a GSO packet the daemon merged from a container's TCP segments, so that the kernel (or the NIC) segments it as a UDP tunnel's packet. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "prism_common.h"
+
+/*
+ * Why here. AF_XDP TX makes one skb per frame, and a packet socket's
+ * virtio-net header has no UDP tunnel GSO type: the daemon alone cannot
+ * hand the kernel an encapsulated 64 KB packet. It sends the inner GSO
+ * packet (TCP, CHECKSUM_PARTIAL) through a packet socket on the uplink
+ * instead, marked with the VTEP and the outer source port it would have
+ * written; bpf_skb_adjust_room() with the ENCAP flags inserts the outer
+ * headers and sets SKB_GSO_UDP_TUNNEL and the inner offsets, as a VXLAN
+ * device's transmit does. Every segment then leaves with the headers the
+ * daemon writes on the AF_XDP path, except the IPv4 ID, which the
+ * segmentation counts up. Unmarked packets (the host's own, the daemon's
+ * single frames, already encapsulated) pass untouched.
+ */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PRISM_GSO_VTEPS);
+	__type(key, __u32);
+	__type(value, struct prism_gso_vtep);
+} gso_vteps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct prism_gso_counters);
+} gso_counters SEC(".maps");
+
+struct outer_hdr {
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 vx_flags; /* VXLAN: I, the VNI is valid */
+	__be32 vx_vni; /* the VNI in the top 24 bits */
+	struct ethhdr inner;
+} __attribute__((packed));
+
+/* Inserted after the inner Ethernet header, which moves behind the new ones. */
+#define GROW_LEN PRISM_ENCAP_LEN
+
+static __always_inline __u16 fold_csum(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+SEC("tc")
+int tc_prism_gso_encap(struct __sk_buff *skb)
+{
+	__u32 mark = skb->mark, zero = 0, slot, len;
+	struct prism_gso_counters *cnt;
+	struct prism_gso_vtep *v;
+	struct outer_hdr h = {};
+	struct iphdr ip = {}; /* aligned, for the checksum helper */
+	__s64 sum;
+
+	if ((mark & PRISM_GSO_MARK_MASK) != PRISM_GSO_MARK)
+		return TC_ACT_OK;
+	cnt = bpf_map_lookup_elem(&gso_counters, &zero);
+	if (!cnt)
+		return TC_ACT_OK;
+	skb->mark = 0; /* ours alone: nothing further down sees it */
+	slot = mark & 0xff;
+	v = bpf_map_lookup_elem(&gso_vteps, &slot);
+	if (!v || !v->valid) {
+		cnt->no_vtep++;
+		return TC_ACT_SHOT;
+	}
+	/* The outer IPv4 length must fit (the daemon merges no more than that). */
+	if (skb->len + GROW_LEN - ETH_HLEN > 0xffff ||
+	    bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner))) {
+		cnt->failed++;
+		return TC_ACT_SHOT;
+	}
+	/* FIXED_GSO: gso_size stays the inner payload per segment; the outer
+	 * headers come on top of each segment, as the daemon sized them.
+	 */
+	if (bpf_skb_adjust_room(skb, GROW_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
+					BPF_F_ADJ_ROOM_FIXED_GSO)) {
+		cnt->failed++;
+		return TC_ACT_SHOT;
+	}
+	len = skb->len; /* now with the outer headers */
+
+	__builtin_memcpy(h.eth.h_dest, v->remote_mac, ETH_ALEN);
+	__builtin_memcpy(h.eth.h_source, v->local_mac, ETH_ALEN);
+	h.eth.h_proto = bpf_htons(ETH_P_IP);
+	ip.version = 4;
+	ip.ihl = 5;
+	ip.tot_len = bpf_htons(len - ETH_HLEN);
+	ip.id = bpf_htons((__u16)bpf_get_prandom_u32());
+	ip.ttl = v->ttl;
+	ip.protocol = IPPROTO_UDP;
+	ip.saddr = v->local_ip;
+	ip.daddr = v->remote_ip;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
+	ip.check = fold_csum(sum < 0 ? 0 : (__u64)sum);
+	__builtin_memcpy(&h.ip, &ip, sizeof(ip));
+	/* UDP checksum zero, as RFC 7348 allows over IPv4 and the daemon sends it. */
+	h.udp.source = bpf_htons((__u16)(mark >> 8));
+	h.udp.dest = bpf_htons(v->vxlan_port);
+	h.udp.len = bpf_htons(len - ETH_HLEN - sizeof(struct iphdr));
+	h.vx_flags = bpf_htonl(0x08000000);
+	h.vx_vni = bpf_htonl(v->vni << 8);
+	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) {
+		cnt->failed++;
+		return TC_ACT_SHOT;
+	}
+	cnt->encap++;
+	cnt->encap_bytes += len;
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";
