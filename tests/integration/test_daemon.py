@@ -140,6 +140,7 @@ def nothing_left(host: OverlayHost, tmp: Path) -> None:
     for ifname in [host.uplink.host_if] + [c.host_if for c in host.containers]:
         assert xdp.attached(ifname) is None, f"XDP program left on {ifname}"
         assert native.tcx_query(xdp.ifindex_of(ifname), ifname) == [], f"TC program left on {ifname}"
+        assert native.tcx_query(xdp.ifindex_of(ifname), ifname, egress=True) == [], f"TC egress left on {ifname}"
     assert not (tmp / "ctl.sock").exists() and not (tmp / "prism.pid").exists()
 
 
@@ -270,6 +271,43 @@ def test_a_generic_mode_uplink_takes_the_remotes_gso_packets_whole(host: Overlay
     n, sent, got = tcp_transfer(c1.ns, c1.ip, host.remote_ns, size)
     assert (n, got) == (size, sent)
     assert d2.stop() == 0
+    nothing_left(host, tmp_path)
+
+
+def test_container_tcp_leaves_the_uplink_in_gso_packets(host: OverlayHost, tmp_path: Path) -> None:
+    """The default forwarding.uplink_delivery on this kernel: prism_gso_encap on the uplink's tcx
+    egress, reported in status; a container's TCP stream leaves merged and arrives intact; kill -9
+    takes the link along and a restart serves again; "xsk" sends frame by frame, with no program."""
+    from test_overlay_e2e import tcp_transfer
+
+    d = Daemon(host, tmp_path)
+    uplink = xdp.ifindex_of(host.uplink.host_if)
+    assert len(native.tcx_query(uplink, host.uplink.host_if, egress=True)) == 1
+    status = d.call("status")["uplink_delivery"]  # type: ignore[index]
+    assert status["method"] == "packet" and status["encap"] == 0
+    size = 20 * 1024 * 1024
+    n, sent, got = tcp_transfer(host.remote_ns, host.remote_overlay_ip, host.containers[1].ns, size)
+    assert (n, got) == (size, sent)
+    stages = d.call("stats")["totals"]["stages"]  # type: ignore[index]
+    status = d.call("status")["uplink_delivery"]  # type: ignore[index]
+    assert stages["gso_out_packets"] > 50 and stages["gso_out_segments"] > 4 * stages["gso_out_packets"]
+    assert status["encap"] == stages["gso_out_packets"] and status["no_vtep"] == status["failed"] == 0
+    d.stop(signal.SIGKILL)
+    assert native.tcx_query(uplink, host.uplink.host_if, egress=True) == []
+    d2 = Daemon(host, tmp_path)
+    n, sent, got = tcp_transfer(host.remote_ns, host.remote_overlay_ip, host.containers[1].ns, size)
+    assert (n, got) == (size, sent)
+    assert d2.stop() == 0
+    nothing_left(host, tmp_path)
+
+    (tmp_path / "prism.toml").write_text(config_text(host, tmp_path, '[forwarding]\nuplink_delivery = "xsk"\n'))
+    d3 = Daemon(host, tmp_path)
+    assert native.tcx_query(uplink, host.uplink.host_if, egress=True) == []
+    n, sent, got = tcp_transfer(host.remote_ns, host.remote_overlay_ip, host.containers[1].ns, size)
+    assert (n, got) == (size, sent)
+    assert d3.call("status")["uplink_delivery"]["method"] == "xsk"  # type: ignore[index]
+    assert d3.call("stats")["totals"]["stages"]["gso_out_packets"] == 0  # type: ignore[index]
+    assert d3.stop() == 0
     nothing_left(host, tmp_path)
 
 

@@ -80,6 +80,7 @@ DELETE = object()
     ("forwarding.gro_segments", 65, r"forwarding.gro_segments: must be in 1..64"),
     ("forwarding.high_path", "fast", r"forwarding.high_path: must be one of daemon, kernel, not 'fast'"),
     ("forwarding.high_path", 1, r"forwarding.high_path: must be str"),
+    ("forwarding.uplink_delivery", "tap", r"forwarding.uplink_delivery: must be one of auto, packet, xsk, not 'tap'"),
     ("snooping.enabled", "yes", r"snooping.enabled: must be bool"),
     ("snooping.query_interval_s", 1, r"snooping.query_interval_s: must be in 2..31744"),
     ("snooping.max_response_ms", 50, r"snooping.max_response_ms: must be in 100..10000"),

@@ -28,9 +28,12 @@ PRISM_CONFIGS = ("prism-vanilla", "prism-batch", "prism-sync")
 # Suffix -> the setting it makes: (section, key, TOML literal).
 KERNEL_HIGH = "+kernel-high"
 GENERIC_UPLINK = "+skb"
-OPTIONS = {KERNEL_HIGH: ("forwarding", "high_path", '"kernel"'), GENERIC_UPLINK: ("uplink", "xdp_mode", '"skb"')}
+UPLINK_XSK = "+uplink-xsk"
+OPTIONS = {KERNEL_HIGH: ("forwarding", "high_path", '"kernel"'), GENERIC_UPLINK: ("uplink", "xdp_mode", '"skb"'),
+           UPLINK_XSK: ("forwarding", "uplink_delivery", '"xsk"')}
 OPTION_CONFIGS = ("prism-batch" + KERNEL_HIGH, "prism-sync" + KERNEL_HIGH,  # vanilla never uses it
-                  *(mode + GENERIC_UPLINK for mode in PRISM_CONFIGS))
+                  *(mode + GENERIC_UPLINK for mode in PRISM_CONFIGS),
+                  *(mode + UPLINK_XSK for mode in PRISM_CONFIGS))
 DESCRIPTIONS = {
     "kernel": "the kernel's VXLAN device + bridge, with the topology's offloads as they are",
     "kernel-txoff": "the same, with TX checksum offload off (ethtool -K <if> tx off) on the remote's VXLAN device "
@@ -46,6 +49,9 @@ DESCRIPTIONS = {
     "prism-sync+kernel-high": "prism-sync with forwarding.high_path = \"kernel\"",
     **{mode + GENERIC_UPLINK: f"{mode} with uplink.xdp_mode = \"skb\": generic-mode XDP on the uplink, so the "
                               "remote keeps TSO and its 64 KB GSO packets reach the daemon whole (multi-buffer)"
+       for mode in PRISM_CONFIGS},
+    **{mode + UPLINK_XSK: f"{mode} with forwarding.uplink_delivery = \"xsk\": containers' frames leave on the "
+                          "uplink's AF_XDP ring one by one, as before the merged GSO path (the default)"
        for mode in PRISM_CONFIGS},
 }
 
