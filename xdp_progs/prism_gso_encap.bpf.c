@@ -9,6 +9,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "prism_common.h"
+#include "prism_encap.h"
 
 /*
  * Why here. AF_XDP TX makes one skb per frame, and a packet socket's
@@ -38,34 +39,14 @@ struct {
 	__type(value, struct prism_gso_counters);
 } gso_counters SEC(".maps");
 
-struct outer_hdr {
-	struct ethhdr eth;
-	struct iphdr ip;
-	struct udphdr udp;
-	__be32 vx_flags; /* VXLAN: I, the VNI is valid */
-	__be32 vx_vni; /* the VNI in the top 24 bits */
-	struct ethhdr inner;
-} __attribute__((packed));
-
-/* Inserted after the inner Ethernet header, which moves behind the new ones. */
-#define GROW_LEN PRISM_ENCAP_LEN
-
-static __always_inline __u16 fold_csum(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 SEC("tc")
 int tc_prism_gso_encap(struct __sk_buff *skb)
 {
 	__u32 mark = skb->mark, zero = 0, slot, len;
 	struct prism_gso_counters *cnt;
 	struct prism_gso_vtep *v;
-	struct outer_hdr h = {};
-	struct iphdr ip = {}; /* aligned, for the checksum helper */
-	__s64 sum;
+	struct encap_outer out = {};
+	struct encap_hdr h = {};
 
 	if ((mark & PRISM_GSO_MARK_MASK) != PRISM_GSO_MARK)
 		return TC_ACT_OK;
@@ -80,7 +61,7 @@ int tc_prism_gso_encap(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	/* The outer IPv4 length must fit (the daemon merges no more than that). */
-	if (skb->len + GROW_LEN - ETH_HLEN > 0xffff ||
+	if (skb->len + ENCAP_GROW_LEN - ETH_HLEN > 0xffff ||
 	    bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner))) {
 		cnt->failed++;
 		return TC_ACT_SHOT;
@@ -88,7 +69,7 @@ int tc_prism_gso_encap(struct __sk_buff *skb)
 	/* FIXED_GSO: gso_size stays the inner payload per segment; the outer
 	 * headers come on top of each segment, as the daemon sized them.
 	 */
-	if (bpf_skb_adjust_room(skb, GROW_LEN, BPF_ADJ_ROOM_MAC,
+	if (bpf_skb_adjust_room(skb, ENCAP_GROW_LEN, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
 					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
 					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
@@ -98,26 +79,16 @@ int tc_prism_gso_encap(struct __sk_buff *skb)
 	}
 	len = skb->len; /* now with the outer headers */
 
-	__builtin_memcpy(h.eth.h_dest, v->remote_mac, ETH_ALEN);
-	__builtin_memcpy(h.eth.h_source, v->local_mac, ETH_ALEN);
-	h.eth.h_proto = bpf_htons(ETH_P_IP);
-	ip.version = 4;
-	ip.ihl = 5;
-	ip.tot_len = bpf_htons(len - ETH_HLEN);
-	ip.id = bpf_htons((__u16)bpf_get_prandom_u32());
-	ip.ttl = v->ttl;
-	ip.protocol = IPPROTO_UDP;
-	ip.saddr = v->local_ip;
-	ip.daddr = v->remote_ip;
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
-	ip.check = fold_csum(sum < 0 ? 0 : (__u64)sum);
-	__builtin_memcpy(&h.ip, &ip, sizeof(ip));
-	/* UDP checksum zero, as RFC 7348 allows over IPv4 and the daemon sends it. */
-	h.udp.source = bpf_htons((__u16)(mark >> 8));
-	h.udp.dest = bpf_htons(v->vxlan_port);
-	h.udp.len = bpf_htons(len - ETH_HLEN - sizeof(struct iphdr));
-	h.vx_flags = bpf_htonl(0x08000000);
-	h.vx_vni = bpf_htonl(v->vni << 8);
+	out.dst_mac = v->remote_mac;
+	out.src_mac = v->local_mac;
+	out.saddr = v->local_ip;
+	out.daddr = v->remote_ip;
+	out.ttl = v->ttl;
+	out.ip_id = (__u16)bpf_get_prandom_u32();
+	out.sport = (__u16)(mark >> 8);
+	out.dport = v->vxlan_port;
+	out.vni = v->vni;
+	encap_fill(&h, &out, len);
 	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) {
 		cnt->failed++;
 		return TC_ACT_SHOT;

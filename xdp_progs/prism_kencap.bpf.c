@@ -11,6 +11,7 @@
 
 #include "prism_common.h"
 #include "prism_classify.h"
+#include "prism_encap.h"
 
 /*
  * The answer to what prism_kdecap delivered. prism_egress passes a HIGH
@@ -23,27 +24,9 @@
  * or the receiver where it is).
  */
 
-struct encap_hdr {
-	struct ethhdr eth;
-	struct iphdr ip;
-	struct udphdr udp;
-	struct vxlan_hdr vx;
-	struct ethhdr inner;
-} __attribute__((packed));
-
-/* Inserted after the frame's Ethernet header, which becomes the outer one. */
-#define GROW_LEN ((int)(sizeof(struct encap_hdr) - ETH_HLEN))
-
 /* The kernel's udp_flow_src_port() range (ip_local_port_range's default). */
 #define SPORT_MIN 32768
 #define SPORT_SPAN (61000 - SPORT_MIN)
-
-static __always_inline __u16 fold_csum(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
 
 SEC("tc")
 int tc_prism_kencap(struct __sk_buff *skb)
@@ -53,11 +36,10 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	struct prism_kernel_tunnel *tun;
 	struct prism_kernel_key key = {};
 	struct encap_hdr h = {};
-	struct iphdr ip = {}; /* aligned, for the checksum helper */
+	struct encap_outer out = {};
 	struct ethhdr *eth;
 	void *data, *end;
 	__u32 zero = 0, len, hash, mtu_len;
-	__s64 sum;
 	int cls;
 
 	conf = bpf_map_lookup_elem(&steer_config, &zero);
@@ -89,7 +71,7 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	/* The daemon drops what no longer fits the uplink once encapsulated
 	 * (drop_mtu); so does this path, rather than leave it to the device.
 	 */
-	mtu_len = skb->len + GROW_LEN - ETH_HLEN;
+	mtu_len = skb->len + ENCAP_GROW_LEN - ETH_HLEN;
 	if (bpf_check_mtu(skb, tun->uplink_ifindex, &mtu_len, 0, 0)) {
 		cnt->too_big++;
 		return TC_ACT_SHOT;
@@ -97,7 +79,7 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	__builtin_memcpy(&h.inner, eth, sizeof(h.inner));
 	hash = bpf_get_hash_recalc(skb);
 
-	if (bpf_skb_adjust_room(skb, GROW_LEN, BPF_ADJ_ROOM_MAC,
+	if (bpf_skb_adjust_room(skb, ENCAP_GROW_LEN, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
 					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
 					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))) {
@@ -106,24 +88,15 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	}
 	len = skb->len; /* now with the outer headers */
 
-	__builtin_memcpy(h.eth.h_dest, tun->remote_mac, ETH_ALEN);
-	__builtin_memcpy(h.eth.h_source, tun->local_mac, ETH_ALEN);
-	h.eth.h_proto = bpf_htons(ETH_P_IP);
-	ip.version = 4;
-	ip.ihl = 5;
-	ip.tot_len = bpf_htons(len - ETH_HLEN);
-	ip.ttl = conf->ttl ? conf->ttl : 64;
-	ip.protocol = IPPROTO_UDP;
-	ip.saddr = tun->local_ip;
-	ip.daddr = tun->remote_ip;
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
-	ip.check = fold_csum(sum < 0 ? 0 : (__u64)sum);
-	__builtin_memcpy(&h.ip, &ip, sizeof(ip));
-	h.udp.source = bpf_htons(SPORT_MIN + (__u16)(((__u64)hash * SPORT_SPAN) >> 32));
-	h.udp.dest = bpf_htons(conf->vxlan_port);
-	h.udp.len = bpf_htons(len - ETH_HLEN - sizeof(struct iphdr));
-	h.vx.flags = VXLAN_FLAG_I;
-	h.vx.vni = bpf_htonl(conf->vni << 8);
+	out.dst_mac = tun->remote_mac;
+	out.src_mac = tun->local_mac;
+	out.saddr = tun->local_ip;
+	out.daddr = tun->remote_ip;
+	out.ttl = conf->ttl ? conf->ttl : 64;
+	out.sport = SPORT_MIN + (__u16)(((__u64)hash * SPORT_SPAN) >> 32);
+	out.dport = conf->vxlan_port;
+	out.vni = conf->vni;
+	encap_fill(&h, &out, len);
 	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) {
 		cnt->failed++;
 		return TC_ACT_SHOT;
