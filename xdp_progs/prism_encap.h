@@ -75,4 +75,22 @@ static __always_inline void encap_fill(struct encap_hdr *h, const struct encap_o
 	h->vx_vni = bpf_htonl(o->vni << 8);
 }
 
+/* Room for the outer headers after the frame's Ethernet header, marked as
+ * a VXLAN-style tunnel (the kernel sets skb->encapsulation, the inner
+ * offsets and, for a GSO packet, SKB_GSO_UDP_TUNNEL), then the headers for
+ * o: 0, or -1 when the skb could not take them. flags: more
+ * BPF_F_ADJ_ROOM_* (FIXED_GSO for a GSO packet sized for the tunnel).
+ */
+static __always_inline int encap_push(struct __sk_buff *skb, struct encap_hdr *h,
+				      const struct encap_outer *o, __u64 flags)
+{
+	if (bpf_skb_adjust_room(skb, ENCAP_GROW_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) | flags))
+		return -1;
+	encap_fill(h, o, skb->len);
+	return bpf_skb_store_bytes(skb, 0, h, sizeof(*h), 0) ? -1 : 0;
+}
+
 #endif /* PRISM_ENCAP_H */

@@ -42,7 +42,7 @@ struct {
 SEC("tc")
 int tc_prism_gso_encap(struct __sk_buff *skb)
 {
-	__u32 mark = skb->mark, zero = 0, slot, len;
+	__u32 mark = skb->mark, zero = 0, slot;
 	struct prism_gso_counters *cnt;
 	struct prism_gso_vtep *v;
 	struct encap_outer out = {};
@@ -66,19 +66,6 @@ int tc_prism_gso_encap(struct __sk_buff *skb)
 		cnt->failed++;
 		return TC_ACT_SHOT;
 	}
-	/* FIXED_GSO: gso_size stays the inner payload per segment; the outer
-	 * headers come on top of each segment, as the daemon sized them.
-	 */
-	if (bpf_skb_adjust_room(skb, ENCAP_GROW_LEN, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
-					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) |
-					BPF_F_ADJ_ROOM_FIXED_GSO)) {
-		cnt->failed++;
-		return TC_ACT_SHOT;
-	}
-	len = skb->len; /* now with the outer headers */
-
 	out.dst_mac = v->remote_mac;
 	out.src_mac = v->local_mac;
 	out.saddr = v->local_ip;
@@ -88,13 +75,15 @@ int tc_prism_gso_encap(struct __sk_buff *skb)
 	out.sport = (__u16)(mark >> 8);
 	out.dport = v->vxlan_port;
 	out.vni = v->vni;
-	encap_fill(&h, &out, len);
-	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) {
+	/* FIXED_GSO: gso_size stays the inner payload per segment; the outer
+	 * headers come on top of each segment, as the daemon sized them.
+	 */
+	if (encap_push(skb, &h, &out, BPF_F_ADJ_ROOM_FIXED_GSO)) {
 		cnt->failed++;
 		return TC_ACT_SHOT;
 	}
 	cnt->encap++;
-	cnt->encap_bytes += len;
+	cnt->encap_bytes += skb->len; /* with the outer headers */
 	return TC_ACT_OK;
 }
 

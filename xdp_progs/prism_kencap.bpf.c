@@ -79,15 +79,6 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	__builtin_memcpy(&h.inner, eth, sizeof(h.inner));
 	hash = bpf_get_hash_recalc(skb);
 
-	if (bpf_skb_adjust_room(skb, ENCAP_GROW_LEN, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-					BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
-					BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))) {
-		cnt->failed++;
-		return TC_ACT_SHOT;
-	}
-	len = skb->len; /* now with the outer headers */
-
 	out.dst_mac = tun->remote_mac;
 	out.src_mac = tun->local_mac;
 	out.saddr = tun->local_ip;
@@ -96,11 +87,11 @@ int tc_prism_kencap(struct __sk_buff *skb)
 	out.sport = SPORT_MIN + (__u16)(((__u64)hash * SPORT_SPAN) >> 32);
 	out.dport = conf->vxlan_port;
 	out.vni = conf->vni;
-	encap_fill(&h, &out, len);
-	if (bpf_skb_store_bytes(skb, 0, &h, sizeof(h), 0)) {
+	if (encap_push(skb, &h, &out, 0)) {
 		cnt->failed++;
 		return TC_ACT_SHOT;
 	}
+	len = skb->len; /* with the outer headers */
 	cnt->encap++;
 	cnt->encap_bytes += len;
 	return bpf_redirect(tun->uplink_ifindex, 0);
