@@ -101,6 +101,11 @@ def families(stats: dict[str, Any]) -> Iterator[Metric]:
                        (([e], kernel[e]) for e in ("no_port", "aggregate", "no_tunnel", "too_big", "failed")))
         yield _gauge("kernel_high_tunnels", "Kernel HIGH path: tunnels back to remote MACs learned.", [],
                      [([], kernel["tunnels"])])
+    up = t.get("uplink_delivery", {})
+    if up.get("method") == "packet":  # forwarding.uplink_delivery: prism_gso_encap on the uplink's egress
+        yield _counter("uplink_gso_events", "prism_gso_encap: GSO packets encapsulated (encap), their bytes "
+                       "(encap_bytes), dropped (no_vtep, failed).", ["event"],
+                       (([e], up[e]) for e in ("encap", "encap_bytes", "no_vtep", "failed")))
     mb = t.get("multi_buffer")
     if mb:  # uplink.xdp_mode = "skb"
         yield _counter("multibuf_events", "Multi-buffer packets from the uplink (packets) and their parts.",

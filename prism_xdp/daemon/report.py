@@ -76,6 +76,12 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
                    f"left to the kernel: no port {kernel['no_port']}, aggregates {kernel['aggregate']}; "
                    f"dropped: no tunnel {kernel['no_tunnel']}, too big {kernel['too_big']}, failed {kernel['failed']} "
                    "(HIGH on this path is not in the latency table)")
+    up = t.get("uplink_delivery", {})
+    if up.get("method") == "packet":
+        st = t["stages"]
+        out.append(f"to the uplink in GSO packets: {st['gso_out_segments']} segments merged into "
+                   f"{st['gso_out_packets']}; prism_gso_encap encapsulated {up['encap']} "
+                   f"({up['encap_bytes']} bytes), dropped: no VTEP {up['no_vtep']}, failed {up['failed']}")
     mb = t.get("multi_buffer")
     if mb:
         out.append(f"multi-buffer packets from the uplink (xdp_mode skb): {mb['rx_multibuf']} in "

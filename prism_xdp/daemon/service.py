@@ -382,6 +382,7 @@ class Daemon:
         totals["egress"] = {c.name: eg.counters().as_dict()
                             for c, eg in zip(self.cfg.containers, self.programs.egress, strict=True)}
         totals["high_path"] = self.high_path_status()
+        totals["uplink_delivery"] = self.uplink_delivery_status()
         totals["latency"] = {cls: {"latency_us": merged[f"{cls}/xdp"].summary(),
                                    "pipeline_us": merged[f"{cls}/poll"].summary()}
                              for cls in (CLASS_NAMES[c] for c in range(self.cfg.classes))}

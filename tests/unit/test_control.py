@@ -308,6 +308,20 @@ def test_multi_buffer_counters_are_on_metrics_and_in_stats_only_with_a_generic_m
     assert "prism_xdp_multibuf_events" not in metrics.render(native) and "multi-buffer" not in report.render(native)
 
 
+def test_the_uplinks_gso_path_is_on_metrics_and_in_stats_only_when_on() -> None:
+    up = {"method": "packet", "how": "...", "why": "...", "encap": 30, "encap_bytes": 1_900_000, "no_vtep": 0,
+          "failed": 1}
+    stages = SAMPLE_STATS["totals"]["stages"] | {"gso_out_packets": 30, "gso_out_segments": 1200}
+    stats = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"uplink_delivery": up, "stages": stages}}
+    fams = {f.name: f for f in text_string_to_metric_families(metrics.render(stats))}
+    events = {s.labels["event"]: s.value for s in fams["prism_xdp_uplink_gso_events"].samples}
+    assert events == {"encap": 30, "encap_bytes": 1_900_000, "no_vtep": 0, "failed": 1}
+    assert ("to the uplink in GSO packets: 1200 segments merged into 30; prism_gso_encap encapsulated 30 "
+            "(1900000 bytes), dropped: no VTEP 0, failed 1") in report.render(stats)
+    xsk = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"uplink_delivery": {"method": "xsk"}}}
+    assert "prism_xdp_uplink_gso_events" not in metrics.render(xsk) and "GSO packets" not in report.render(xsk)
+
+
 def test_the_kernel_high_path_is_on_metrics_and_in_top_only_when_on() -> None:
     kernel = {"high_path": "kernel", "tunnels": 2, "decap": 40, "decap_bytes": 4000, "encap": 39,
               "encap_bytes": 5000, "no_port": 1, "no_tunnel": 0, "failed": 0, "aggregate": 3,
