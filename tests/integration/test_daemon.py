@@ -277,9 +277,13 @@ def test_a_generic_mode_uplink_takes_the_remotes_gso_packets_whole(host: Overlay
 def test_container_tcp_leaves_the_uplink_in_gso_packets(host: OverlayHost, tmp_path: Path) -> None:
     """The default forwarding.uplink_delivery on this kernel: prism_gso_encap on the uplink's tcx
     egress, reported in status; a container's TCP stream leaves merged and arrives intact; kill -9
-    takes the link along and a restart serves again; "xsk" sends frame by frame, with no program."""
+    takes the link along and a restart serves again; "xsk" sends frame by frame, with no program.
+    The remote is the second VTEP (a first one, never answered, takes slot 0), so a merged packet
+    reaches it only if its mark names the right slot."""
     from test_overlay_e2e import tcp_transfer
 
+    decoy = f'[[vtep]]\nip = "10.201.0.250"\nvni = {host.vni}\nmac = "02:00:00:00:00:fa"\n\n[[vtep]]'
+    (tmp_path / "prism.toml").write_text(config_text(host, tmp_path).replace("[[vtep]]", decoy, 1))
     d = Daemon(host, tmp_path)
     uplink = xdp.ifindex_of(host.uplink.host_if)
     assert len(native.tcx_query(uplink, host.uplink.host_if, egress=True)) == 1
