@@ -347,6 +347,23 @@ static void plan_aggregate(struct prism_overlay *o, struct prism_gro *g, uint64_
 	g->aggregates++;
 }
 
+int prism_gro_holdable(const struct prism_overlay *o, const struct port *pt,
+		       const struct prism_batch *b, const uint32_t *idx, uint32_t n)
+{
+	uint32_t inner = pt == &o->ports[PRISM_UPLINK_PORT] ? PRISM_ENCAP_LEN : 0, i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t j = idx[i], len = b->len[j];
+		struct seg s = { 0 };
+
+		/* Any csum: the sum is verified by plan() when the segment goes. */
+		if (b->csum[j] & PRISM_CSUM_AGG || len <= inner ||
+		    seg_parse(o->u->area + b->addr[j] + inner, len - inner, 1, &s) != 2 || s.psh)
+			return 0;
+	}
+	return 1;
+}
+
 /* Pass 1: which message each frame goes in (frames b[idx[0..n)]). A new
  * message starts with a frame that does not extend its flow's open group;
  * a message's later frames add their TCP payload only. Returns messages.

@@ -51,8 +51,15 @@ int prism_overlay_new(struct prism_overlay **out, struct prism_umem *u,
 
 void prism_overlay_delete(struct prism_overlay *o)
 {
+	uint32_t p;
+
 	if (!o)
 		return;
+	/* Frames still held go with the UMEM: the worker sends them on its way
+	 * out (prism_overlay_flush_tx), this is for an overlay that never ran.
+	 */
+	for (p = 0; p < PRISM_MAX_PORTS; p++)
+		prism_batch_delete(o->ports[p].held);
 	free(o->order);
 	prism_gro_free(o->gro);
 	free(o);

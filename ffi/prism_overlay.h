@@ -25,6 +25,11 @@ struct port {
 	int has_pkt;
 	int pkt_fd;
 	uint32_t gro_segs;
+	/* LOW TCP segments held back for merging with the next batches' (the
+	 * hold, prism_deliver.c), oldest first, and when the first came in.
+	 */
+	struct prism_batch *held;
+	uint64_t held_since;
 	uint32_t vni;
 	uint8_t mac[ETH_ALEN];
 	struct prism_port_counters cnt;
@@ -60,6 +65,9 @@ struct prism_overlay {
 	struct prism_fdb fdb;
 	struct prism_mcast *mc; /* MLD snooping, shared by the workers; NULL: flood */
 	struct prism_gro *gro; /* packet-socket delivery's scratch, made on first use */
+	int hold; /* LOW TCP segments may wait for the next batches (prism_overlay_set_hold) */
+	uint32_t held_total; /* frames every port holds */
+	uint32_t hold_idx[PRISM_GRO_MAX_SEGS]; /* a held batch's order, when it leaves */
 };
 
 _Static_assert(PRISM_FDB_VTEPS == PRISM_MAX_VTEPS,
@@ -140,5 +148,10 @@ static inline void record_latency(struct prism_overlay *o, const struct prism_ba
 int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct prism_batch *b,
 		      const uint32_t *idx, uint32_t n);
 void prism_gro_free(struct prism_gro *g);
+/* 1 when every frame of b's entries idx[0..n) could merge with a later
+ * segment of its flow toward pt: TCP data, ACK only, no PSH (the
+ * checksum is checked when the segments go). */
+int prism_gro_holdable(const struct prism_overlay *o, const struct port *pt,
+		       const struct prism_batch *b, const uint32_t *idx, uint32_t n);
 
 #endif /* PRISM_OVERLAY_H */

@@ -75,6 +75,7 @@ class SimOps:
         self._future = deque(sorted(arrivals, key=lambda p: p.arrival))
         self._sources = [SimSource("low", 0), SimSource("high", 1)]
         self.vanilla = False
+        self.hold = False
         self.trace: list[Step] = []
         self.delivered: list[SimPacket] = []
         self.dropped: list[SimPacket] = []
@@ -165,6 +166,10 @@ class SimOps:
 
     def flush_tx(self) -> None:
         """Delivery is instantaneous here: nothing waits on a TX ring."""
+
+    def set_hold(self, on: bool) -> None:
+        """Nothing is merged here, so nothing waits to be."""
+        self.hold = on
 
 
 def run(engine: Engine, ops: SimOps, switches: dict[float, str] | None = None, limit: int = 10_000_000) -> None:

@@ -47,6 +47,7 @@ class Config:
     poll: str = "busy"
     batch: int = 64
     low_batch_with_high: int = 4
+    low_gro_hold: bool = True
     classes: int = 2  # priority classes with sockets of their own: LOW, HIGH (, class2, class3)
     cpus: tuple[int, ...] = ()
     busy_poll_usecs: int = 0
@@ -204,6 +205,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     poll = sc.choice("poll", ("busy", "blocking"), "busy")
     batch = sc.int_in("batch", BATCH_MIN, BATCH_MAX, 64)
     low_batch_with_high = sc.int_in("low_batch_with_high", 0, BATCH_MAX, 4)
+    low_gro_hold = sc.get("low_gro_hold", bool, True)
     classes = sc.int_in("classes", 2, native.PRISM_NCLASS, 2)
     cpus = sc.get("cpus", list, [])
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
@@ -306,7 +308,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     check_rule_classes(rules, classes)
     top.done()
     return Config(path, interface, queues, bind, xdp_mode, vxlan_port, local_ip, mtu, ttl, mode, poll, batch,
-                  low_batch_with_high, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
+                  low_batch_with_high, low_gro_hold, classes, tuple(cpus), busy_poll_usecs, busy_poll_budget, timestamps, fdb_ageing_s, fdb_max_per_vtep, checksum, partial_checksums, frame_size, ring_size, uplink_fill, container_fill, control_socket, pid_file,
                   prometheus, log_level, tuple(vteps), tuple(containers), rules, snooping, delivery, high_path,
                   uplink_delivery)
 

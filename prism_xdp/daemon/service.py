@@ -52,6 +52,7 @@ def _kernel_version() -> tuple[int, int]:
 DATAPATH_FIELDS = {
     "uplink": "uplink", "vxlan_port": "vxlan_port", "local_ip": "local_ip", "mtu": "uplink_mtu", "ttl": "ttl",
     "classes": "nclass", "batch": "batch_size", "low_batch_with_high": "low_batch_with_high",
+    "low_gro_hold": "low_gro_hold",
     "uplink_fill": "uplink_fill", "container_fill": "container_fill", "frame_size": "frame_size",
     "xdp_mode": "attach_mode", "mode": "mode", "poll": "poll", "timestamps": "timestamps",
     "fdb_ageing_s": "fdb_ageing_s", "fdb_max_per_vtep": "fdb_max_per_vtep", "snooping": "snooping",

@@ -55,6 +55,9 @@ class DatapathParams:
     # LOW TX kick then hands the kernel less work for HIGH to wait behind; LOW
     # loses some throughput while HIGH flows (docs/benchmarks.md, issue 17).
     low_batch_with_high: int = 4  # with GRO delivery; 8 before it (docs/benchmarks.md)
+    # PRISM modes: LOW TCP segments toward packet sockets wait for the next (cut)
+    # batches' to leave as one GSO packet ("the hold", prism_api.h).
+    low_gro_hold: bool = True
     uplink_fill: int = 2048  # frames kept on the uplink's fill ring
     container_fill: int = 256  # frames kept on each container veth's fill ring
     frame_size: int = 2048
@@ -226,7 +229,8 @@ class Datapath:
             # Undone first: no new packets reach the sockets while they close.
             self._undo.callback(self.programs.detach)
 
-        self.ops = DatapathOps(self.sources, self.overlay, p.batch_size, self.service, self.set_vanilla)
+        self.ops = DatapathOps(self.sources, self.overlay, p.batch_size, self.service, self.set_vanilla,
+                               hold=p.low_gro_hold)
         self._undo.callback(self.ops.close)
         self.engine = Engine(self.ops, p.mode, p.batch_size, low_batch_with_high=p.low_batch_with_high)
         self._requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()

@@ -542,3 +542,7 @@ deliver_batch = lib.prism_deliver_batch
 overlay_through = lib.prism_overlay_through
 overlay_service = lib.prism_overlay_service
 overlay_flush_tx = lib.prism_overlay_flush_tx
+# The hold (prism_api.h): LOW TCP segments kept for the next cut batches to merge with.
+overlay_set_hold = lib.prism_overlay_set_hold
+overlay_flush_held = lib.prism_overlay_flush_held
+overlay_hold_drained = lib.prism_overlay_hold_drained

@@ -51,7 +51,8 @@ class DatapathOps:
     """
 
     def __init__(self, sources: list[Source], overlay: Overlay, batch_size: int,
-                 service: Callable[[], object], set_vanilla: Callable[[bool], None], pool: int = 64) -> None:
+                 service: Callable[[], object], set_vanilla: Callable[[bool], None], pool: int = 64,
+                 hold: bool = False) -> None:
         self._sources = sources
         self._xsks = ffi.new("prism_xsk *[]", [s.xsk.ptr for s in sources])
         self._nxsk = len(sources)
@@ -71,6 +72,8 @@ class DatapathOps:
         self._delivered_since = 0
         self._decap, self._encap, self._deliver = overlay.decap, overlay.encap, overlay.deliver
         self._through, self._flush = overlay.through, overlay.flush_tx
+        # The hold, where the schedulers allow it (set_hold) and the config does.
+        self._overlay, self._hold_allowed, self._holding = overlay, hold, False
         # through's scratch batches: empty before and after every call.
         self._in, self._out = Batch(batch_size), Batch(batch_size * 4)
 
@@ -122,6 +125,8 @@ class DatapathOps:
             raise ValueError("deliver: a work item without its source")
         try:
             self._deliver(work.src.cls, work.out)
+            if self._holding and work.src.cls == native.PRISM_CLASS_LOW:
+                self._overlay.hold_drained(work.src.xsk)  # (through() does this in C)
         finally:
             self._free.append(work)  # its batch is empty whatever happened
             self._delivered_since += 1
@@ -132,11 +137,17 @@ class DatapathOps:
         Counted in deliveries, not in steps: vanilla takes three steps per batch (rx,
         process, deliver) and counting steps made it walk the rings ~3x as often."""
         if now or self._delivered_since >= SERVICE_EVERY:
+            if now and self._holding:
+                self._overlay.flush_held()  # nothing to do: held segments wait no more
             self._delivered_since = 0
             self._service()
 
     def set_vanilla(self, on: bool) -> None:
         self._set_vanilla(on)
+
+    def set_hold(self, on: bool) -> None:
+        self._holding = on and self._hold_allowed
+        self._overlay.set_hold(self._holding)
 
     def flush_tx(self) -> None:
         if not self._flush():

@@ -201,6 +201,19 @@ class Overlay:
         """Completions back to the pool, every fill ring topped up; frames reaped."""
         return int(_service(self._ptr, uplink_fill, fill_level))
 
+    def set_hold(self, on: bool) -> None:
+        """LOW TCP segments toward packet sockets wait for the next batches to merge with
+        (prism_api.h, "the hold"); off sends what waits."""
+        native.overlay_set_hold(self.ptr, int(on))
+
+    def flush_held(self, older_than_ns: int = 0) -> int:
+        """Send the segments held longer than older_than_ns (0: all); frames sent."""
+        return int(native.overlay_flush_held(self.ptr, older_than_ns))
+
+    def hold_drained(self, xsk: XskSocket) -> int:
+        """After a LOW batch from xsk: send what is held if its RX ring is empty; frames sent."""
+        return int(native.overlay_hold_drained(self.ptr, xsk.ptr))
+
     def flush_tx(self, max_rounds: int = 1000) -> bool:
         """Kick until every TX ring is empty; False if they did not empty."""
         return int(native.overlay_flush_tx(self.ptr, max_rounds)) >= 0

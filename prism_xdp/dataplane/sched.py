@@ -96,6 +96,11 @@ class Ops(Protocol):
         """Return once every TX ring is empty: what was sent has left, in order."""
         ...
 
+    def set_hold(self, on: bool) -> None:
+        """Whether LOW TCP segments may wait for the next batches to merge with (PRISM's
+        modes, whose LOW batches are cut short); off sends what waits."""
+        ...
+
 
 @dataclass
 class SchedStats:
@@ -372,6 +377,7 @@ class Engine:
         self.low_batch_with_high = low_batch_with_high
         self.sched = make_scheduler(mode, ops, batch, low_batch_with_high)
         ops.set_vanilla(self.sched.mode is Mode.VANILLA)
+        ops.set_hold(self.sched.mode is not Mode.VANILLA)
         # Packets steered before a switch become visible on their ring at the
         # end of the kernel's NAPI poll; a millisecond covers it.
         self._settle = settle or (lambda: time.sleep(0.001))
@@ -399,6 +405,8 @@ class Engine:
         True when the steering must change (to or from vanilla) before finish()."""
         new = Mode.parse(mode)
         self.sched.drain()
+        # Held LOW segments leave before any packet the drains below take: they came first.
+        self.ops.set_hold(False)
         return new is not self.sched.mode and (self.sched.mode is Mode.VANILLA) != (new is Mode.VANILLA)
 
     def finish(self, mode: Mode | str) -> None:
@@ -408,6 +416,7 @@ class Engine:
         new = Mode.parse(mode)
         old = self.sched
         if new is old.mode:
+            self.ops.set_hold(old.mode is not Mode.VANILLA)  # prepare() turned it off
             return
         if (old.mode is Mode.VANILLA) != (new is Mode.VANILLA):
             self._settle()
@@ -434,4 +443,5 @@ class Engine:
         stats = old.stats
         self.sched = make_scheduler(new, self.ops, self.batch, self.low_batch_with_high)
         self.sched.stats = stats
+        self.ops.set_hold(new is not Mode.VANILLA)
         self.switches += 1
