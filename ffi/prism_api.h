@@ -281,7 +281,8 @@ struct prism_overlay_counters {
 	uint64_t gso_out_segments; /* the segments in them */
 	uint64_t hold_frames; /* LOW TCP segments held for the next batches' (the hold) */
 	uint64_t hold_flush_full; /* held segments sent: a GSO packet's worth */
-	uint64_t hold_flush_drained; /* ... their ring emptied, the worker idled or switched modes */
+	uint64_t hold_flush_psh; /* ... one had PSH, its sender's write ended */
+	uint64_t hold_flush_idle; /* ... the worker found nothing to do, switched modes or stopped */
 	uint64_t hold_flush_age; /* ... the oldest waited PRISM_HOLD_AGE_NS */
 	uint64_t hold_flush_other; /* ... a frame that could not wait came, or the hold was full */
 };
@@ -365,21 +366,22 @@ int prism_overlay_set_port_packet(prism_overlay *o, uint32_t port, int fd, uint3
 /* Kick until every TX ring is empty (before a flow may change sockets);
  * held segments go first. */
 int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);
-/* The hold (PRISM's modes, while LOW batches are cut short): a port's LOW
- * TCP data segments toward a packet socket wait, instead of leaving with
- * their batch, until a GSO packet's worth (the port's gro_segs) is there,
- * their RX ring is empty, a frame that cannot wait comes, or the oldest
- * waited PRISM_HOLD_AGE_NS, so that cut batches still make 64 KB packets,
- * with one kick per packet. As the kernel's GRO keeps packets across NAPI
- * polls while a device has more work. Off (the default) sends what is held.
+/* The hold (PRISM's modes, whose LOW batches are cut short while HIGH is
+ * active): a port's LOW TCP data segments toward a packet socket wait,
+ * instead of leaving with their batch, until a GSO packet's worth (the
+ * port's gro_segs) is there, a segment with PSH comes (it goes too), a
+ * frame that cannot wait comes (it goes after them), the worker finds
+ * nothing to do (the caller flushes), or the oldest waited
+ * PRISM_HOLD_AGE_NS (checked at each service). Cut batches then still
+ * make 64 KB packets, with one kick each, as the kernel's GRO keeps
+ * packets across NAPI polls while a device has more work. Off (the
+ * default) sends what is held.
  */
 #define PRISM_HOLD_AGE_NS 1000000
 #define PRISM_HOLD_TOTAL 256 /* frames held over every port */
 int prism_overlay_set_hold(prism_overlay *o, int on);
 /* Send what is held for longer than older_than_ns (0: everything); frames sent. */
 int prism_overlay_flush_held(prism_overlay *o, uint64_t older_than_ns);
-/* Send what is held if x's RX ring is empty (after a LOW batch from x); frames sent. */
-int prism_overlay_hold_drained(prism_overlay *o, prism_xsk *x);
 
 /* ---- MLD snooping (prism_mcast.c) --------------------------------------
  * Which container port joined which IPv6 multicast group, learned from the

@@ -116,8 +116,9 @@ static int hold(struct prism_overlay *o, struct port *pt, const struct prism_bat
 {
 	struct prism_batch *h = pt->held;
 	uint32_t i;
+	int kind = n < pt->gro_segs ? prism_gro_holdable(o, pt, b, idx, n) : 0;
 
-	if (n >= pt->gro_segs || !prism_gro_holdable(o, pt, b, idx, n)) {
+	if (!kind) {
 		hold_send(o, pt, &o->cnt.hold_flush_other);
 		return 0;
 	}
@@ -145,7 +146,9 @@ static int hold(struct prism_overlay *o, struct port *pt, const struct prism_bat
 	}
 	o->held_total += n;
 	o->cnt.hold_frames += n;
-	if (h->n >= pt->gro_segs)
+	if (kind == 2)
+		hold_send(o, pt, &o->cnt.hold_flush_psh);
+	else if (h->n >= pt->gro_segs)
 		hold_send(o, pt, &o->cnt.hold_flush_full);
 	return 1;
 }
@@ -164,7 +167,7 @@ static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 int prism_overlay_set_hold(struct prism_overlay *o, int on)
 {
 	if (!on)
-		flush_held(o, 0, &o->cnt.hold_flush_drained);
+		flush_held(o, 0, &o->cnt.hold_flush_idle);
 	o->hold = !!on;
 	return 0;
 }
@@ -174,14 +177,7 @@ int prism_overlay_flush_held(struct prism_overlay *o, uint64_t older_than_ns)
 	if (!o->held_total)
 		return 0;
 	return flush_held(o, older_than_ns,
-			  older_than_ns ? &o->cnt.hold_flush_age : &o->cnt.hold_flush_drained);
-}
-
-int prism_overlay_hold_drained(struct prism_overlay *o, struct prism_xsk *x)
-{
-	if (!o->held_total || prism_xsk_rx_pending(x))
-		return 0;
-	return flush_held(o, 0, &o->cnt.hold_flush_drained);
+			  older_than_ns ? &o->cnt.hold_flush_age : &o->cnt.hold_flush_idle);
 }
 
 int prism_deliver_batch(struct prism_overlay *o, uint32_t cls, struct prism_batch *b)
@@ -314,7 +310,5 @@ int prism_overlay_through(struct prism_overlay *o, struct prism_xsk *x, uint32_t
 	if (err < 0)
 		return err;
 	err = prism_deliver_batch(o, cls, out);
-	if (cls == PRISM_CLASS_LOW)
-		prism_overlay_hold_drained(o, x);
 	return err < 0 ? err : n;
 }

@@ -351,6 +351,7 @@ int prism_gro_holdable(const struct prism_overlay *o, const struct port *pt,
 		       const struct prism_batch *b, const uint32_t *idx, uint32_t n)
 {
 	uint32_t inner = pt == &o->ports[PRISM_UPLINK_PORT] ? PRISM_ENCAP_LEN : 0, i;
+	int psh = 0;
 
 	for (i = 0; i < n; i++) {
 		uint32_t j = idx[i], len = b->len[j];
@@ -358,10 +359,11 @@ int prism_gro_holdable(const struct prism_overlay *o, const struct port *pt,
 
 		/* Any csum: the sum is verified by plan() when the segment goes. */
 		if (b->csum[j] & PRISM_CSUM_AGG || len <= inner ||
-		    seg_parse(o->u->area + b->addr[j] + inner, len - inner, 1, &s) != 2 || s.psh)
+		    seg_parse(o->u->area + b->addr[j] + inner, len - inner, 1, &s) != 2)
 			return 0;
+		psh |= s.psh;
 	}
-	return 1;
+	return psh ? 2 : 1;
 }
 
 /* Pass 1: which message each frame goes in (frames b[idx[0..n)]). A new

@@ -148,9 +148,11 @@ static inline void record_latency(struct prism_overlay *o, const struct prism_ba
 int prism_gro_deliver(struct prism_overlay *o, struct port *pt, const struct prism_batch *b,
 		      const uint32_t *idx, uint32_t n);
 void prism_gro_free(struct prism_gro *g);
-/* 1 when every frame of b's entries idx[0..n) could merge with a later
- * segment of its flow toward pt: TCP data, ACK only, no PSH (the
- * checksum is checked when the segments go). */
+/* Whether b's entries idx[0..n) may wait for later segments toward pt:
+ * 0 no; 1 yes, each is TCP data with ACK (and PSH) only; 2 yes, and one
+ * has PSH, the end of its sender's write: they go now, with what waited
+ * (as GRO flushes a flow at PSH). The checksum is checked when they go.
+ */
 int prism_gro_holdable(const struct prism_overlay *o, const struct port *pt,
 		       const struct prism_batch *b, const uint32_t *idx, uint32_t n);
 

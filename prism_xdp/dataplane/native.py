@@ -545,4 +545,3 @@ overlay_flush_tx = lib.prism_overlay_flush_tx
 # The hold (prism_api.h): LOW TCP segments kept for the next cut batches to merge with.
 overlay_set_hold = lib.prism_overlay_set_hold
 overlay_flush_held = lib.prism_overlay_flush_held
-overlay_hold_drained = lib.prism_overlay_hold_drained

@@ -125,8 +125,6 @@ class DatapathOps:
             raise ValueError("deliver: a work item without its source")
         try:
             self._deliver(work.src.cls, work.out)
-            if self._holding and work.src.cls == native.PRISM_CLASS_LOW:
-                self._overlay.hold_drained(work.src.xsk)  # (through() does this in C)
         finally:
             self._free.append(work)  # its batch is empty whatever happened
             self._delivered_since += 1

@@ -210,10 +210,6 @@ class Overlay:
         """Send the segments held longer than older_than_ns (0: all); frames sent."""
         return int(native.overlay_flush_held(self.ptr, older_than_ns))
 
-    def hold_drained(self, xsk: XskSocket) -> int:
-        """After a LOW batch from xsk: send what is held if its RX ring is empty; frames sent."""
-        return int(native.overlay_hold_drained(self.ptr, xsk.ptr))
-
     def flush_tx(self, max_rounds: int = 1000) -> bool:
         """Kick until every TX ring is empty; False if they did not empty."""
         return int(native.overlay_flush_tx(self.ptr, max_rounds)) >= 0
