@@ -368,18 +368,19 @@ int prism_overlay_set_port_packet(prism_overlay *o, uint32_t port, int fd, uint3
 int prism_overlay_flush_tx(prism_overlay *o, uint32_t max_rounds);
 /* The hold (PRISM's modes, whose LOW batches are cut short while HIGH is
  * active): a port's LOW TCP data segments toward a packet socket wait,
- * instead of leaving with their batch, until a GSO packet's worth (the
- * port's gro_segs) is there, a segment with PSH comes (it goes too), a
+ * instead of leaving with their batch, until segs of them (at most the
+ * port's gro_segs) are there, a segment with PSH comes (it goes too), a
  * frame that cannot wait comes (it goes after them), the worker finds
  * nothing to do (the caller flushes), or the oldest waited
  * PRISM_HOLD_AGE_NS (checked at each service). Cut batches then still
- * make 64 KB packets, with one kick each, as the kernel's GRO keeps
- * packets across NAPI polls while a device has more work. Off (the
- * default) sends what is held.
+ * make large packets, with one kick each, as the kernel's GRO keeps
+ * packets across NAPI polls while a device has more work. 0 (the
+ * default) is off; a smaller size sends what is held. -EINVAL past
+ * PRISM_GRO_MAX_SEGS.
  */
 #define PRISM_HOLD_AGE_NS 1000000
 #define PRISM_HOLD_TOTAL 256 /* frames held over every port */
-int prism_overlay_set_hold(prism_overlay *o, int on);
+int prism_overlay_set_hold(prism_overlay *o, uint32_t segs);
 /* Send what is held for longer than older_than_ns (0: everything); frames sent. */
 int prism_overlay_flush_held(prism_overlay *o, uint64_t older_than_ns);
 

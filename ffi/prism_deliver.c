@@ -115,8 +115,8 @@ static int hold(struct prism_overlay *o, struct port *pt, const struct prism_bat
 		const uint32_t *idx, uint32_t n)
 {
 	struct prism_batch *h = pt->held;
-	uint32_t i;
-	int kind = n < pt->gro_segs ? prism_gro_holdable(o, pt, b, idx, n) : 0;
+	uint32_t i, cap = pt->gro_segs < o->hold ? pt->gro_segs : o->hold;
+	int kind = n < cap ? prism_gro_holdable(o, pt, b, idx, n) : 0;
 
 	if (!kind) {
 		hold_send(o, pt, &o->cnt.hold_flush_other);
@@ -127,7 +127,7 @@ static int hold(struct prism_overlay *o, struct port *pt, const struct prism_bat
 		if (!h)
 			return 0;
 	}
-	if (h->n + n > pt->gro_segs)
+	if (h->n + n > cap)
 		hold_send(o, pt, &o->cnt.hold_flush_full);
 	if (o->held_total + n > PRISM_HOLD_TOTAL)
 		flush_held(o, 0, &o->cnt.hold_flush_other);
@@ -148,7 +148,7 @@ static int hold(struct prism_overlay *o, struct port *pt, const struct prism_bat
 	o->cnt.hold_frames += n;
 	if (kind == 2)
 		hold_send(o, pt, &o->cnt.hold_flush_psh);
-	else if (h->n >= pt->gro_segs)
+	else if (h->n >= cap)
 		hold_send(o, pt, &o->cnt.hold_flush_full);
 	return 1;
 }
@@ -156,19 +156,20 @@ static int hold(struct prism_overlay *o, struct port *pt, const struct prism_bat
 static void tx_port(struct prism_overlay *o, struct port *pt, uint32_t cls,
 		    const struct prism_batch *b, uint32_t *idx, uint32_t n)
 {
-	if (pt->held && pt->held->n && !(o->hold && cls == PRISM_CLASS_LOW))
-		hold_send(o, pt, &o->cnt.hold_flush_other); /* the hold went off meanwhile */
+	/* HIGH never waits, nor sends LOW's held segments: another flow's. */
 	if (o->hold && cls == PRISM_CLASS_LOW && pt->has_pkt && pt->gro_segs > 1 &&
 	    hold(o, pt, b, idx, n))
 		return;
 	tx_now(o, pt, cls, b, idx, n);
 }
 
-int prism_overlay_set_hold(struct prism_overlay *o, int on)
+int prism_overlay_set_hold(struct prism_overlay *o, uint32_t segs)
 {
-	if (!on)
+	if (segs > PRISM_GRO_MAX_SEGS)
+		return -EINVAL;
+	if (segs < o->hold) /* what waits beyond the new size goes now */
 		flush_held(o, 0, &o->cnt.hold_flush_idle);
-	o->hold = !!on;
+	o->hold = segs;
 	return 0;
 }
 

@@ -65,7 +65,7 @@ struct prism_overlay {
 	struct prism_fdb fdb;
 	struct prism_mcast *mc; /* MLD snooping, shared by the workers; NULL: flood */
 	struct prism_gro *gro; /* packet-socket delivery's scratch, made on first use */
-	int hold; /* LOW TCP segments may wait for the next batches (prism_overlay_set_hold) */
+	uint32_t hold; /* LOW TCP segments a port may hold for the next batches, 0: none (prism_overlay_set_hold) */
 	uint32_t held_total; /* frames every port holds */
 	uint32_t hold_idx[PRISM_GRO_MAX_SEGS]; /* a held batch's order, when it leaves */
 };

@@ -76,6 +76,7 @@ class SimOps:
         self._sources = [SimSource("low", 0), SimSource("high", 1)]
         self.vanilla = False
         self.hold = False
+        self.hold_log: list[bool] = []  # every set_hold, in order
         self.trace: list[Step] = []
         self.delivered: list[SimPacket] = []
         self.dropped: list[SimPacket] = []
@@ -170,6 +171,7 @@ class SimOps:
     def set_hold(self, on: bool) -> None:
         """Nothing is merged here, so nothing waits to be."""
         self.hold = on
+        self.hold_log.append(on)
 
 
 def run(engine: Engine, ops: SimOps, switches: dict[float, str] | None = None, limit: int = 10_000_000) -> None:

@@ -47,7 +47,7 @@ class Config:
     poll: str = "busy"
     batch: int = 64
     low_batch_with_high: int = 4
-    low_gro_hold: bool = True
+    low_gro_hold: int = 0
     classes: int = 2  # priority classes with sockets of their own: LOW, HIGH (, class2, class3)
     cpus: tuple[int, ...] = ()
     busy_poll_usecs: int = 0
@@ -205,7 +205,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     poll = sc.choice("poll", ("busy", "blocking"), "busy")
     batch = sc.int_in("batch", BATCH_MIN, BATCH_MAX, 64)
     low_batch_with_high = sc.int_in("low_batch_with_high", 0, BATCH_MAX, 4)
-    low_gro_hold = sc.get("low_gro_hold", bool, True)
+    low_gro_hold = sc.int_in("low_gro_hold", 0, native.PRISM_GRO_MAX_SEGS, 0)
     classes = sc.int_in("classes", 2, native.PRISM_NCLASS, 2)
     cpus = sc.get("cpus", list, [])
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):

@@ -82,6 +82,12 @@ def render(stats: dict[str, Any], previous: dict[str, Any] | None = None, second
         out.append(f"to the uplink in GSO packets: {st['gso_out_segments']} segments merged into "
                    f"{st['gso_out_packets']}; prism_gso_encap encapsulated {up['encap']} "
                    f"({up['encap_bytes']} bytes), dropped: no VTEP {up['no_vtep']}, failed {up['failed']}")
+    st = t["stages"]
+    if st.get("hold_frames"):
+        out.append(f"LOW segments held for the next batches (scheduler.low_gro_hold): {st['hold_frames']}; "
+                   f"sent for: a packet's worth {st['hold_flush_full']}, PSH {st['hold_flush_psh']}, "
+                   f"idle {st['hold_flush_idle']}, age {st['hold_flush_age']}, "
+                   f"a frame that could not wait {st['hold_flush_other']}")
     mb = t.get("multi_buffer")
     if mb:
         out.append(f"multi-buffer packets from the uplink (xdp_mode skb): {mb['rx_multibuf']} in "

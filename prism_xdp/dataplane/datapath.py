@@ -55,9 +55,9 @@ class DatapathParams:
     # LOW TX kick then hands the kernel less work for HIGH to wait behind; LOW
     # loses some throughput while HIGH flows (docs/benchmarks.md, issue 17).
     low_batch_with_high: int = 4  # with GRO delivery; 8 before it (docs/benchmarks.md)
-    # PRISM modes: LOW TCP segments toward packet sockets wait for the next (cut)
-    # batches' to leave as one GSO packet ("the hold", prism_api.h).
-    low_gro_hold: bool = True
+    # PRISM modes: up to this many LOW TCP segments per port wait for the next (cut)
+    # batches' to leave as one GSO packet ("the hold", prism_api.h); 0: off.
+    low_gro_hold: int = 0
     uplink_fill: int = 2048  # frames kept on the uplink's fill ring
     container_fill: int = 256  # frames kept on each container veth's fill ring
     frame_size: int = 2048

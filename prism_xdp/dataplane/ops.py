@@ -52,7 +52,7 @@ class DatapathOps:
 
     def __init__(self, sources: list[Source], overlay: Overlay, batch_size: int,
                  service: Callable[[], object], set_vanilla: Callable[[bool], None], pool: int = 64,
-                 hold: bool = False) -> None:
+                 hold: int = 0) -> None:
         self._sources = sources
         self._xsks = ffi.new("prism_xsk *[]", [s.xsk.ptr for s in sources])
         self._nxsk = len(sources)
@@ -72,8 +72,8 @@ class DatapathOps:
         self._delivered_since = 0
         self._decap, self._encap, self._deliver = overlay.decap, overlay.encap, overlay.deliver
         self._through, self._flush = overlay.through, overlay.flush_tx
-        # The hold, where the schedulers allow it (set_hold) and the config does.
-        self._overlay, self._hold_allowed, self._holding = overlay, hold, False
+        # The hold (segments per port), where the schedulers allow it (set_hold); 0: never.
+        self._overlay, self._hold_segments, self._holding = overlay, hold, False
         # through's scratch batches: empty before and after every call.
         self._in, self._out = Batch(batch_size), Batch(batch_size * 4)
 
@@ -144,8 +144,8 @@ class DatapathOps:
         self._set_vanilla(on)
 
     def set_hold(self, on: bool) -> None:
-        self._holding = on and self._hold_allowed
-        self._overlay.set_hold(self._holding)
+        self._holding = on and self._hold_segments > 0
+        self._overlay.set_hold(self._hold_segments if self._holding else 0)
 
     def flush_tx(self) -> None:
         if not self._flush():

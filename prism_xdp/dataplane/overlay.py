@@ -201,10 +201,10 @@ class Overlay:
         """Completions back to the pool, every fill ring topped up; frames reaped."""
         return int(_service(self._ptr, uplink_fill, fill_level))
 
-    def set_hold(self, on: bool) -> None:
-        """LOW TCP segments toward packet sockets wait for the next batches to merge with
-        (prism_api.h, "the hold"); off sends what waits."""
-        native.overlay_set_hold(self.ptr, int(on))
+    def set_hold(self, segments: int) -> None:
+        """Up to segments LOW TCP segments per port wait for the next batches to merge with
+        (prism_api.h, "the hold"); 0 (off), or a smaller size, sends what waits."""
+        check_rc(native.overlay_set_hold(self.ptr, segments), f"hold {segments} segments")
 
     def flush_held(self, older_than_ns: int = 0) -> int:
         """Send the segments held longer than older_than_ns (0: all); frames sent."""

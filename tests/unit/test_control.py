@@ -322,6 +322,19 @@ def test_the_uplinks_gso_path_is_on_metrics_and_in_stats_only_when_on() -> None:
     assert "prism_xdp_uplink_gso_events" not in metrics.render(xsk) and "GSO packets" not in report.render(xsk)
 
 
+def test_the_hold_is_a_stats_line_only_once_it_held_something() -> None:
+    hold = {"hold_frames": 900, "hold_flush_full": 3, "hold_flush_psh": 20, "hold_flush_idle": 4,
+            "hold_flush_age": 1, "hold_flush_other": 2}
+    stats = SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"stages": SAMPLE_STATS["totals"]["stages"] | hold}}
+    assert ("LOW segments held for the next batches (scheduler.low_gro_hold): 900; sent for: a packet's worth 3, "
+            "PSH 20, idle 4, age 1, a frame that could not wait 2") in report.render(stats)
+    fams = {f.name: f for f in text_string_to_metric_families(metrics.render(stats))}
+    stage = {s.labels["counter"]: s.value for s in fams["prism_xdp_stage_packets"].samples}
+    assert stage["hold_frames"] == 900 and stage["hold_flush_psh"] == 20
+    none = SAMPLE_STATS["totals"]["stages"] | {k: 0 for k in hold}
+    assert "held" not in report.render(SAMPLE_STATS | {"totals": SAMPLE_STATS["totals"] | {"stages": none}})
+
+
 def test_the_kernel_high_path_is_on_metrics_and_in_top_only_when_on() -> None:
     kernel = {"high_path": "kernel", "tunnels": 2, "decap": 40, "decap_bytes": 4000, "encap": 39,
               "encap_bytes": 5000, "no_port": 1, "no_tunnel": 0, "failed": 0, "aggregate": 3,

@@ -149,6 +149,18 @@ def test_switching_modes_under_load_keeps_every_flow_whole_and_in_order(start: s
     assert engine.mode.value == modes[-1]
 
 
+@pytest.mark.parametrize(("start", "to", "log"), [
+    ("batch", "vanilla", [True, False, False]), ("vanilla", "sync", [False, False, True]),
+    ("batch", "sync", [True, False, True]), ("sync", "sync", [True]),
+])
+def test_the_hold_is_on_in_prism_modes_and_off_across_a_switch(start: str, to: str, log: list[bool]) -> None:
+    """Held LOW segments leave before a switch drains the rings (prepare), since they came first."""
+    ops = SimOps(flow(1, LOW, [1.0, 2.0]), COSTS)
+    engine = Engine(ops, start, settle=lambda: None)
+    engine.switch(to)
+    assert ops.hold_log == log and ops.hold is (to != "vanilla")
+
+
 def test_mode_names_are_checked() -> None:
     assert Mode.parse("SYNC") is Mode.SYNC
     with pytest.raises(ConfigError, match="vanilla, batch, sync"):
