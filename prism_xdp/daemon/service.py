@@ -326,6 +326,8 @@ class Daemon:
         return {"version": __version__, "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                 "config": cfg.path, "uplink": cfg.uplink, "queues": list(cfg.queues), "mode": self.mode(),
                 "poll": cfg.poll, "timestamps": cfg.timestamps, "vxlan_port": cfg.vxlan_port,
+                "batches": {"batch": cfg.batch, "low_batch_with_high": cfg.low_batch_with_high,
+                            "low_gro_hold": cfg.low_gro_hold},
                 "xdp": {"uplink": cfg.xdp_mode.name.lower(), "containers": "native",
                         "multi_buffer": cfg.xdp_mode is xdp.AttachMode.SKB},
                 "checksum": self.checksum.describe(), "delivery": cfg.delivery.describe(),

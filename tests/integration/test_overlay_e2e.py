@@ -411,3 +411,47 @@ def test_user_space_records_the_class_xdp_decided(testbed: Testbed) -> None:
             runner.stop()
         finally:
             dp.close()
+
+
+@pytest.mark.parametrize("mode", ["batch", "sync"])
+def test_held_low_segments_arrive_whole_and_in_order_both_ways(testbed: Testbed, mode: str) -> None:
+    """scheduler.low_gro_hold: with HIGH traffic active, LOW is cut to batches of 4 and its TCP
+    segments wait across batches to leave together; 20 MB each way arrive byte-identical, the
+    hold counts what it held and why it sent it, and no frame stays held after the worker stops."""
+    host = create_overlay_host(testbed, PREFIX, containers=2)
+    dp = Datapath(DatapathParams(host.uplink.host_if, mode=mode, low_batch_with_high=4, low_gro_hold=64),
+                  host.specs(), host.vteps())
+    runner = Runner(dp).start()
+    stop = threading.Event()
+
+    def high() -> None:  # a HIGH datagram to c0 every millisecond keeps the LOW cut on
+        with socket_in(host.remote_ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(60_000):
+                if stop.wait(0.001):
+                    return
+                s.sendto(b"h" * 64, (host.containers[0].ip, 7000))
+
+    prober = threading.Thread(target=high, daemon=True)
+    try:
+        dp.run_on_worker(lambda: dp.set_port(7000))
+        prober.start()
+        c1, size = host.containers[1], 20 * 1024 * 1024
+        for server_ns, server_ip, client_ns in ((c1.ns, c1.ip, host.remote_ns),  # remote -> container
+                                                (host.remote_ns, host.remote_overlay_ip, c1.ns)):  # and back
+            n, sent, got = tcp_transfer(server_ns, server_ip, client_ns, size)
+            assert (n, got) == (size, sent)
+        stages = dp.stats()["stages"]
+        sent_for = sum(stages[k] for k in ("hold_flush_full", "hold_flush_psh", "hold_flush_idle",
+                                           "hold_flush_age", "hold_flush_other"))
+        assert stages["hold_frames"] > 1000 and sent_for > 0, stages
+        assert stages["hold_frames"] > 4 * sent_for, "held segments must leave several cut batches at a time"
+        assert dp.run_on_worker(dp.latency)["high"]["latency_us"]["count"] > 100, "HIGH was active"
+    finally:
+        stop.set()
+        prober.join(5)
+        try:
+            runner.stop()
+        finally:
+            account = settle_and_account(dp)
+            dp.close()
+    assert account["balanced"] and account["batches"] == 0, account

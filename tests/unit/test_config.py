@@ -71,6 +71,8 @@ DELETE = object()
     ("scheduler.cpus", [0, 1], r"scheduler.cpus: one CPU per queue \(1\), not 2"),
     ("scheduler.busy_poll_usecs", -1, r"scheduler.busy_poll_usecs: must be in 0..1000000"),
     ("scheduler.busy_poll_budget", 0, r"scheduler.busy_poll_budget: must be in 1..1024"),
+    ("scheduler.low_gro_hold", 65, r"scheduler.low_gro_hold: must be in 0..64"),
+    ("scheduler.low_gro_hold", True, r"scheduler.low_gro_hold: must be int, not bool"),
     ("scheduler.timestamps", 1, r"scheduler.timestamps: must be bool, not int 1"),
     ("scheduler.classes", 5, r"scheduler.classes: must be in 2..4"),
     ("rules.ports", {"9000": "class3"}, r"rules.ports.9000: class3 needs scheduler.classes = 4; this config has 2 \(low, high\)"),
