@@ -202,7 +202,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
 
     sc = _Table(top.get("scheduler", dict, {}), "scheduler")
     mode = sc.choice("mode", tuple(m.value for m in Mode), "batch")
-    poll = sc.choice("poll", ("busy", "yield", "blocking"), "busy")
+    poll = sc.choice("poll", ("busy", "blocking"), "busy")
     batch = sc.int_in("batch", BATCH_MIN, BATCH_MAX, 64)
     low_batch_with_high = sc.int_in("low_batch_with_high", 0, BATCH_MAX, 4)
     low_gro_hold = sc.int_in("low_gro_hold", 0, native.PRISM_GRO_MAX_SEGS, 0)

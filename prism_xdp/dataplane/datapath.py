@@ -34,10 +34,7 @@ from prism_xdp.dataplane.umem import Umem, UmemParams
 from prism_xdp.dataplane.xdp import AttachMode
 from prism_xdp.dataplane.xsk import XskParams, XskSocket
 
-POLL_MODES = ("busy", "yield", "blocking")
-# poll = "yield": under load the worker offers its CPU (sched_yield) after this many
-# steps that moved packets, and whenever a step finds nothing to do.
-YIELD_EVERY = 8
+POLL_MODES = ("busy", "blocking")
 BLOCK_MS = 100  # a blocked worker still notices a stop or a request this often
 MULTIBUF_COUNTERS = ("rx_multibuf", "rx_multibuf_parts")
 
@@ -276,9 +273,8 @@ class Datapath:
             # to different per-CPU backlogs, which the kernel may deliver out of
             # order; pinned, a flow stays in order (and caches stay warm).
             os.sched_setaffinity(0, {self.params.cpu})
-        blocking, yielding = self.params.poll == "blocking", self.params.poll == "yield"
-        step, requests, engine, offer = self.engine.step, self._requests, self.engine, os.sched_yield
-        busy_steps = 0
+        blocking = self.params.poll == "blocking"
+        step, requests, engine = self.engine.step, self._requests, self.engine
         querier = self._start_querier()
         try:
             while not stop.is_set():
@@ -286,17 +282,8 @@ class Datapath:
                     while not requests.empty():
                         requests.get_nowait()()
                 if step():
-                    if yielding:
-                        busy_steps += 1
-                        if busy_steps >= YIELD_EVERY:
-                            busy_steps = 0
-                            offer()
                     continue
-                if yielding:
-                    # A task woken on this CPU (an application reading what was just
-                    # delivered) runs now instead of after the worker's time slice.
-                    offer()
-                elif blocking and not engine.sched.in_flight() and not self.ops.pending():
+                if blocking and not engine.sched.in_flight() and not self.ops.pending():
                     self._poller.poll(BLOCK_MS)
         finally:
             querier.set()

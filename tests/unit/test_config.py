@@ -65,7 +65,7 @@ DELETE = object()
     ("uplink.local_ip", "10.0.0.999", r"uplink.local_ip: .* not an IPv4 address"),
     ("uplink.colour", "red", r"uplink.colour: unknown key"),
     ("scheduler.mode", "turbo", r"scheduler.mode: must be one of vanilla, batch, sync"),
-    ("scheduler.poll", "sometimes", r"scheduler.poll: must be one of busy, yield, blocking"),
+    ("scheduler.poll", "sometimes", r"scheduler.poll: must be one of busy, blocking"),
     ("scheduler.batch", 0, r"scheduler.batch: must be in 1..4096"),
     ("scheduler.batch", True, r"scheduler.batch: must be int, not bool"),
     ("scheduler.cpus", [0, 1], r"scheduler.cpus: one CPU per queue \(1\), not 2"),

@@ -30,17 +30,14 @@ KERNEL_HIGH = "+kernel-high"
 GENERIC_UPLINK = "+skb"
 UPLINK_XSK = "+uplink-xsk"
 NO_HOLD = "+no-hold"
-YIELD = "+yield"
 HOLDS = {f"+hold{n}": n for n in (8, 16, 32, 64)}  # scheduler.low_gro_hold sizes
 OPTIONS = {KERNEL_HIGH: ("forwarding", "high_path", '"kernel"'), GENERIC_UPLINK: ("uplink", "xdp_mode", '"skb"'),
            UPLINK_XSK: ("forwarding", "uplink_delivery", '"xsk"'), NO_HOLD: ("scheduler", "low_gro_hold", "0"),
-           YIELD: ("scheduler", "poll", '"yield"'),
            **{h: ("scheduler", "low_gro_hold", str(n)) for h, n in HOLDS.items()}}
 OPTION_CONFIGS = ("prism-batch" + KERNEL_HIGH, "prism-sync" + KERNEL_HIGH,  # vanilla never uses them
                   *(mode + GENERIC_UPLINK for mode in PRISM_CONFIGS),
                   *(mode + UPLINK_XSK for mode in PRISM_CONFIGS),
-                  *(mode + hold for hold in (NO_HOLD, *HOLDS) for mode in ("prism-batch", "prism-sync")),
-                  *(mode + YIELD for mode in PRISM_CONFIGS))
+                  *(mode + hold for hold in (NO_HOLD, *HOLDS) for mode in ("prism-batch", "prism-sync")))
 DESCRIPTIONS = {
     "kernel": "the kernel's VXLAN device + bridge, with the topology's offloads as they are",
     "kernel-txoff": "the same, with TX checksum offload off (ethtool -K <if> tx off) on the remote's VXLAN device "
@@ -66,9 +63,6 @@ DESCRIPTIONS = {
     **{mode + hold: f"{mode} with scheduler.low_gro_hold = {n}: up to {n} LOW TCP segments per port wait across "
                     "cut batches to leave as one GSO packet"
        for hold, n in HOLDS.items() for mode in ("prism-batch", "prism-sync")},
-    **{mode + YIELD: f"{mode} with scheduler.poll = \"yield\": the busy worker offers its CPU (sched_yield) "
-                     "whenever it finds nothing to do and every few batches under load"
-       for mode in PRISM_CONFIGS},
 }
 
 
