@@ -76,7 +76,8 @@ static void tx_now(struct prism_overlay *o, struct port *pt, uint32_t cls,
  * ~70 % of vanilla's LOW. Held, the segments of several cut batches leave
  * as one packet: one kick, one wake-up. Only TCP data that may merge
  * waits; anything else sends the port's held segments first, then itself,
- * so no flow changes order.
+ * so no flow changes order. An option, off by default: LOW gains, and the
+ * HIGH tail grows with it (docs/benchmarks.md, "Holding LOW segments").
  */
 
 static void hold_send(struct prism_overlay *o, struct port *pt, uint64_t *reason)
