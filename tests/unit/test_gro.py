@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import Iterator
@@ -73,12 +74,19 @@ class Port:
         self.rx.close()
 
 
-@pytest.fixture
-def umem() -> Iterator[Umem]:
-    with Umem(UmemParams(frame_count=256, frame_size=2048), register=False) as u:
+@contextlib.contextmanager
+def accounted_umem(frames: int) -> Iterator[Umem]:
+    """A UMEM in plain memory that must have every frame back in its pool at the end."""
+    with Umem(UmemParams(frame_count=frames, frame_size=2048), register=False) as u:
         yield u
         account = u.account()
         assert account.pool == account.frames and account.user == 0, "delivery leaked frames"
+
+
+@pytest.fixture
+def umem() -> Iterator[Umem]:
+    with accounted_umem(256) as u:
+        yield u
 
 
 @pytest.fixture
